@@ -1,0 +1,5 @@
+import sys
+
+from qpm.cli import main
+
+sys.exit(main())

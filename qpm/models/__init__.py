@@ -1,0 +1,1 @@
+"""Torch modules: backbones, the sparse binary QPM layer, the feature-diversity loss."""
