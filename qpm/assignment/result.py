@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qpm.errors import QPMError
+
 STATUSES = ("optimal", "time_limit", "infeasible", "error")
 
 
@@ -47,7 +49,10 @@ class AssignmentResult:
     def assignment(self) -> dict[int, list[int]]:
         if self.matrix is None:
             return {}
-        return {c: sorted(np.flatnonzero(self.matrix[:, c]).tolist()) for c in range(self.matrix.shape[1])}
+        return {
+            c: sorted(np.flatnonzero(self.matrix[:, c]).tolist())
+            for c in range(self.matrix.shape[1])
+        }
 
     @property
     def gap(self) -> float | None:
@@ -72,6 +77,7 @@ class AssignmentResult:
             "tau": self.tau,
             "selected_features": [int(i) for i in self.selected_features],
             "assignment": {str(c): feats for c, feats in self.assignment.items()},
+            "shape": None if self.matrix is None else [int(x) for x in self.matrix.shape],
             "times": asdict(self.times),
             "message": self.message,
         }
@@ -83,3 +89,69 @@ class AssignmentResult:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=2))
         tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, d: dict, n_total: int | None = None) -> AssignmentResult:
+        """Rebuild a result from :meth:`to_dict` output.
+
+        The matrix shape comes from ``shape``; older dicts without it need ``n_total`` (F),
+        else F is taken as one more than the largest feature index used.
+        """
+        fix = "Re-run `qpm solve` to write a fresh result file."
+        if not isinstance(d, dict):
+            raise QPMError(f"A result must be a JSON object, got {type(d).__name__}.", fix)
+        for key in ("status", "solver"):
+            if key not in d:
+                raise QPMError(f"The result has no {key!r} field.", fix)
+        if d["status"] not in STATUSES:
+            raise QPMError(f"Unknown result status {d['status']!r}.", fix)
+        try:
+            raw = d.get("assignment") or {}
+            assignment = {int(c): [int(i) for i in f] for c, f in raw.items()}
+            shape = d.get("shape")
+            matrix = None
+            if assignment:
+                C = len(assignment) if shape is None else int(shape[1])
+                used = [i for feats in assignment.values() for i in feats]
+                F = int(shape[0]) if shape is not None else (n_total or max(used, default=-1) + 1)
+                matrix = np.zeros((F, C), dtype=np.uint8)
+                for c, feats in assignment.items():
+                    matrix[feats, c] = 1
+            times = SolveTimes(**{k: float(v) for k, v in (d.get("times") or {}).items()})
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            problem = f"The result's assignment or times are malformed ({exc})."
+            raise QPMError(problem, fix) from None
+
+        def num(key: str) -> float | None:
+            return None if d.get(key) is None else float(d[key])
+
+        return cls(
+            status=d["status"],
+            solver=str(d["solver"]),
+            objective=num("objective"),
+            bound=num("bound"),
+            selected_features=[int(i) for i in d.get("selected_features") or []],
+            matrix=matrix,
+            times=times,
+            solver_version=str(d.get("solver_version") or ""),
+            preset=str(d.get("preset") or "qpm"),
+            tau=num("tau"),
+            verified=bool(d.get("verified", False)),
+            fallback=d.get("fallback"),
+            message=str(d.get("message") or ""),
+        )
+
+    @classmethod
+    def load_json(cls, path: str | Path, n_total: int | None = None) -> AssignmentResult:
+        """Read a result written by :meth:`save_json`."""
+        path = Path(path)
+        if not path.is_file():
+            raise QPMError(f"Result file {path} does not exist.", "Run `qpm solve` first.")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise QPMError(
+                f"Result file {path} is not valid JSON ({exc}).",
+                "Re-run `qpm solve` to write a fresh result file.",
+            ) from None
+        return cls.from_dict(data, n_total=n_total)
