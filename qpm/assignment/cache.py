@@ -174,7 +174,7 @@ class FeatureFile:
 
 def load_features(path: str | Path) -> FeatureFile:
     """Read FEATURES.npz: ``features`` (N, F), ``labels`` (N,), optional ``b`` (F,)."""
-    fix = "Save it with numpy.savez(path, features=X, labels=y)."
+    fix = "Check the path; save features with numpy.savez(path, features=X, labels=y)."
     data = _open_npz(path, "Features", fix)
     for key in ("features", "labels"):
         if key not in data:
