@@ -1,0 +1,150 @@
+"""The small interface every solver backend implements.
+
+A backend loads a :class:`~qpm.assignment.compile.MatrixForm` into a :class:`Session`
+(the hand-off), which can then grow (``add_columns`` / ``add_rows``) and be re-solved
+warm-started; that is what the iterative presets and the cut formulation rely on.
+``Backend.solve(model, ...)`` is the one-shot convenience for a whole Pyomo model.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from qpm.assignment.compile import MatrixForm, ModelCompiler
+
+STATUSES = ("optimal", "time_limit", "infeasible", "error")
+
+
+@dataclass
+class BackendOutcome:
+    """One solve. ``x`` holds the column values (None without a feasible point)."""
+
+    status: str
+    x: np.ndarray | None = None
+    objective: float | None = None
+    bound: float | None = None
+    handoff_seconds: float = 0.0
+    solve_seconds: float = 0.0
+    message: str = ""
+
+    @property
+    def has_solution(self) -> bool:
+        return self.x is not None
+
+
+class LicenceLimit(Exception):
+    """The solver is installed but its licence does not take a model of this size."""
+
+
+class Session(ABC):
+    """A model held by one solver; grows by columns and rows between solves."""
+
+    #: seconds spent handing data to the solver so far (load plus every addition)
+    handoff_seconds: float = 0.0
+
+    @property
+    @abstractmethod
+    def n_cols(self) -> int: ...
+
+    @abstractmethod
+    def add_columns(
+        self, lo: np.ndarray, hi: np.ndarray, integer: np.ndarray, c: np.ndarray | None = None
+    ) -> None:
+        """Append columns (bounds, integrality, objective coefficients, default 0)."""
+
+    @abstractmethod
+    def add_rows(self, A: sp.csr_array, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Append rows ``lo <= A @ x <= hi``; ``A`` has ``n_cols`` columns."""
+
+    @abstractmethod
+    def solve(
+        self,
+        time_limit: float | None = None,
+        mip_gap: float = 1e-4,
+        threads: int | None = None,
+        start: np.ndarray | None = None,
+    ) -> BackendOutcome:
+        """Solve; ``start`` is a full column vector (NaN = unknown) used as a warm start."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free solver memory early (optional)."""
+
+    def apply(self, delta) -> None:
+        """Apply a :class:`~qpm.assignment.compile.Delta` from ``ModelCompiler.update``."""
+        if delta.col_lo.size:
+            self.add_columns(delta.col_lo, delta.col_hi, delta.integer, delta.c)
+        if delta.row_lo.size:
+            self.add_rows(delta.A, delta.row_lo, delta.row_hi)
+
+
+class Backend(ABC):
+    """A solver. ``name`` is its registry name."""
+
+    name: str = ""
+    #: True when the backend proves bounds (greedy does not)
+    exact: bool = True
+
+    @abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when usable, else (False, why and how to fix)."""
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    def check_size(self, n_cols: int, n_rows: int) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`LicenceLimit` when the licence cannot take a model this size."""
+
+    @abstractmethod
+    def load(self, form: MatrixForm) -> Session:
+        """Hand a matrix form to the solver."""
+
+    def solve(
+        self,
+        model,
+        time_limit: float | None = None,
+        mip_gap: float = 1e-4,
+        threads: int | None = None,
+        warm_start: bool = True,
+    ) -> BackendOutcome:
+        """Compile, load and solve a whole Pyomo model; values are written back into it."""
+        t0 = time.perf_counter()
+        compiler = ModelCompiler(model)
+        form = compiler.form
+        self.check_size(form.n_cols, form.n_rows)
+        session = self.load(form)
+        outcome = session.solve(
+            time_limit, mip_gap, threads, form.start if warm_start else None
+        )
+        outcome.handoff_seconds = time.perf_counter() - t0 - outcome.solve_seconds
+        if outcome.x is not None:
+            compiler.store(outcome.x)
+        return outcome
+
+
+@dataclass
+class SolveOptions:
+    """What :func:`qpm.assignment.solve.solve` passes to a formulation's solve loop.
+
+    ``start`` is a feasible solution of the full problem (an object with ``selected``
+    feature indices, an (F, C) ``matrix`` and ``objective``), or None; ``deadline`` is a
+    ``time.perf_counter()`` value by which everything must be done, or None.
+    """
+
+    time_limit: float | None = None
+    mip_gap: float = 1e-4
+    threads: int | None = None
+    warm_start: bool = True
+    progress: bool = False
+    start: object | None = None
+    deadline: float | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left before ``deadline`` (None without a limit, never below 0)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.perf_counter())

@@ -1,0 +1,177 @@
+"""Gurobi through gurobipy's matrix API (``addMVar`` / ``addMConstr``), which scales.
+
+The pip wheel ships a size-limited licence (2000 variables, 2000 linear constraints); the
+limit is probed once per process with a throw-away 2001-variable model so a full licence is
+used in full, and a model over the limit raises :class:`LicenceLimit` before any hand-off.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from qpm.assignment.backends.base import Backend, BackendOutcome, LicenceLimit, Session
+from qpm.assignment.compile import MatrixForm
+
+SIZE_LIMIT = 2000  # variables and linear constraints under the size-limited licence
+TOO_LARGE = 10010  # GurobiError code: "Model too large for size-limited license"
+
+
+@functools.lru_cache(maxsize=1)
+def _env():
+    import gurobipy as gp
+
+    return gp.Env(params={"OutputFlag": 0})
+
+
+@functools.lru_cache(maxsize=1)
+def size_limited() -> bool:
+    """True when the licence in use is the size-limited one."""
+    import gurobipy as gp
+
+    with gp.Model(env=_env()) as probe:
+        probe.addMVar(SIZE_LIMIT + 1)
+        try:
+            probe.optimize()
+        except gp.GurobiError as exc:
+            if exc.errno == TOO_LARGE:
+                return True
+            raise
+    return False
+
+
+def _split_rows(A: sp.csr_array, lo: np.ndarray, hi: np.ndarray):
+    """Gurobi rows have one sense: ranged rows become a >= and a <= row."""
+    A = sp.csr_array(A)
+    eq = np.isfinite(lo) & np.isfinite(hi) & (lo == hi)
+    ge = np.isfinite(lo) & ~eq
+    le = np.isfinite(hi) & ~eq
+    parts = []
+    for mask, sense, rhs in ((eq, "=", lo), (ge, ">", lo), (le, "<", hi)):
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            parts.append((A[rows], np.full(rows.size, sense), rhs[rows]))
+    return parts
+
+
+class GurobiSession(Session):
+    def __init__(self, form: MatrixForm) -> None:
+        import gurobipy as gp
+
+        self._gp = gp
+        t0 = time.perf_counter()
+        self._m = gp.Model(env=_env())
+        self._vars: list = []
+        self.add_columns(form.col_lo, form.col_hi, form.integer, form.c)
+        self._m.ModelSense = gp.GRB.MAXIMIZE if form.maximize else gp.GRB.MINIMIZE
+        self._m.ObjCon = float(form.c0)
+        self.add_rows(form.A, form.row_lo, form.row_hi)
+        self.handoff_seconds = time.perf_counter() - t0
+
+    @property
+    def n_cols(self) -> int:
+        return len(self._vars)
+
+    def add_columns(self, lo, hi, integer, c=None) -> None:
+        t0 = time.perf_counter()
+        GRB = self._gp.GRB
+        n = len(lo)
+        lo = np.where(np.isfinite(lo), lo, -GRB.INFINITY)
+        hi = np.where(np.isfinite(hi), hi, GRB.INFINITY)
+        binary = np.asarray(integer) & (lo >= 0) & (hi <= 1)
+        vtype = np.where(binary, GRB.BINARY, np.where(integer, GRB.INTEGER, GRB.CONTINUOUS))
+        obj = np.zeros(n) if c is None else np.asarray(c, dtype=np.float64)
+        x = self._m.addMVar(n, lb=lo, ub=hi, obj=obj, vtype=vtype)
+        self._vars.extend(x.tolist())
+        self.handoff_seconds += time.perf_counter() - t0
+
+    def add_rows(self, A, lo, hi) -> None:
+        t0 = time.perf_counter()
+        x = self._gp.MVar.fromlist(self._vars)
+        for part, sense, rhs in _split_rows(A, np.asarray(lo, float), np.asarray(hi, float)):
+            self._m.addMConstr(sp.csr_matrix(part), x, sense, rhs)
+        self.handoff_seconds += time.perf_counter() - t0
+
+    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
+        gp, m = self._gp, self._m
+        GRB = gp.GRB
+        m.Params.TimeLimit = float(time_limit) if time_limit else GRB.INFINITY
+        m.Params.MIPGap = float(mip_gap)
+        if threads:
+            m.Params.Threads = int(threads)
+        if start is not None:
+            start = np.asarray(start, dtype=np.float64)
+            x = gp.MVar.fromlist(self._vars)
+            x.Start = np.where(np.isfinite(start), start, GRB.UNDEFINED)
+        t0 = time.perf_counter()
+        try:
+            m.optimize()
+        except gp.GurobiError as exc:
+            if exc.errno == TOO_LARGE:
+                raise LicenceLimit(str(exc)) from exc
+            return BackendOutcome("error", message=f"Gurobi error {exc.errno}: {exc}")
+        seconds = time.perf_counter() - t0
+        st = m.Status
+        if st == GRB.OPTIMAL:
+            status = "optimal"
+        elif st in (GRB.TIME_LIMIT, GRB.INTERRUPTED, GRB.NODE_LIMIT, GRB.SOLUTION_LIMIT):
+            status = "time_limit"
+        elif st in (GRB.INFEASIBLE, GRB.INF_OR_UNBD):
+            status = "infeasible"
+        else:
+            status = "error"
+        x = objective = bound = None
+        if m.SolCount > 0 and status != "infeasible":
+            x = np.asarray(gp.MVar.fromlist(self._vars).X, dtype=np.float64)
+            objective = float(m.ObjVal)
+        if status in ("optimal", "time_limit") and m.IsMIP:
+            bound = float(m.ObjBound)
+            if not math.isfinite(bound) or abs(bound) >= GRB.INFINITY:
+                bound = None
+        return BackendOutcome(
+            status=status,
+            x=x,
+            objective=objective,
+            bound=bound,
+            handoff_seconds=self.handoff_seconds,
+            solve_seconds=seconds,
+            message="" if status != "error" else f"Gurobi status {st}",
+        )
+
+    def close(self) -> None:
+        self._m.dispose()
+
+
+class GurobiBackend(Backend):
+    name = "gurobi"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import gurobipy as gp
+        except ImportError:
+            return False, "gurobipy is not installed; pip install gurobipy."
+        try:
+            _env()
+        except gp.GurobiError as exc:
+            return False, f"Gurobi has no usable licence ({exc})."
+        return True, ""
+
+    def version(self) -> str:
+        import gurobipy as gp
+
+        return ".".join(str(v) for v in gp.gurobi.version())
+
+    def check_size(self, n_cols: int, n_rows: int) -> None:
+        if (n_cols > SIZE_LIMIT or n_rows > SIZE_LIMIT) and size_limited():
+            raise LicenceLimit(
+                f"the model has {n_cols} variables and {n_rows} constraints, over the "
+                f"size-limited Gurobi licence ({SIZE_LIMIT} each)"
+            )
+
+    def load(self, form: MatrixForm) -> GurobiSession:
+        self.check_size(form.n_cols, form.n_rows)
+        return GurobiSession(form)

@@ -1,0 +1,145 @@
+"""HiGHS through highspy: the matrix form goes in as one ``HighsLp`` (column-wise arrays)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from qpm.assignment.backends.base import Backend, BackendOutcome, Session
+from qpm.assignment.compile import MatrixForm
+
+
+def _inf(x: np.ndarray, hs) -> np.ndarray:
+    # HiGHS encodes infinity as kHighsInf (1e30 would also do; be exact).
+    return np.clip(np.asarray(x, dtype=np.float64), -hs.kHighsInf, hs.kHighsInf)
+
+
+class HighsSession(Session):
+    def __init__(self, form: MatrixForm) -> None:
+        import highspy as hs
+
+        self._hs = hs
+        t0 = time.perf_counter()
+        h = hs.Highs()
+        h.setOptionValue("output_flag", False)
+        lp = hs.HighsLp()
+        lp.num_col_ = form.n_cols
+        lp.num_row_ = form.n_rows
+        lp.col_cost_ = np.asarray(form.c, dtype=np.float64)
+        lp.col_lower_ = _inf(form.col_lo, hs)
+        lp.col_upper_ = _inf(form.col_hi, hs)
+        lp.row_lower_ = _inf(form.row_lo, hs)
+        lp.row_upper_ = _inf(form.row_hi, hs)
+        lp.offset_ = float(form.c0)
+        lp.sense_ = hs.ObjSense.kMaximize if form.maximize else hs.ObjSense.kMinimize
+        A = sp.csc_array(form.A)
+        lp.a_matrix_.format_ = hs.MatrixFormat.kColwise
+        lp.a_matrix_.num_col_ = form.n_cols
+        lp.a_matrix_.num_row_ = form.n_rows
+        lp.a_matrix_.start_ = A.indptr.astype(np.int32)
+        lp.a_matrix_.index_ = A.indices.astype(np.int32)
+        lp.a_matrix_.value_ = A.data.astype(np.float64)
+        lp.integrality_ = [
+            hs.HighsVarType.kInteger if f else hs.HighsVarType.kContinuous for f in form.integer
+        ]
+        status = h.passModel(lp)
+        if status == hs.HighsStatus.kError:
+            raise RuntimeError("HiGHS rejected the model")
+        self._h = h
+        self._n = form.n_cols
+        self.handoff_seconds = time.perf_counter() - t0
+
+    @property
+    def n_cols(self) -> int:
+        return self._n
+
+    def add_columns(self, lo, hi, integer, c=None) -> None:
+        t0 = time.perf_counter()
+        hs, n = self._hs, len(lo)
+        c = np.zeros(n) if c is None else np.asarray(c, dtype=np.float64)
+        empty = np.zeros(0, dtype=np.int32)
+        self._h.addCols(n, c, _inf(lo, hs), _inf(hi, hs), 0, empty, empty, np.zeros(0))
+        ints = np.flatnonzero(integer).astype(np.int32)
+        if ints.size:
+            self._h.changeColsIntegrality(
+                ints.size, ints + self._n, np.ones(ints.size, dtype=np.uint8)
+            )
+        self._n += n
+        self.handoff_seconds += time.perf_counter() - t0
+
+    def add_rows(self, A, lo, hi) -> None:
+        t0 = time.perf_counter()
+        A = sp.csr_array(A)
+        self._h.addRows(
+            A.shape[0],
+            _inf(lo, self._hs),
+            _inf(hi, self._hs),
+            A.nnz,
+            A.indptr[:-1].astype(np.int32),
+            A.indices.astype(np.int32),
+            A.data.astype(np.float64),
+        )
+        self.handoff_seconds += time.perf_counter() - t0
+
+    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
+        hs, h = self._hs, self._h
+        h.setOptionValue("time_limit", float(time_limit) if time_limit else math.inf)
+        h.setOptionValue("mip_rel_gap", float(mip_gap))
+        if threads:
+            h.setOptionValue("threads", int(threads))
+        if start is not None:
+            start = np.asarray(start, dtype=np.float64)
+            known = np.flatnonzero(np.isfinite(start)).astype(np.int32)
+            if known.size:
+                h.setSolution(known.size, known, start[known])
+        t0 = time.perf_counter()
+        h.run()
+        seconds = time.perf_counter() - t0
+        ms = h.getModelStatus()
+        info = h.getInfo()
+        S = hs.HighsModelStatus
+        if ms == S.kOptimal:
+            status = "optimal"
+        elif ms in (S.kTimeLimit, S.kInterrupt, S.kIterationLimit, S.kSolutionLimit):
+            status = "time_limit"
+        elif ms in (S.kInfeasible, S.kUnboundedOrInfeasible):
+            status = "infeasible"
+        else:
+            status = "error"
+        has_x = info.primal_solution_status == 2  # kSolutionStatusFeasible
+        x = np.asarray(h.getSolution().col_value, dtype=np.float64) if has_x else None
+        bound = float(info.mip_dual_bound) if status in ("optimal", "time_limit") else None
+        if bound is not None and not math.isfinite(bound):
+            bound = None
+        return BackendOutcome(
+            status=status,
+            x=x,
+            objective=float(info.objective_function_value) if has_x else None,
+            bound=bound,
+            handoff_seconds=self.handoff_seconds,
+            solve_seconds=seconds,
+            message="" if status != "error" else h.modelStatusToString(ms),
+        )
+
+
+class HighsBackend(Backend):
+    name = "highs"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import highspy  # noqa: F401
+        except ImportError:
+            return False, "highspy is not installed; pip install highspy."
+        return True, ""
+
+    def version(self) -> str:
+        import highspy
+
+        h = highspy.Highs()
+        return f"{h.versionMajor()}.{h.versionMinor()}.{h.versionPatch()}"
+
+    def load(self, form: MatrixForm) -> HighsSession:
+        return HighsSession(form)

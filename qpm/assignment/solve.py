@@ -1,0 +1,264 @@
+"""``solve(problem, solver=...)``: model, hand-off, solve, decode, verify.
+
+The full formulation is solved as a loop that is exact for every preset: solve the model the
+preset built, and if the answer breaks one of the preset's :class:`Rules` (a class without
+exactly k features, two identical classes), add exactly those constraints and re-solve
+warm-started. Each model in the loop is a relaxation of the preset's problem, so the first
+answer that breaks no rule is optimal for it and the last bound is valid. Every result passes
+the independent verifier before it is returned.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+
+import numpy as np
+
+from qpm.assignment import model as qmodel
+from qpm.assignment.backends import DEFAULT_BACKEND, LicenceLimit, SolveOptions, get_backend
+from qpm.assignment.compile import ModelCompiler
+from qpm.assignment.presets import get_preset
+from qpm.assignment.problem import AssignmentProblem
+from qpm.assignment.result import AssignmentResult, SolveTimes
+from qpm.assignment.verifier import check_result
+from qpm.errors import QPMError
+
+FORMULATIONS = ("auto", "full", "cuts")
+FALLBACK = "highs"
+# The heuristic warm start may use this share of the time limit (and at most HEURISTIC_CAP s).
+HEURISTIC_SHARE = 0.1
+HEURISTIC_CAP = 30.0
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(f"[qpm solve] {text}", file=sys.stderr, flush=True)
+
+
+def _cuts_available() -> bool:
+    try:
+        return importlib.util.find_spec("qpm.assignment.cutmodel") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_formulation(formulation: str, problem: AssignmentProblem) -> str:
+    """``auto`` means the straightforward model unless the cut formulation exists."""
+    if formulation not in FORMULATIONS:
+        raise QPMError(
+            f"Unknown formulation {formulation!r}.", f"Choose one of: {', '.join(FORMULATIONS)}."
+        )
+    if formulation == "cuts" and not _cuts_available():
+        raise QPMError(
+            "The cut formulation (qpm.assignment.cutmodel) is not installed.",
+            "Use --formulation full.",
+        )
+    if formulation == "auto":
+        return "full"
+    return formulation
+
+
+def _licence_line(backend_name: str, why: str) -> str:
+    return (
+        f"{backend_name}: {why}; solving with HiGHS instead. Fix: install a full or academic "
+        "Gurobi licence, or pass --solver highs|scip."
+    )
+
+
+def _pick_backend(solver: str, strict: bool):
+    """The backend to use and, if another than asked for, why (the fallback note)."""
+    backend = get_backend(solver)
+    ok, why = backend.available()
+    if ok:
+        return backend, None
+    if solver == "gurobi" and not strict:
+        note = _licence_line("gurobi", why.rstrip("."))
+        print(f"qpm: {note}", file=sys.stderr)
+        return get_backend(FALLBACK), note
+    raise QPMError(
+        f"Solver {solver!r} is not usable: {why}", "Install it or choose another --solver."
+    )
+
+
+def full_size(problem: AssignmentProblem, preset_name: str | None = None) -> tuple[int, int]:
+    """(variables, constraints) of the full model before any lazy rows: for licence checks."""
+    F, C, P = problem.n_total, problem.n_classes, len(problem.pairs())
+    return F + F * C + P, F * C + 1 + P + C + 1
+
+
+def _heuristic(problem: AssignmentProblem, opts: SolveOptions):
+    from qpm.assignment.heuristic import heuristic_solution
+
+    limit = HEURISTIC_CAP if opts.time_limit is None else HEURISTIC_SHARE * opts.time_limit
+    return heuristic_solution(problem, restarts=3, seed=0, time_limit=min(limit, HEURISTIC_CAP))
+
+
+def solve_full(problem: AssignmentProblem, backend, opts: SolveOptions) -> AssignmentResult:
+    """The straightforward Pyomo model through ``backend``, with the exact repair loop."""
+    rules = get_preset(problem.preset).rules
+    times = SolveTimes()
+    t0 = time.perf_counter()
+    backend.check_size(*full_size(problem))
+    m = qmodel.build_model(problem)
+    start = opts.start
+    start_mask = None
+    if start is not None:
+        start_mask = np.zeros(problem.n_total, dtype=bool)
+        start_mask[np.asarray(start.selected, dtype=np.int64)] = True
+        qmodel.set_start(m, problem, start_mask, start.matrix)
+    times.build = time.perf_counter() - t0
+    _say(opts.progress, f"built the model in {times.build:.1f} s")
+
+    t0 = time.perf_counter()
+    compiler = ModelCompiler(m)
+    form = compiler.form
+    backend.check_size(form.n_cols, form.n_rows)
+    session = backend.load(form)
+    times.handoff = time.perf_counter() - t0
+    _say(opts.progress, f"{form.n_cols} variables, {form.n_rows} rows, handed over in "
+         f"{times.handoff:.1f} s")
+    vector = form.start if (start is not None and opts.warm_start) else None
+
+    answer, status, bound, message = None, "time_limit", None, ""
+    rounds = 0
+    while True:
+        remaining = opts.remaining()
+        if remaining is not None and remaining <= 0:
+            break
+        rounds += 1
+        out = session.solve(remaining, opts.mip_gap, opts.threads, vector)
+        times.solve += out.solve_seconds
+        if out.bound is not None:
+            bound = out.bound
+        status, message = out.status, out.message
+        if out.x is None:
+            break
+        compiler.store(out.x)
+        s, W = qmodel.decode(m, problem)
+        bad, dup = qmodel.violations(problem, rules, s, W)
+        if not bad and not dup:
+            answer = (s, W)
+            break
+        _say(opts.progress, f"round {rounds}: {len(bad)} class(es) without k features, "
+             f"{len(dup)} identical class pair(s); adding them and re-solving")
+        t0 = time.perf_counter()
+        qmodel.add_uniqueness(m, problem, dup)
+        qmodel.add_per_class_exact(m, problem, bad)
+        if start_mask is not None:
+            qmodel.set_start(m, problem, start_mask, start.matrix)
+        delta = compiler.update()
+        backend.check_size(form.n_cols, form.n_rows)
+        session.apply(delta)
+        vector = compiler.current_start() if vector is not None else None
+        times.handoff += time.perf_counter() - t0
+        status = "time_limit"  # until a solve of the extended model says otherwise
+    session.close()
+
+    if answer is None and start is not None and status not in ("infeasible", "error"):
+        answer, message = (start_mask, np.asarray(start.matrix)), "the warm start (no better " \
+            "solution that obeys every rule was found in time)"
+        status = "time_limit"
+    if status == "optimal" and rounds > 1:
+        message = f"exact after {rounds} rounds of adding violated constraints"
+    return _result(problem, backend.name, status, answer, bound, times, message)
+
+
+def _result(problem, solver, status, answer, bound, times, message) -> AssignmentResult:
+    if answer is None:
+        if status in ("optimal", "time_limit"):
+            status, message = "time_limit", message or "no feasible solution found in time"
+        return AssignmentResult(status=status, solver=solver, bound=bound, times=times,
+                                preset=problem.preset, tau=problem.tau, message=message)
+    s, W = answer
+    W = np.asarray(W, dtype=np.uint8)
+    return AssignmentResult(
+        status=status,
+        solver=solver,
+        objective=problem.objective(s, W),
+        bound=bound,
+        selected_features=np.flatnonzero(s).tolist(),
+        matrix=W,
+        times=times,
+        preset=problem.preset,
+        tau=problem.tau,
+        message=message,
+    )
+
+
+def solve_greedy(problem: AssignmentProblem, backend, opts: SolveOptions) -> AssignmentResult:
+    from qpm.assignment.backends.greedy import selection_mask
+
+    t0 = time.perf_counter()
+    h = backend.run(problem, opts.remaining())
+    times = SolveTimes(solve=time.perf_counter() - t0)
+    answer = (selection_mask(problem, h.selected), h.matrix)
+    return _result(problem, backend.name, "time_limit", answer, None, times,
+                   "heuristic solution; optimality not proven")
+
+
+def _run(problem, backend, formulation, opts) -> AssignmentResult:
+    if not backend.exact:
+        return solve_greedy(problem, backend, opts)
+    if formulation == "cuts":
+        from qpm.assignment.cutmodel import solve_cuts
+
+        return solve_cuts(problem, backend, opts)
+    return solve_full(problem, backend, opts)
+
+
+def solve(
+    problem: AssignmentProblem,
+    solver: str = DEFAULT_BACKEND,
+    time_limit: float | None = None,
+    mip_gap: float = 1e-4,
+    threads: int | None = None,
+    warm_start: bool = True,
+    strict_solver: bool = False,
+    formulation: str = "auto",
+    progress: bool = False,
+) -> AssignmentResult:
+    """Solve ``problem`` under its preset and return a VERIFIED result (else QPMError).
+
+    ``solver`` gurobi falls back to HiGHS (noted in ``result.fallback``, one line on stderr)
+    when gurobipy is missing, unlicensed or its licence is too small for the model, unless
+    ``strict_solver``. ``time_limit`` (seconds) covers the whole call.
+    """
+    if time_limit is not None and not time_limit > 0:
+        raise QPMError(f"time_limit must be positive, got {time_limit}.", "Use e.g. 300.")
+    if not 0 <= mip_gap < 1:
+        raise QPMError(f"mip_gap must be in [0, 1), got {mip_gap}.", "Use e.g. 1e-4.")
+    begin = time.perf_counter()
+    formulation = resolve_formulation(formulation, problem)
+    backend, fallback = _pick_backend(solver, strict_solver)
+    opts = SolveOptions(
+        time_limit=time_limit,
+        mip_gap=mip_gap,
+        threads=threads,
+        warm_start=warm_start,
+        progress=progress,
+        deadline=None if time_limit is None else begin + float(time_limit),
+    )
+    if warm_start and backend.exact:
+        opts.start = _heuristic(problem, opts)
+        _say(progress, f"heuristic warm start: objective {opts.start.objective:.4f}")
+    try:
+        result = _run(problem, backend, formulation, opts)
+    except LicenceLimit as exc:
+        if strict_solver:
+            raise QPMError(
+                f"Gurobi cannot take this model: {exc}.",
+                "Install a full or academic Gurobi licence, or use --solver highs|scip "
+                "(without --strict-solver gurobi falls back to HiGHS).",
+            ) from None
+        fallback = _licence_line(backend.name, str(exc))
+        print(f"qpm: {fallback}", file=sys.stderr)
+        backend = get_backend(FALLBACK)
+        result = _run(problem, backend, formulation, opts)
+    result.solver = backend.name
+    result.solver_version = backend.version()
+    result.fallback = fallback
+    result.preset = problem.preset
+    result.tau = problem.tau
+    return check_result(problem, result)
