@@ -51,7 +51,7 @@ def _best_assignment(problem: AssignmentProblem, sel: tuple[int, ...]) -> tuple[
         subsets = list(combinations(range(len(sel)), k))
         gain = np.array([[AS[list(s), c].sum() for s in subsets] for c in range(C)])
         rows, cols = linear_sum_assignment(gain, maximize=True)
-        for c, s in zip(rows, cols):
+        for c, s in zip(rows, cols, strict=True):
             use[list(subsets[s]), c] = True
     elif rules.per_class_exact:
         for c in range(C):
