@@ -111,9 +111,7 @@ def _open_npz(path: str | Path, what: str, fix: str) -> dict[str, np.ndarray]:
         raise QPMError(f"{what} file {path} is not an .npz file ({kind}).", fix)
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except QPMError:
-        raise
+            arrays = {key: data[key] for key in data.files}
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
             raise QPMError(
@@ -126,6 +124,10 @@ def _open_npz(path: str | Path, what: str, fix: str) -> dict[str, np.ndarray]:
         raise QPMError(
             f"{what} file {path} is corrupt or truncated ({type(exc).__name__}: {exc}).", fix
         ) from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a zip member that is not a .npy array
+            raise QPMError(f"{what} file {path} is corrupt: member {key!r} is not an array.", fix)
+    return arrays
 
 
 def load_similarities(path: str | Path) -> SimilarityFile:
