@@ -1,0 +1,336 @@
+"""The cut formulation: only ``s`` and one value per class, top-k cuts added in rounds.
+
+Model (maximised)::
+
+    scale * sum_c theta_c - penalty(s) + b . s     s.t.  sum_i s_i = n,  s binary,
+    theta_c <= k*lam + sum_i max(A_ic - lam, 0) s_i      (top-k cuts, any lam)
+
+with the penalty of :mod:`qpm.assignment.penalty`. Every model along the way is a relaxation
+of the preset's problem (fewer cuts, uniqueness not yet enforced), so each solver bound is a
+valid upper bound; every MIP answer is priced exactly from the arrays and repaired into a
+feasible assignment, which gives the incumbent. The loop stops when the certified gap
+``(bound - incumbent) / |incumbent|`` is at most ``mip_gap``, or at the deadline.
+
+Stages: (1) root: the LP relaxation with top-k cuts, lazy McCormick pairs and triangle rows
+until no more are violated; (2) the candidate set K (every feature the LP ever used, plus
+the warm start) gets a y column for all of its pairs, all other pairs go into aggregated
+star rows; (3) MIP re-solves, warm-started: after each one, classes whose theta exceeds
+their true value get a tight cut at the integer point; when the top-k columns of two
+classes coincide (and the repair cannot avoid it at no loss) those classes get explicit
+w_ic columns and a no-good "c and d do not both use exactly S"; the first answer that needs
+nothing is optimal. Exact uniqueness comes from that loop; ties in A are harmless because
+the repaired incumbent is compared by value, not by decoded sets.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from qpm.assignment.backends.base import SolveOptions
+from qpm.assignment.penalty import PairModel
+from qpm.assignment.presets import get_preset
+from qpm.assignment.problem import AssignmentProblem
+from qpm.assignment.relaxation import Relaxation
+from qpm.assignment.repair import unique_columns
+from qpm.assignment.result import AssignmentResult, SolveTimes
+from qpm.assignment.separation import TopK
+from qpm.errors import QPMError
+
+# The root LP loop may use this share of the time limit (the MIP needs the rest).
+ROOT_SHARE = 0.25
+TRIANGLES_PER_ROUND = 2000
+_TOL = 1e-6
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(f"[qpm cuts] {text}", file=sys.stderr, flush=True)
+
+
+class _Incumbent:
+    """The best verified-feasible assignment seen so far."""
+
+    def __init__(self) -> None:
+        self.mask: np.ndarray | None = None
+        self.W: np.ndarray | None = None
+        self.value = -math.inf
+
+    def offer(self, problem: AssignmentProblem, mask: np.ndarray, W: np.ndarray) -> float:
+        value = problem.objective(mask, W)
+        if value > self.value + 1e-9 * max(1.0, abs(value)):
+            self.mask, self.W, self.value = mask.copy(), np.asarray(W, dtype=np.uint8), value
+        return value
+
+
+class CutSolver:
+    """State of one cut-formulation solve; :func:`solve_cuts` is the entry point."""
+
+    def __init__(self, problem: AssignmentProblem, opts: SolveOptions) -> None:
+        rules = get_preset(problem.preset).rules
+        if not rules.per_class_exact:
+            raise QPMError(
+                f"The cut formulation needs exactly k features per class; preset "
+                f"{problem.preset!r} uses a total budget.",
+                "Use --formulation full (or auto) for this preset.",
+            )
+        self.problem, self.opts, self.unique = problem, opts, rules.unique_columns
+        self.F, self.C = problem.A.shape
+        self.n, self.k = problem.n_features, problem.per_class
+        self.tk = TopK(problem.A, self.k)
+        self.rel = Relaxation(self.F, self.C)
+        p = problem.pairs()
+        self.pairs = PairModel(self.rel, p.i, p.j, p.weight * problem.redundancy_weight, self.n)
+        self.best = _Incumbent()
+        self.bound = math.inf
+        self.wcol: dict[int, int] = {}  # class -> first of its F explicit w columns
+        self.nogoods: set[tuple[int, int, tuple[int, ...]]] = set()
+        self.times = SolveTimes()
+        self.rounds = 0
+
+    # -- model ------------------------------------------------------------------------------
+    def build(self) -> None:
+        F, C, k = self.F, self.C, self.k
+        top = np.sort(self.problem.A, axis=0)[::-1][:k].sum(axis=0)  # theta never exceeds it
+        self.rel.add_cols(np.zeros(F), 1.0, True, self.problem.bias)
+        self.rel.add_cols(np.full(C, -np.inf), top, False, self.problem.scale)
+        self.rel.add_rows([0, F], np.arange(F), np.ones(F), [self.n], [self.n])
+        # Seed cuts at a few thresholds per class (the k-th .. 8k-th largest value).
+        self.rel.add_cuts(self.tk.rank_cuts(np.unique([k, k + 1, 2 * k, 4 * k, 8 * k])))
+        if self.best.mask is not None:
+            self.cut_at(self.best.mask.astype(np.float64))
+
+    def cut_at(self, s: np.ndarray, classes: np.ndarray | None = None) -> int:
+        _, lam = self.tk.fill(s)
+        cls = np.arange(self.C) if classes is None else np.asarray(classes, dtype=np.int64)
+        self.rel.add_cuts(self.tk.cuts(cls, lam[cls]))
+        return int(cls.size)
+
+    # -- stage 1: root LP ---------------------------------------------------------------------
+    def root(self, deadline: float | None) -> np.ndarray:
+        from qpm.assignment.backends.highs import HighsBackend
+
+        F, C = self.F, self.C
+        lp = HighsBackend().load(self.rel.form(integral=False))
+        cursor = self.rel.cursor()
+        used = np.zeros(F, dtype=bool)
+        value = math.inf
+        for r in range(500):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            self.rel.sync(lp, cursor, integral=False)
+            out = lp.solve(None if deadline is None else max(1.0, deadline - time.perf_counter()),
+                           threads=self.opts.threads)
+            self.times.solve += out.solve_seconds
+            if out.x is None:
+                break
+            x = out.x
+            s, theta = x[:F], x[F:F + C]
+            used |= s > 1e-6
+            value = out.objective
+            cuts, _ = self.tk.separate(s, theta)
+            self.rel.add_cuts(cuts)
+            pairs = self.pairs.add_y(self.pairs.violated_pairs(x))
+            tri = 0
+            if len(cuts) == 0 and pairs == 0:
+                tri = self.pairs.triangles(x, TRIANGLES_PER_ROUND)
+                if tri == 0:
+                    break
+            _say(self.opts.progress, f"root round {r}: LP {value:.4f}, {len(cuts)} cuts, "
+                 f"{pairs} pairs, {tri} triangles")
+        lp.close()
+        self.root_value = value
+        return used
+
+    # -- stage 3: MIP loop --------------------------------------------------------------------
+    def start_vector(self) -> np.ndarray:
+        x = np.zeros(self.rel.n_cols)
+        mask, W = self.best.mask, self.best.W
+        F, C = self.F, self.C
+        x[:F] = mask
+        theta = self.tk.values(mask)
+        for c, first in self.wcol.items():
+            x[first:first + F] = W[:, c]
+            theta[c] = float(self.problem.A[:, c] @ W[:, c])
+        x[F:F + C] = theta
+        self.pairs.start_values(mask, x)
+        return x
+
+    def explicit_class(self, c: int) -> None:
+        """w_ic columns for class c: w_ic <= s_i, sum_i w_ic = k, theta_c <= A_c . w_c."""
+        F = self.F
+        first = self.rel.add_cols(np.zeros(F), 1.0, True, 0.0)
+        self.wcol[c] = first
+        cols = first + np.arange(F)
+        self.rel.add_fixed_width(np.stack([cols, np.arange(F)], 1),
+                                 np.tile([1.0, -1.0], (F, 1)), -np.inf, 0.0)
+        self.rel.add_rows([0, F], cols, np.ones(F), [self.k], [self.k])
+        self.rel.add_rows([0, F + 1], np.concatenate([[F + c], cols]),
+                          np.concatenate([[1.0], -self.problem.A[:, c]]), [-np.inf], [0.0])
+
+    def collisions(self, W: np.ndarray) -> list[tuple[int, int, tuple[int, ...]]]:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for c in range(self.C):
+            groups.setdefault(tuple(np.flatnonzero(W[:, c]).tolist()), []).append(c)
+        out = []
+        for S, cls in groups.items():
+            out.extend((c, d, S) for a, c in enumerate(cls) for d in cls[a + 1:])
+        return out
+
+    def forbid(self, c: int, d: int, S: tuple[int, ...]) -> bool:
+        """No-good: classes c and d do not both use exactly the set S."""
+        key = (min(c, d), max(c, d), S)
+        if key in self.nogoods:
+            return False
+        self.nogoods.add(key)
+        for e in (c, d):
+            if e not in self.wcol:
+                self.explicit_class(e)
+        S_arr = np.asarray(S, dtype=np.int64)
+        idx = np.concatenate([self.wcol[c] + S_arr, self.wcol[d] + S_arr])
+        self.rel.add_rows([0, idx.size], idx, np.ones(idx.size), [-np.inf], [2 * self.k - 1])
+        return True
+
+    def examine(self, x: np.ndarray, relaxed_value: float | None) -> bool:
+        """Price a MIP answer, update the incumbent, add what it violates; True if exact."""
+        F, C = self.F, self.C
+        s = x[:F]
+        mask = np.zeros(F, dtype=bool)
+        mask[np.argsort(-s, kind="stable")[: self.n]] = True
+        theta = x[F:F + C].copy()
+        true = self.tk.values(mask)
+        W = self.tk.decode(mask)
+        for c, first in self.wcol.items():  # explicit classes report their own sets
+            wc = x[first:first + F] > 0.5
+            if wc.sum() == self.k and not np.any(wc & ~mask):
+                W[:, c] = wc
+            true[c] = float(self.problem.A[:, c] @ W[:, c])
+        over = np.flatnonzero(theta > true + _TOL * np.maximum(1.0, np.abs(true)))
+        plain = np.asarray([c for c in over if c not in self.wcol], dtype=np.int64)
+        if plain.size:
+            self.cut_at(mask.astype(np.float64), plain)
+        value = -math.inf
+        clashes = self.collisions(W) if self.unique else []
+        if not clashes:  # the answer's own assignment is feasible
+            value = self.best.offer(self.problem, mask, W)
+        if self.unique:
+            repaired = unique_columns(self.problem.A, np.flatnonzero(mask), self.k)
+            value = max(value, self.best.offer(self.problem, mask, repaired))
+        if over.size:
+            return False
+        if relaxed_value is not None and value >= relaxed_value - _TOL * max(1.0, abs(value)):
+            return True  # the relaxation's answer is attained by a feasible assignment
+        if clashes:
+            added = [self.forbid(c, d, S) for c, d, S in clashes]
+            if any(added):
+                return False
+        # Nothing is violated (the answer differs from the incumbent only by tolerances).
+        return True
+
+    def mip(self, backend, deadline: float | None) -> str:
+        form = self.rel.form(integral=True)
+        t0 = time.perf_counter()
+        session = backend.load(form)
+        self.times.handoff += time.perf_counter() - t0
+        cursor = self.rel.cursor()
+        status = "time_limit"
+        while True:
+            remaining = None if deadline is None else deadline - time.perf_counter()
+            if remaining is not None and remaining <= 0.5:
+                break
+            self.rounds += 1
+            t0 = time.perf_counter()
+            self.rel.sync(session, cursor, integral=True)
+            self.times.handoff += time.perf_counter() - t0
+            start = self.start_vector() if (self.opts.warm_start and self.best.mask is not None) \
+                else None
+            out = session.solve(remaining, self.opts.mip_gap, self.opts.threads, start)
+            self.times.solve += out.solve_seconds
+            if out.bound is not None:
+                self.bound = min(self.bound, out.bound)
+            if out.x is None:
+                status = "infeasible" if out.status == "infeasible" else out.status
+                break
+            exact = self.examine(out.x, out.objective)
+            _say(self.opts.progress, f"MIP round {self.rounds}: {out.status}, relaxation "
+                 f"{out.objective:.4f}, bound {self.bound:.4f}, incumbent {self.best.value:.4f}"
+                 f"{'' if exact else ', adding violated rows'}")
+            if self.gap_closed():
+                status = "optimal"
+                break
+            if exact and out.status == "optimal":
+                status = "optimal"
+                break
+            if out.status != "optimal" and exact:
+                break  # time is up and nothing to add
+        session.close()
+        return status
+
+    def gap_closed(self) -> bool:
+        if not math.isfinite(self.bound) or self.best.mask is None:
+            return False
+        return self.bound - self.best.value <= self.opts.mip_gap * max(abs(self.best.value), 1e-10)
+
+
+def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = None
+               ) -> AssignmentResult:
+    """Solve ``problem`` with the cut formulation on ``backend``; the result is NOT verified.
+
+    ``opts`` (:class:`~qpm.assignment.backends.base.SolveOptions`): ``start`` a feasible
+    solution used as incumbent and warm start, ``deadline``/``time_limit`` the time budget,
+    ``mip_gap`` the certified relative gap to stop at, ``threads`` solver threads,
+    ``progress`` one line per round on stderr. The root LP always runs on HiGHS (it is a
+    cut-generation step); the MIP runs on ``backend``. ``status`` is "optimal" when the gap
+    between the best bound and the returned (feasible) assignment is at most ``mip_gap``.
+    """
+    opts = opts or SolveOptions()
+    if opts.deadline is None and opts.time_limit is not None:
+        opts.deadline = time.perf_counter() + float(opts.time_limit)
+    cs = CutSolver(problem, opts)
+    begin = time.perf_counter()
+    if opts.start is not None:
+        mask = np.zeros(cs.F, dtype=bool)
+        mask[np.asarray(opts.start.selected, dtype=np.int64)] = True
+        cs.best.offer(problem, mask, opts.start.matrix)
+    cs.build()
+    cs.times.build = time.perf_counter() - begin
+    root_deadline = None
+    if opts.deadline is not None:
+        root_deadline = time.perf_counter() + ROOT_SHARE * max(0.0, opts.remaining())
+    used = cs.root(root_deadline)
+    if cs.best.mask is not None:
+        used |= cs.best.mask
+    t0 = time.perf_counter()
+    added, stars = cs.pairs.close(np.flatnonzero(used))
+    cs.times.build += time.perf_counter() - t0
+    _say(opts.progress, f"root LP {cs.root_value:.4f}; candidates {int(used.sum())}, "
+         f"{added} more y pairs, {stars} star rows; {cs.rel.n_cols} columns, "
+         f"{cs.rel.n_rows} rows")
+    status = cs.mip(backend, opts.deadline)
+    if cs.best.mask is None:
+        return AssignmentResult(status="time_limit" if status != "infeasible" else status,
+                                solver=backend.name, times=cs.times, preset=problem.preset,
+                                tau=problem.tau, message="no feasible solution found in time")
+    if cs.gap_closed():
+        status = "optimal"
+    elif status not in ("infeasible", "error"):
+        status = "time_limit"
+    bound = cs.bound if math.isfinite(cs.bound) else None
+    if bound is not None and bound < cs.best.value:
+        bound = cs.best.value  # solver tolerances: the bound can dip just below the optimum
+    return AssignmentResult(
+        status=status,
+        solver=backend.name,
+        objective=cs.best.value,
+        bound=bound,
+        selected_features=np.flatnonzero(cs.best.mask).tolist(),
+        matrix=cs.best.W,
+        times=cs.times,
+        preset=problem.preset,
+        tau=problem.tau,
+        message=f"cut formulation: root LP {cs.root_value:.6g}, {cs.rounds} MIP round(s), "
+        f"{len(cs.wcol)} class(es) with explicit uniqueness",
+    )
