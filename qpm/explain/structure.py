@@ -1,0 +1,112 @@
+"""What a sparse final layer says about the classes: their features and their close pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClassPair:
+    """Two classes whose feature sets differ in at most one feature on each side."""
+
+    a: int
+    b: int
+    shared: tuple[int, ...]
+    only_a: tuple[int, ...]
+    only_b: tuple[int, ...]
+
+    def ordered_features(self) -> list[int]:
+        """Distinguishing features of ``a``, then the shared ones, then those of ``b``."""
+        return [*self.only_a, *self.shared, *self.only_b]
+
+
+def class_features(
+    weight: np.ndarray, selection: np.ndarray | None = None
+) -> dict[int, list[tuple[int, float]]]:
+    """Class -> [(backbone feature index, weight)] of its non-zero weights, largest |w| first.
+
+    ``weight`` is (C, n); ``selection`` maps its n columns to backbone feature indices
+    (None: column j is feature j).
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    sel = np.arange(w.shape[1]) if selection is None else np.asarray(selection, dtype=np.int64)
+    out = {}
+    for c in range(w.shape[0]):
+        cols = np.flatnonzero(w[c])
+        cols = cols[np.argsort(-np.abs(w[c, cols]), kind="stable")]
+        out[c] = [(int(sel[j]), float(w[c, j])) for j in cols]
+    return out
+
+
+def similar_pairs(features: dict[int, list[tuple[int, float]]]) -> list[ClassPair]:
+    """Pairs of classes sharing all but one of their features (k-1 of k for QPM).
+
+    A pair qualifies when the shared count is at least max(|S_a|, |S_b|) - 1 and at least 1.
+    Sorted by most shared features first, then by class indices.
+    """
+    sets = {c: {f for f, _ in feats} for c, feats in features.items()}
+    pairs = []
+    for a, b in combinations(sorted(sets), 2):
+        shared = sets[a] & sets[b]
+        if shared and len(shared) >= max(len(sets[a]), len(sets[b])) - 1:
+            pairs.append(
+                ClassPair(
+                    a,
+                    b,
+                    tuple(sorted(shared)),
+                    tuple(sorted(sets[a] - shared)),
+                    tuple(sorted(sets[b] - shared)),
+                )
+            )
+    pairs.sort(key=lambda p: (-len(p.shared), p.a, p.b))
+    return pairs
+
+
+def feature_label(index: int, feature_names: dict[int, str] | None) -> str:
+    if feature_names and index in feature_names:
+        return str(feature_names[index])
+    return f"feature {index}"
+
+
+def explanation_dict(
+    weight: np.ndarray,
+    selection: np.ndarray | None,
+    class_names: list[str],
+    feature_names: dict[int, str] | None = None,
+    model_type: str = "qpm",
+    extra: dict | None = None,
+) -> dict:
+    """The JSON-ready global explanation of a layer: classes, features, close pairs."""
+    feats = class_features(weight, selection)
+    pairs = similar_pairs(feats)
+    used = sorted({f for fs in feats.values() for f, _ in fs})
+    return {
+        "model_type": model_type,
+        "n_classes": len(class_names),
+        "n_features": len(used),
+        "features": [{"index": f, "name": feature_label(f, feature_names)} for f in used],
+        "classes": [
+            {
+                "index": c,
+                "name": str(class_names[c]),
+                "features": [
+                    {"index": f, "name": feature_label(f, feature_names), "weight": w}
+                    for f, w in feats[c]
+                ],
+            }
+            for c in range(len(class_names))
+        ],
+        "similar_pairs": [
+            {
+                "classes": [p.a, p.b],
+                "names": [str(class_names[p.a]), str(class_names[p.b])],
+                "shared": list(p.shared),
+                "distinguishing": {str(p.a): list(p.only_a), str(p.b): list(p.only_b)},
+            }
+            for p in pairs
+        ],
+        **(extra or {}),
+    }
