@@ -65,6 +65,10 @@ def test_sid_relative_mean_scaling_penalises_weak_features():
     # r = [1, 1, 1, .5, .5]: (3 + .5 + .5) / 5
     assert sid_at_k(maps, w, pred, k=5) == pytest.approx(0.8, abs=1e-9)
     assert sid_at_k(maps, w, pred, k=5, scale="none") == pytest.approx(1.0, abs=1e-9)
+    # relative to the image's most active feature, also when it is not among the top k
+    six = _one_hot_maps([100.0] * 5 + [200.0])
+    w6 = np.array([[1.0, 1, 1, 1, 1, 0.5]])
+    assert sid_at_k(six, w6, pred, k=5) == pytest.approx(0.5, abs=1e-9)
 
 
 def test_sid_uses_top_weighted_features_of_predicted_class_and_skips_small_classes():

@@ -26,14 +26,16 @@ def sid_at_k(
     ``weight[c]`` (only classes with at least k non-zero weights count; images predicted as
     other classes are skipped). Softmax each of the k maps over its H*W locations, giving
     s_1..s_k that each sum to 1. With ``scale="relative_mean"`` (the QPM paper's SID@5) each
-    s_i is multiplied by r_i = mean(M_i) / max_j mean(M_j), the map's mean activation relative
-    to the strongest of the k maps (r_i = 1 for all i when no map has a positive mean), so a
-    feature that is hardly active cannot look diverse; ``scale="none"`` gives Q-SENN's
-    diversity@k. Per image::
+    s_i is multiplied by r_i = mean(M_i) / max_f mean(M_f), the map's mean activation relative
+    to the image's most active feature among all F given maps (the model's features: its
+    selected ones for a sparse layer), as in the feature-diversity loss; r_i = 1 when no map
+    has a positive mean. So a feature that is hardly active cannot look diverse.
+    ``scale="none"`` gives Q-SENN's diversity@k. Per image::
 
         SID = sum over locations of max_i (r_i * s_i)  /  k
 
-    which is 1 when the k maps attend to disjoint places and 1/k when they are identical.
+    which is 1 when the k maps attend to disjoint places (and are as active as the image's
+    most active feature) and 1/k when they are identical.
     The result is the mean over the counted images, or None when no image counts.
     """
     fm = np.asarray(feature_maps, dtype=np.float64)
@@ -60,8 +62,9 @@ def sid_at_k(
         soft = _spatial_softmax(maps)
         if scale == "relative_mean":
             means = maps.mean(axis=-1)  # (b, k)
-            peak = means.max(axis=1, keepdims=True)
-            rel = np.where(peak > 0, np.clip(means, 0, None) / np.where(peak > 0, peak, 1), 1.0)
+            peak = fm[idx].mean(axis=(2, 3)).max(axis=1, keepdims=True)  # over all F maps
+            safe = np.where(peak > 0, peak, 1.0)
+            rel = np.where(peak > 0, np.clip(means, 0, None) / safe, 1.0)
             soft = soft * rel[:, :, None]
         total += float((soft.max(axis=1).sum(axis=1) / k).sum())
     return total / keep.size
