@@ -1,0 +1,151 @@
+"""``qpm train``: data -> dense model -> features -> assignment -> fine-tuned QPM model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from itertools import combinations
+
+from qpm.errors import QPMError
+
+DEFAULTS_NOTE = "(default: the dataset's; the paper's schedule for the natural-image sets)"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train",
+        help="train a QPM model end to end (resumable run folder)",
+        description="Train the dense model, extract features, solve the feature-class "
+        "assignment and fine-tune the QPM model. Artifacts go to runs/<dataset>/<arch>/<seed>/ "
+        "(or --run-dir); re-running the same command skips finished stages and resumes an "
+        "interrupted training from its last epoch. The default (mnist-5k, small-cnn) runs "
+        "offline on a CPU in minutes.",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="mnist-5k",
+                   help="mnist-5k (offline default), digits, cub2011, stanford-cars, "
+                   "travelingbirds, imagenet or imagefolder")
+    d.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed offline)")
+    d.add_argument("--crop-gt", action="store_true", help="crop CUB images to their boxes")
+    d.add_argument("--image-size", type=int, metavar="PX", help="input size (default per dataset)")
+    d.add_argument("--workers", type=int, default=0, help="data-loading processes (GPU only)")
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", help="small-cnn, resnet18, resnet34, resnet50 or timm:<name> "
+                   "(default: small-cnn for the digit sets, resnet50 otherwise)")
+    m.add_argument("--weights", default="none", help="none, a torchvision weights name "
+                   "(e.g. IMAGENET1K_V2; downloaded once) or a local state_dict file")
+    m.add_argument("--reduced-strides", action="store_true",
+                   help="stride 1 in the last ResNet stage (larger feature maps)")
+    m.add_argument("--model-type", default="qpm", help="final layer: qpm (or a baseline)")
+    a = p.add_argument_group("assignment")
+    a.add_argument("--solver", default="gurobi", help="gurobi (falls back to HiGHS), highs, "
+                   "scip or greedy")
+    a.add_argument("--preset", default="qpm", help="constraint preset (see qpm solve)")
+    a.add_argument("--n-features", type=int, default=50, help="features kept (n)")
+    a.add_argument("--per-class", type=int, default=5, help="features per class (k)")
+    a.add_argument("--time-limit", type=float, metavar="S", help="seconds for the solve")
+    a.add_argument("--mip-gap", type=float, default=1e-4, help="relative MIP gap")
+    t = p.add_argument_group("training " + DEFAULTS_NOTE)
+    t.add_argument("--epochs", type=int, help="dense epochs")
+    t.add_argument("--ft-epochs", type=int, help="fine-tuning epochs")
+    t.add_argument("--lr", type=float, help="dense learning rate")
+    t.add_argument("--classifier-lr", type=float, help="dense classifier learning rate")
+    t.add_argument("--ft-lr", type=float, help="fine-tuning learning rate")
+    t.add_argument("--batch-size", type=int, help="batch size (per process)")
+    t.add_argument("--beta", type=float, default=0.196, help="feature-diversity loss weight")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/DATASET/ARCH/SEED)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    from qpm.pipeline.config import TrainConfig
+
+    return TrainConfig(
+        dataset=args.dataset, data_root=args.data_root, crop_gt=args.crop_gt,
+        image_size=args.image_size, arch=args.arch, weights=args.weights,
+        reduced_strides=args.reduced_strides, model_type=args.model_type, solver=args.solver,
+        preset=args.preset, n_features=args.n_features, per_class=args.per_class,
+        time_limit=args.time_limit, mip_gap=args.mip_gap, epochs=args.epochs, lr=args.lr,
+        classifier_lr=args.classifier_lr, batch_size=args.batch_size, beta=args.beta,
+        ft_epochs=args.ft_epochs, ft_lr=args.ft_lr, seed=args.seed, device=args.device,
+        workers=args.workers, run_dir=args.run_dir,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from qpm.pipeline import distributed as dist
+    from qpm.pipeline.run import run_pipeline
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    summary = run_pipeline(config_from_args(args), log=log)
+    if dist.get_context().is_main:
+        print(format_summary(summary))
+    return 0
+
+
+def _fmt_acc(metrics: dict, key: str) -> str:
+    value = metrics.get(key, {}).get("accuracy")
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def explanation_lines(assignment: dict[int, list[int]], class_names: list[str],
+                      max_classes: int = 20, max_pairs: int = 10) -> list[str]:
+    """Each class with its features, and how many features pairs of classes share."""
+    lines = []
+    classes = sorted(assignment)
+    for c in classes[:max_classes]:
+        name = class_names[c] if c < len(class_names) else str(c)
+        lines.append(f"  class {name}: features {', '.join(str(f) for f in assignment[c])}")
+    if len(classes) > max_classes:
+        lines.append(f"  ... {len(classes) - max_classes} more classes (see assignment.json)")
+    sets = {c: set(assignment[c]) for c in classes}
+    shared = sorted(((len(sets[a] & sets[b]), a, b) for a, b in combinations(classes, 2)),
+                    reverse=True)
+    if shared:
+        counts: dict[int, int] = {}
+        for n, _, _ in shared:
+            counts[n] = counts.get(n, 0) + 1
+        hist = ", ".join(f"{n} shared: {counts[n]} pairs" for n in sorted(counts))
+        lines.append(f"  class pairs by shared features: {hist}")
+        top = [s for s in shared if s[0] > 0][:max_pairs]
+        if top:
+            lines.append("  most similar classes: " + "; ".join(
+                f"{class_names[a]} & {class_names[b]} share {n}" for n, a, b in top))
+    return lines
+
+
+def format_summary(summary) -> str:
+    from qpm.pipeline.artifacts import ArtifactError, read_json
+
+    m = summary.metrics
+    cfg = summary.config
+    out = [f"run folder: {summary.run_dir}",
+           f"dense accuracy: {_fmt_acc(m, 'dense')}   "
+           f"{cfg.model_type} accuracy: {_fmt_acc(m, cfg.model_type)}   "
+           f"(n={cfg.n_features}, k={cfg.per_class}, test top-1)"]
+    out.append("seconds per stage: " + ", ".join(
+        f"{s.name} {'-' if s.seconds is None else f'{s.seconds:.1f}'}"
+        + (" (skipped)" if s.status == "skipped" else "") for s in summary.stages))
+    path = summary.run_dir / "assignment.json"
+    if cfg.model_type == "qpm" and path.exists():
+        try:
+            data = read_json(path)
+            assignment = {int(c): feats for c, feats in data["assignment"].items()}
+            names = _class_names(summary)
+        except (ArtifactError, KeyError, ValueError, TypeError) as exc:
+            raise QPMError(f"{path} is unreadable ({exc}).", "Delete it and re-run.") from None
+        out.append(f"global explanation ({len(assignment)} classes, "
+                   f"{len(data.get('selected_features', []))} features):")
+        out += explanation_lines(assignment, names)
+    return "\n".join(out)
+
+
+def _class_names(summary) -> list[str]:
+    from qpm.pipeline.artifacts import load_npz
+
+    arrays = load_npz(summary.run_dir / "features.npz", ("class_names",))
+    return [str(x) for x in arrays["class_names"].tolist()]

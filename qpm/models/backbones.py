@@ -1,0 +1,332 @@
+"""Backbones by name: a feature extractor plus a linear classifier.
+
+Every backbone's forward returns a :class:`BackboneOutput` with the logits, the final
+feature maps (B, F, H, W) and their average-pooled features (B, F). The classifier is a
+plain attribute (``model.classifier``) that the QPM stage swaps for a :class:`QPMLayer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from qpm.errors import QPMError
+
+
+class BackboneOutput(NamedTuple):
+    logits: torch.Tensor
+    feature_maps: torch.Tensor
+    features: torch.Tensor
+
+
+class Classifier(nn.Module):
+    """The dense head: a linear layer on the pooled features, with feature dropout."""
+
+    def __init__(self, n_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, num_classes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(features))
+
+    def class_feature_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(C, n) weights and the indices of the n features they act on (None: all)."""
+        return self.linear.weight, None
+
+
+class Backbone(nn.Module):
+    """``body`` maps images to non-negative feature maps; ``classifier`` maps pooled features."""
+
+    def __init__(self, body: nn.Module, n_features: int, num_classes: int, arch: str) -> None:
+        super().__init__()
+        self.body = body
+        self.n_features = int(n_features)
+        self.num_classes = int(num_classes)
+        self.arch = arch
+        self.classifier: nn.Module = Classifier(n_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        maps = self.body(x)
+        features = maps.mean(dim=(2, 3))
+        return BackboneOutput(self.classifier(features), maps, features)
+
+
+# --- torchvision ResNets ------------------------------------------------------------------
+
+
+class _ResNetBody(nn.Module):
+    """A torchvision ResNet without its pooling and fc layers (keys stay torchvision's)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+
+
+def _reduce_last_stride(net: nn.Module) -> None:
+    """Stride 1 in the last stage: final maps twice as large, same parameters."""
+    block = net.layer4[0]
+    for conv in (block.conv1, block.conv2):
+        conv.stride = (1, 1)
+    if block.downsample is not None:
+        block.downsample[0].stride = (1, 1)
+
+
+def _adapt_input_channels(net: nn.Module, in_channels: int) -> None:
+    if in_channels == 3:
+        return
+    old = net.conv1
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                    bias=False)
+    with torch.no_grad():
+        # Keep pretrained filters meaningful: average over RGB, repeat for the new channels.
+        new.weight.copy_(old.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1))
+    net.conv1 = new
+
+
+def _resnet(name: str) -> Callable[..., tuple[nn.Module, int, nn.Module]]:
+    def build(in_channels: int, reduced_strides: bool) -> tuple[nn.Module, int, nn.Module]:
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
+        n_features = net.fc.in_features
+        if reduced_strides:
+            _reduce_last_stride(net)
+        return _ResNetBody(net), n_features, net
+
+    return build
+
+
+# --- a small CNN for the offline digit sets -----------------------------------------------
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """Three conv stages (32, 64, 128 channels), pooling after the first two: 28x28 input
+    gives 7x7 maps (14x14 with reduced strides). Cheap enough to train on 2 CPU cores."""
+
+    widths = (32, 64, 128)
+
+    def __init__(self, in_channels: int = 1, reduced_strides: bool = False) -> None:
+        super().__init__()
+        w1, w2, w3 = self.widths
+        layers: list[nn.Module] = [*_conv_block(in_channels, w1), nn.MaxPool2d(2)]
+        layers += _conv_block(w1, w2)
+        if not reduced_strides:
+            layers.append(nn.MaxPool2d(2))
+        layers += _conv_block(w2, w3)
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def _small_cnn(in_channels: int, reduced_strides: bool) -> tuple[nn.Module, int, nn.Module]:
+    body = SmallCNN(in_channels, reduced_strides)
+    return body, SmallCNN.widths[-1], body
+
+
+# --- timm (optional) ------------------------------------------------------------------------
+
+
+class _TimmBody(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.net.forward_features(x)
+        if maps.dim() != 4:
+            raise QPMError(
+                f"timm model {type(self.net).__name__} gives {maps.dim()}-D features, not maps.",
+                "Use a convolutional timm model (e.g. timm:resnet50d).",
+            )
+        return maps
+
+
+def _timm(name: str, in_channels: int, reduced_strides: bool) -> tuple[nn.Module, int, nn.Module]:
+    try:
+        import timm
+    except ImportError:
+        raise QPMError(
+            f"Architecture timm:{name} needs the timm package, which is not installed.",
+            "Install it with `pip install timm` or choose --arch resnet50.",
+        ) from None
+    if reduced_strides:
+        raise QPMError("--reduced-strides is only implemented for resnet18/34/50.",
+                       "Drop --reduced-strides for timm models.")
+    try:
+        net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels)
+    except RuntimeError as exc:
+        raise QPMError(f"timm does not know the model {name!r} ({exc}).",
+                       "List models with timm.list_models().") from None
+    return _TimmBody(net), int(net.num_features), net
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    build: Callable[[int, bool], tuple[nn.Module, int, nn.Module]]
+    torchvision_name: str | None = None  # for weight enums
+    description: str = ""
+
+
+_ARCHS: dict[str, ArchSpec] = {}
+
+
+def register_backbone(name: str, build: Callable, torchvision_name: str | None = None,
+                      description: str = "") -> None:
+    """``build(in_channels, reduced_strides) -> (body, n_features, weight_target)``."""
+    _ARCHS[name] = ArchSpec(name, build, torchvision_name, description)
+
+
+for _n in ("resnet18", "resnet34", "resnet50"):
+    register_backbone(_n, _resnet(_n), _n, f"torchvision {_n}")
+register_backbone("small-cnn", _small_cnn, None, "3-stage CNN, 128 features (offline demo)")
+
+
+def backbone_names() -> list[str]:
+    return sorted(_ARCHS) + ["timm:<name>"]
+
+
+def _spec(name: str) -> ArchSpec | None:
+    if name.startswith("timm:"):
+        return None
+    if name not in _ARCHS:
+        raise QPMError(f"Unknown architecture {name!r}.",
+                       f"Choose one of: {', '.join(backbone_names())}.")
+    return _ARCHS[name]
+
+
+def create_backbone(
+    name: str,
+    weights: str = "none",
+    reduced_strides: bool = False,
+    in_channels: int = 3,
+    num_classes: int = 10,
+) -> Backbone:
+    """Build backbone ``name`` with a fresh ``num_classes`` classifier and load ``weights``.
+
+    ``weights``: ``none``; a torchvision weights name (``IMAGENET1K_V2``, ``DEFAULT`` or
+    ``ResNet50_Weights.IMAGENET1K_V2``), downloaded on first use; or a local file.
+    """
+    spec = _spec(name)
+    if spec is None:
+        body, n_features, target = _timm(name.split(":", 1)[1], in_channels, reduced_strides)
+    else:
+        body, n_features, target = spec.build(in_channels if spec.torchvision_name is None else 3,
+                                              reduced_strides)
+    state = resolve_weights(name, weights)
+    if state is not None:
+        load_backbone_weights(target, state, name, weights)
+    if spec is not None and spec.torchvision_name is not None:
+        _adapt_input_channels(target, in_channels)
+    return Backbone(body, n_features, num_classes, name)
+
+
+def backbone_feature_count(name: str, in_channels: int = 3) -> int:
+    """F, the number of features of ``name``, without loading weights."""
+    return create_backbone(name, "none", False, in_channels, 2).n_features
+
+
+# --- weights ------------------------------------------------------------------------------
+
+
+def _local_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise QPMError(f"Cannot load weights file {path}: {exc}",
+                       "Pass a state_dict saved with torch.save (weights only).") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise QPMError(f"Weights file {path} does not hold a state_dict of tensors.",
+                       "Save the weights with torch.save(model.state_dict(), path).")
+    return obj
+
+
+def _weights_source(arch: str, weights: str):
+    """None (no weights), a local Path, or the torchvision weights enum entry ``weights`` names."""
+    if weights in (None, "", "none"):
+        return None
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return path
+    if any(sep in weights for sep in "/\\") or weights.endswith((".pt", ".pth", ".bin")):
+        raise QPMError(f"Weights file {weights} does not exist.",
+                       "Check the path, or use --weights none to train from scratch.")
+    spec = _spec(arch)
+    if spec is None or spec.torchvision_name is None:
+        raise QPMError(f"Unknown weights {weights!r} for {arch}: it has no named weights.",
+                       "Use --weights none or pass a local state_dict file.")
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(spec.torchvision_name)
+    member = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
+    try:
+        return enum[member]
+    except KeyError:
+        names = ", ".join(["DEFAULT", *[w.name for w in enum]])
+        raise QPMError(f"Unknown weights {weights!r} for {arch}.",
+                       f"Choose one of: {names}, none, or a local file.") from None
+
+
+def check_weights(arch: str, weights: str) -> None:
+    """Raise QPMError for an unknown architecture or weights name, without downloading."""
+    _spec(arch)
+    _weights_source(arch, weights)
+
+
+def resolve_weights(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
+    """The state dict that ``weights`` names, or None for ``none``."""
+    source = _weights_source(arch, weights)
+    if source is None:
+        return None
+    if isinstance(source, Path):
+        return _local_state(source)
+    try:
+        return source.get_state_dict(progress=True, check_hash=False)
+    except OSError as exc:  # URLError, socket errors and the like are OSErrors
+        raise QPMError(
+            f"Could not download the {arch} weights {source} ({exc}); the network is "
+            "unreachable.",
+            f"Download {source.url} on a machine with network access and pass the file with "
+            "--weights /path/to/file.pth, or use --weights none.",
+        ) from None
+
+
+def load_backbone_weights(target: nn.Module, state: dict[str, torch.Tensor], arch: str,
+                          weights: str) -> None:
+    """Load ``state`` into ``target`` (classifier keys are ignored: the classes differ)."""
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
+    own = target.state_dict()
+    # Our own dense.pt stores the torchvision net under body.net.
+    for prefix in ("body.net.", "body.", "net.", "module."):
+        if not (state.keys() & own.keys()) and any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    shared = [k for k in own if k in state and state[k].shape == own[k].shape]
+    if len(shared) < 0.9 * len(own):
+        raise QPMError(
+            f"Weights {weights} do not fit {arch}: only {len(shared)} of {len(own)} tensors match.",
+            f"Pass weights saved from a {arch} model.",
+        )
+    target.load_state_dict({k: state[k] for k in shared}, strict=False)

@@ -1,0 +1,102 @@
+"""The QPM layer: n selected features, each class wired to its features by fixed binary weights.
+
+logits = dropout((f[:, selected] - mean) / std) @ W^T with W the (C, n) 0/1 matrix from the
+assignment. Only ``mean`` and ``std`` are learned (together with the backbone), so the global
+explanation "class c uses features S_c" holds for the trained model exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from qpm.errors import QPMError
+
+
+class QPMLayer(nn.Module):
+    """Sparse final layer; ``binary=False`` allows real-valued fixed weights (SLDD-style)."""
+
+    def __init__(
+        self,
+        selected: Sequence[int] | torch.Tensor,
+        weight: torch.Tensor | np.ndarray,
+        mean: torch.Tensor | np.ndarray | None = None,
+        std: torch.Tensor | np.ndarray | None = None,
+        dropout: float = 0.1,
+        binary: bool = True,
+    ) -> None:
+        super().__init__()
+        selected = torch.as_tensor(np.asarray(selected), dtype=torch.long).flatten()
+        weight = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+        n = int(selected.numel())
+        if weight.dim() != 2 or weight.shape[1] != n:
+            raise ValueError(f"weight must be (C, {n}), got {tuple(weight.shape)}")
+        if len(set(selected.tolist())) != n:
+            raise ValueError("selected feature indices must be distinct")
+        if binary and not torch.all((weight == 0) | (weight == 1)):
+            raise ValueError("a QPM layer needs a 0/1 weight matrix")
+        mean = torch.zeros(n) if mean is None else torch.as_tensor(np.asarray(mean)).float()
+        std = torch.ones(n) if std is None else torch.as_tensor(np.asarray(std)).float()
+        self.register_buffer("selected", selected)
+        self.register_buffer("weight", weight)  # a buffer: saved, never trained
+        self.mean = nn.Parameter(mean.clone())
+        self.std = nn.Parameter(std.clone())
+        self.dropout = nn.Dropout(dropout)
+        self.binary = binary
+
+    @classmethod
+    def from_assignment(
+        cls,
+        matrix: np.ndarray,
+        selected: Sequence[int],
+        train_features: np.ndarray | None = None,
+        dropout: float = 0.1,
+    ) -> QPMLayer:
+        """Build from an (F, C) 0/1 assignment; mean/std start at the selected features' stats."""
+        matrix = np.asarray(matrix)
+        selected = np.asarray(sorted(int(i) for i in selected), dtype=np.int64)
+        if matrix.ndim != 2 or selected.size == 0:
+            raise QPMError("The assignment is empty.", "Re-run the assignment stage.")
+        if np.any(matrix[np.setdiff1d(np.arange(matrix.shape[0]), selected)] != 0):
+            raise QPMError("The assignment uses features outside its selection.",
+                           "Delete assignment.json and re-run so it is solved again.")
+        weight = matrix[selected].T.astype(np.float32)  # (C, n)
+        mean = std = None
+        if train_features is not None:
+            x = np.asarray(train_features, dtype=np.float64)[:, selected]
+            mean = x.mean(axis=0)
+            std = np.maximum(x.std(axis=0), 1e-6)
+        return cls(selected, weight, mean, std, dropout=dropout)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "") -> QPMLayer:
+        """An empty layer of the right shape for ``state`` (then call load_state_dict)."""
+        weight = state[prefix + "weight"]
+        binary = bool(torch.all((weight == 0) | (weight == 1)))
+        return cls(state[prefix + "selected"], weight, binary=binary)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.selected.numel())
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.index_select(1, self.selected)
+        x = (x - self.mean) / self.std.clamp(min=1e-6)
+        return self.dropout(x) @ self.weight.t()
+
+    def class_feature_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.weight, self.selected
+
+    def assignment(self) -> dict[int, list[int]]:
+        """Class index -> sorted backbone feature indices it uses."""
+        sel = self.selected.tolist()
+        w = self.weight.detach().cpu()
+        return {c: sorted(sel[i] for i in torch.nonzero(w[c]).flatten().tolist())
+                for c in range(w.shape[0])}

@@ -1,0 +1,120 @@
+"""The run configuration: one dataclass, resolved against per-dataset defaults, saved as JSON.
+
+``None`` in a hyper-parameter means "the dataset's default"; :func:`resolve` fills them in so
+config.json always records the values actually used. Which fields a stage depends on is
+declared next to the stages (:mod:`qpm.pipeline.stages`); only those are compared when a run
+folder is re-used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from qpm.errors import QPMError
+
+# Fields that never change results: where things run and where they go.
+NON_RESULT_FIELDS = ("data_root", "device", "workers", "run_dir")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "mnist-5k"
+    data_root: str | None = None
+    crop_gt: bool = False
+    image_size: int | None = None
+    arch: str | None = None  # None: the dataset's suggested architecture
+    weights: str = "none"
+    reduced_strides: bool = False
+    model_type: str = "qpm"
+    # assignment
+    solver: str = "gurobi"
+    preset: str = "qpm"
+    n_features: int = 50
+    per_class: int = 5
+    time_limit: float | None = None
+    mip_gap: float = 1e-4
+    # dense training
+    epochs: int | None = None
+    lr: float | None = None
+    classifier_lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    step_size: int | None = None
+    gamma: float | None = None
+    batch_size: int | None = None
+    beta: float = 0.196  # feature-diversity loss weight
+    # fine-tuning
+    ft_epochs: int | None = None
+    ft_lr: float | None = None
+    ft_momentum: float | None = None
+    ft_weight_decay: float | None = None
+    ft_step_size: int | None = None
+    ft_gamma: float | None = None
+    # runtime
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    run_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise QPMError(f"config has unknown field(s): {', '.join(unknown)}.",
+                           "Remove them, or start a fresh run folder with --run-dir.")
+        return cls(**data)
+
+    def resolve(self) -> TrainConfig:
+        """Fill the dataset defaults in and check the values; the result has no None left
+        except ``time_limit``, ``data_root`` and ``image_size`` (the dataset's size)."""
+        from qpm.pipeline.data import get_dataset
+
+        spec = get_dataset(self.dataset)
+        updates: dict[str, Any] = {k: v for k, v in spec.defaults.items()
+                                   if getattr(self, k) is None}
+        if self.arch is None:
+            updates["arch"] = spec.arch
+        if self.image_size is None:
+            updates["image_size"] = spec.image_size
+        if self.run_dir is None:
+            arch = (self.arch or spec.arch).replace(":", "_").replace("/", "_")
+            updates["run_dir"] = str(Path("runs") / self.dataset / arch / str(self.seed))
+        cfg = replace(self, **updates)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        positive = ("epochs", "ft_epochs", "batch_size", "step_size", "ft_step_size",
+                    "n_features", "per_class", "image_size")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value < 1 and not (name.endswith("epochs") and value == 0):
+                raise QPMError(f"--{name.replace('_', '-')} must be positive, got {value}.",
+                               f"Pass a positive --{name.replace('_', '-')}.")
+        for name in ("lr", "classifier_lr", "ft_lr", "gamma", "ft_gamma"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise QPMError(f"--{name.replace('_', '-')} must be > 0, got {value}.",
+                               f"Pass a positive --{name.replace('_', '-')}.")
+        if self.beta < 0:
+            raise QPMError(f"--beta must be >= 0, got {self.beta}.", "Use 0.196 (the paper's).")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise QPMError(f"--time-limit must be positive, got {self.time_limit}.",
+                           "Pass seconds, e.g. --time-limit 600.")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise QPMError(f"Unknown device {self.device!r}.", "Use auto, cpu or cuda.")
+
+    def fingerprint(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The values of ``names``: what a finished stage is compared by."""
+        return {n: getattr(self, n) for n in names}
+
+
+def describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    parts = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
+    return ", ".join(parts)

@@ -1,0 +1,103 @@
+"""The QPM model type: similarities.npz -> assignment.json -> fine-tuned qpm.pt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qpm.errors import QPMError
+from qpm.models.qpm_layer import QPMLayer
+from qpm.pipeline import distributed as dist
+from qpm.pipeline.stages import (
+    ASSIGNMENT_FIELDS,
+    DENSE_FIELDS,
+    FINETUNE_FIELDS,
+    RunContext,
+    Stage,
+    register_model_type,
+    validate_assignment,
+    validate_model,
+    validate_similarities,
+)
+
+
+def run_similarities(ctx: RunContext) -> None:
+    from qpm.assignment.cache import save_similarities
+    from qpm.assignment.similarities import compute_similarities
+
+    f = ctx.features()
+    names = [str(x) for x in f["class_names"].tolist()]
+    A, R = compute_similarities(f["features"], f["labels"], len(names))
+    save_similarities(ctx.path("similarities.npz"), A, R, f["b"], class_names=names,
+                      feature_names=[f"feature {i}" for i in range(A.shape[0])])
+    ctx.log(f"similarities: A {A.shape[0]} features x {A.shape[1]} classes, "
+            f"{int(np.count_nonzero(R))} redundant pairs, locality bias in "
+            f"[{f['b'].min():.3f}, {f['b'].max():.3f}]")
+
+
+def run_assignment(ctx: RunContext) -> dict[str, Any]:
+    from qpm.assignment.cache import load_similarities
+    from qpm.assignment.solve import solve
+
+    c = ctx.config
+    problem = load_similarities(ctx.path("similarities.npz")).problem(
+        n_features=c.n_features, per_class=c.per_class, preset=c.preset)
+    result = solve(problem, solver=c.solver, time_limit=c.time_limit, mip_gap=c.mip_gap)
+    if result.matrix is None or not result.selected_features:
+        raise QPMError(f"The assignment solve found no solution ({result.status}: "
+                       f"{result.message}).",
+                       "Give it more time with --time-limit, or relax --n-features/--per-class.")
+    result.save_json(ctx.path("assignment.json"))
+    gap = result.gap
+    ctx.log(f"assignment: {result.status} with {result.solver}"
+            + (f" (fell back: {result.fallback})" if result.fallback else "")
+            + f", objective {result.objective:.3f}"
+            + ("" if gap is None else f", gap {100 * gap:.3g}%"))
+    return {"assignment": {"status": result.status, "solver": result.solver,
+                           "objective": result.objective, "gap": gap}}
+
+
+def build_qpm_model(ctx: RunContext):
+    """The dense model with its classifier replaced by the assigned QPM layer."""
+    from qpm.assignment.result import AssignmentResult
+
+    f = ctx.features()
+    result = AssignmentResult.load_json(ctx.path("assignment.json"), n_total=f["features"].shape[1])
+    model = ctx.load_dense()
+    layer = QPMLayer.from_assignment(result.matrix, result.selected_features, f["features"])
+    model.classifier = layer.to(ctx.device)
+    return model
+
+
+def run_finetune(ctx: RunContext) -> dict[str, Any]:
+    c = ctx.config
+    model = build_qpm_model(ctx)
+    before = ctx.evaluate(model, "qpm test (before fine-tuning)")
+    ctx.log(f"QPM layer before fine-tuning: test accuracy {before:.2f}%")
+    ctx.train(model, "qpm", ctx.fit_settings(finetune=True))
+    acc = ctx.evaluate(model, "qpm test")
+    ctx.log(f"QPM test accuracy {acc:.2f}%")
+    layer = dist.unwrap(model).classifier
+    ctx.save_model("qpm.pt", model, {
+        "accuracy": acc, "accuracy_before_finetune": before,
+        "class_names": [str(x) for x in ctx.features()["class_names"].tolist()],
+        "assignment": {str(k): v for k, v in layer.assignment().items()},
+        "n_features": c.n_features, "per_class": c.per_class,
+    })
+    ctx.drop_ckpt("qpm")
+    return {"qpm": {"accuracy": acc, "accuracy_before_finetune": before,
+                    "n_features": layer.n_features, "per_class": c.per_class}}
+
+
+def qpm_stages() -> list[Stage]:
+    return [
+        Stage("similarities", "similarities.npz", DENSE_FIELDS, run_similarities,
+              validate_similarities, main_only=True),
+        Stage("assignment", "assignment.json", ASSIGNMENT_FIELDS, run_assignment,
+              validate_assignment, main_only=True),
+        Stage("qpm", "qpm.pt", FINETUNE_FIELDS, run_finetune, validate_model),
+    ]
+
+
+register_model_type("qpm", qpm_stages)

@@ -1,0 +1,157 @@
+"""The one training loop, shared by the dense and the fine-tuning stages.
+
+SGD with momentum and weight decay, StepLR, cross-entropy plus the feature-diversity loss.
+After every epoch the model, optimizer and scheduler go to an atomic checkpoint (plain
+tensors and numbers, loadable with weights_only=True); a restarted stage continues from the
+last finished epoch with the same batches, since the order depends only on (seed, epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from qpm.models.diversity_loss import diversity_loss
+from qpm.pipeline import distributed as dist
+from qpm.pipeline.artifacts import ArtifactError, load_torch, save_torch
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    step_size: int
+    gamma: float
+    batch_size: int
+    beta: float = 0.196
+    classifier_lr: float | None = None  # None: same as lr
+    seed: int = 0
+    workers: int = 0
+
+
+@dataclass
+class FitResult:
+    epochs_run: int  # epochs trained in this call
+    start_epoch: int  # 0, or the epoch a checkpoint resumed from
+    last_loss: float | None = None
+    last_train_accuracy: float | None = None
+
+
+def make_optimizer(model: nn.Module, s: FitSettings) -> torch.optim.Optimizer:
+    head = [p for p in model.classifier.parameters() if p.requires_grad]
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": body, "lr": s.lr}]
+    if head:
+        groups.append({"params": head, "lr": s.classifier_lr or s.lr})
+    return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+
+
+def _load_resume(ckpt_path: Path, key: dict, log: Callable[[str], None]) -> dict | None:
+    if not ckpt_path.exists():
+        return None
+    try:
+        ckpt = load_torch(ckpt_path)
+    except ArtifactError as exc:
+        log(f"ignoring unreadable checkpoint ({exc.problem}); training from the start")
+        return None
+    if ckpt.get("key") != key:
+        log(f"ignoring {ckpt_path.name}: written for other settings; training from the start")
+        return None
+    return ckpt
+
+
+def fit(
+    model: nn.Module,
+    dataset: Dataset,
+    settings: FitSettings,
+    *,
+    ckpt_path: str | Path,
+    desc: str = "train",
+    key: dict | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train ``model`` (already on the context's device) in place for ``settings.epochs``.
+
+    ``key`` identifies what is being trained; a checkpoint with another key is ignored.
+    ``on_epoch_end(epochs_done)`` runs after each checkpoint is written (tests interrupt here).
+    """
+    ctx = dist.get_context()
+    ckpt_path = Path(ckpt_path)
+    key = {"settings": asdict(settings), **(key or {})}
+    optimizer = make_optimizer(model, settings)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.step_size, settings.gamma)
+    start = 0
+    ckpt = _load_resume(ckpt_path, key, log)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start = int(ckpt["epoch"])
+        log(f"{desc}: resuming from the checkpoint after epoch {start}/{settings.epochs}")
+    result = FitResult(epochs_run=0, start_epoch=start)
+    if start >= settings.epochs:
+        return result
+
+    # Dropping the ragged last batch keeps BatchNorm away from batches of one.
+    drop_last = len(dataset) > settings.batch_size
+    loader = dist.make_loader(dataset, settings.batch_size, shuffle=True, seed=settings.seed,
+                              workers=settings.workers, drop_last=drop_last)
+    net = dist.wrap_model(model)
+    criterion = nn.CrossEntropyLoss()
+    for epoch in range(start, settings.epochs):
+        # Augmentation draws from the global RNG: seed it per epoch so a resume repeats it.
+        torch.manual_seed(settings.seed * 100_003 + epoch)
+        dist.set_epoch(loader, epoch)
+        net.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = dist.main_only(loader, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
+                             leave=False, dynamic_ncols=True)
+        for images, labels in bar:
+            images = images.to(ctx.device, non_blocking=True)
+            labels = labels.to(ctx.device, non_blocking=True)
+            with dist.autocast_context(ctx.device):
+                out = net(images)
+                weight, used = dist.unwrap(net).classifier.class_feature_weights()
+                maps = out.feature_maps if used is None else out.feature_maps[:, used]
+                loss = criterion(out.logits.float(), labels)
+                if settings.beta > 0:
+                    loss = loss + diversity_loss(maps.float(), out.logits.float(), weight,
+                                                 settings.beta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n = labels.shape[0]
+            total_loss += float(loss.detach()) * n
+            correct += int((out.logits.argmax(1) == labels).sum())
+            seen += n
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        bar.close()
+        scheduler.step()
+        seen_all = dist.all_reduce_sum(seen)
+        result.last_loss = dist.all_reduce_sum(total_loss) / max(seen_all, 1)
+        result.last_train_accuracy = 100.0 * dist.all_reduce_sum(correct) / max(seen_all, 1)
+        result.epochs_run += 1
+        log(f"{desc} epoch {epoch + 1}/{settings.epochs}: loss {result.last_loss:.4f}, "
+            f"train accuracy {result.last_train_accuracy:.2f}%")
+        if ctx.is_main:
+            save_torch(ckpt_path, {
+                "key": key, "epoch": epoch + 1,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            })
+        dist.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+    # BatchNorm statistics drift apart across ranks; make every rank hold rank 0's model.
+    dist.broadcast_state(model)
+    return result
