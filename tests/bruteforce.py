@@ -39,7 +39,7 @@ def _penalty(problem: AssignmentProblem, sel: tuple[int, ...]) -> float:
     return problem.redundancy_weight * total
 
 
-def _best_assignment(problem: AssignmentProblem, sel: tuple[int, ...]) -> tuple[float, np.ndarray]:
+def best_assignment(problem: AssignmentProblem, sel: tuple[int, ...]) -> tuple[float, np.ndarray]:
     rules = get_preset(problem.preset).rules
     A = problem.A
     F, C = A.shape
@@ -76,7 +76,7 @@ def brute_force(problem: AssignmentProblem) -> tuple[float, np.ndarray, np.ndarr
     bias = problem.b if problem.b is not None else np.zeros(F)
     best = (-np.inf, None, None)
     for sel in combinations(range(F), problem.n_features):
-        sim, w = _best_assignment(problem, sel)
+        sim, w = best_assignment(problem, sel)
         value = scale * sim + float(bias[list(sel)].sum()) - _penalty(problem, sel)
         if value > best[0]:
             best = (value, np.array(sel), w)

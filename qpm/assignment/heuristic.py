@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from qpm.assignment.presets import Rules, get_preset
 from qpm.assignment.problem import AssignmentProblem
@@ -55,6 +56,7 @@ class _Search:
 
     def __init__(self, problem: AssignmentProblem) -> None:
         self.A = problem.A
+        self.AT = np.ascontiguousarray(problem.A.T)
         self.b = problem.bias
         self.k = problem.per_class
         self.n = problem.n_features
@@ -102,10 +104,14 @@ class _Search:
         t_k = AS[order[k - 1], cols]  # the weakest feature a class uses
         u = AS[order[k], cols] if sel.size > k else np.full(AS.shape[1], -np.inf)
         # Out i in the top-k: the class takes max(A_jc, next best); else j only beats t_k.
-        topf = in_top.astype(np.float64)
-        gain = topf @ np.maximum(A, u).T
-        gain -= (topf * AS).sum(axis=1)[:, None]
-        gain += (1.0 - topf) @ np.maximum(A - t_k, 0.0).T
+        # in_top has only k ones per class, so it multiplies as a sparse matrix, and
+        # (1 - in_top) @ Q.T = sum_c Q_jc - in_top @ Q.T.
+        # Class-major (C, F) arrays keep the sparse product on contiguous rows.
+        top = sparse.csr_matrix(in_top.astype(np.float64))
+        QT = np.maximum(self.AT - t_k[:, None], 0.0)
+        gain = np.asarray(top @ (np.maximum(self.AT, u[:, None]) - QT))
+        gain -= (in_top * AS).sum(axis=1)[:, None]
+        gain += QT.sum(axis=0)[None, :]
         gain *= self.scale
         gain += self.b[None, :] - self.b[sel][:, None]
         if self.W is not None:
@@ -266,7 +272,7 @@ def heuristic_solution(
             break
         if n == F:
             break
-        n_out = max(1, int(round(0.2 * n)))
+        n_out = max(2, int(round(0.2 * n)))
         out = rng.choice(n, size=min(n_out, n), replace=False)
         pool = np.setdiff1d(np.arange(F), best_sel)
         weights = np.exp((score[pool] - score[pool].max()) / max(score[pool].std(), 1e-12))

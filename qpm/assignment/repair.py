@@ -2,11 +2,13 @@
 
 Each class lists its k-subsets of the selected features lazily in order of decreasing value
 (a best-first search over "move one chosen position one step down the sorted list", which
-visits every subset once). Classes then claim subsets: a class whose best free subset is
-wanted by no other class takes it; when several want the same subset, the one that would
-lose most by moving to its next free subset keeps it and the others move on. Every round
-settles at least one class, and since C(n, k) >= C (checked when the problem is built) a free
-subset always exists, so the repair always ends with all columns unique.
+visits every subset once). Classes whose top-k sets are unique keep them; the classes in play
+(those that collide, or all classes when C is small) are then matched to distinct subsets by
+an exact rectangular assignment (scipy's linear_sum_assignment) over each one's best |D|
+subsets not already used, D being the classes in play. A class never needs more: among its
+best |D| free subsets at most |D|-1 are taken by the others. With all classes in play this is
+the optimal unique assignment for the selection. Since C(n, k) >= C (checked when the problem
+is built) every class has enough free subsets, so the repair always succeeds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 
 class _Subsets:
@@ -43,65 +46,52 @@ class _Subsets:
         return self.items[m] if m < len(self.items) else None
 
 
-def unique_columns(A: np.ndarray, selected: np.ndarray, k: int) -> np.ndarray:
+def unique_columns(
+    A: np.ndarray, selected: np.ndarray, k: int, exact_up_to: int = 40
+) -> np.ndarray:
     """An (F, C) uint8 assignment, exactly k selected features per class, all columns distinct.
 
-    Starts from every class's top k and changes only classes that collide.
+    Starts from every class's top k. With C <= ``exact_up_to`` all classes are re-matched
+    (optimal for this selection); otherwise only the colliding classes are.
     """
     F, C = A.shape
     sel = np.asarray(selected, dtype=np.int64)
     order = np.argsort(-A[sel], axis=0, kind="stable")  # (n, C) positions into sel
     feats = sel[order]  # each class's selected features, best first
-    top = np.sort(feats[:k], axis=0)
     w = np.zeros((F, C), dtype=np.uint8)
-    if np.unique(top.T, axis=0).shape[0] == C:
-        w[feats[:k], np.arange(C)[None, :]] = 1
+    w[feats[:k], np.arange(C)[None, :]] = 1
+    top = np.sort(feats[:k], axis=0).T
+    _, inverse, counts = np.unique(top, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    if counts.max() == 1:
         return w
 
-    lists = [_Subsets(A[feats[:, c], c], k) for c in range(C)]
-    ptr = [0] * C
-    taken: set[tuple[int, ...]] = set()
-    choice: dict[int, tuple[int, ...]] = {}
-
-    def key(c: int, m: int) -> tuple[int, ...] | None:
-        item = lists[c].get(m)
-        return None if item is None else tuple(sorted(feats[list(item[0]), c].tolist()))
-
-    def first_free(c: int, start: int) -> int | None:
-        m = start
-        while True:
-            kk = key(c, m)
-            if kk is None:
-                return None
-            if kk not in taken:
-                return m
+    collide = counts[inverse] > 1
+    play = np.arange(C) if C <= exact_up_to else np.flatnonzero(collide)
+    fixed = {tuple(top[c].tolist()) for c in range(C) if c not in set(play.tolist())}
+    columns: dict[tuple[int, ...], int] = {}
+    rows: list[dict[int, float]] = []
+    for c in play:
+        subsets = _Subsets(A[feats[:, c], c], k)
+        found: dict[int, float] = {}
+        m = 0
+        while len(found) < play.size:
+            item = subsets.get(m)
+            if item is None:  # cannot happen when C(n, k) >= C
+                raise RuntimeError("not enough feature subsets for a unique assignment")
             m += 1
-
-    open_classes = list(range(C))
-    while open_classes:
-        wanted: dict[tuple[int, ...], list[int]] = {}
-        for c in open_classes:
-            m = first_free(c, ptr[c])
-            if m is None:  # cannot happen when C(n, k) >= C
-                raise RuntimeError("no free feature subset left for a class")
-            ptr[c] = m
-            wanted.setdefault(key(c, m), []).append(c)
-        for subset, classes in wanted.items():
-            if len(classes) == 1:
-                winner = classes[0]
-            else:
-                taken.add(subset)  # temporarily, to find each class's next free subset
-                regrets = []
-                for c in classes:
-                    nxt = first_free(c, ptr[c] + 1)
-                    here = lists[c].get(ptr[c])[1]
-                    regrets.append(np.inf if nxt is None else here - lists[c].get(nxt)[1])
-                taken.discard(subset)
-                winner = classes[int(np.argmax(regrets))]
-            taken.add(subset)
-            choice[winner] = subset
-        open_classes = [c for c in open_classes if c not in choice]
-
-    for c, subset in choice.items():
-        w[list(subset), c] = 1
+            key = tuple(sorted(feats[list(item[0]), c].tolist()))
+            if key in fixed:
+                continue
+            found[columns.setdefault(key, len(columns))] = item[1]
+        rows.append(found)
+    cost = np.full((play.size, len(columns)), np.inf)
+    for r, found in enumerate(rows):
+        cost[r, list(found)] = -np.array(list(found.values()))
+    r_idx, c_idx = linear_sum_assignment(cost)
+    keys = list(columns)
+    for r, col in zip(r_idx, c_idx, strict=True):
+        c = int(play[r])
+        w[:, c] = 0
+        w[list(keys[col]), c] = 1
     return w
