@@ -31,7 +31,7 @@ from qpm.assignment.presets import Rules, get_preset, register_preset
 
 # Add uniqueness for every class pair up front when it costs at most this many z variables;
 # above it the solve loop adds it lazily, only for pairs that collide.
-UNIQUE_UPFRONT_LIMIT = 20_000
+UNIQUE_UPFRONT_LIMIT = 1_000
 
 
 def _linear(coefs, variables, constant: float = 0.0) -> LinearExpression:
@@ -58,21 +58,22 @@ def build_base(problem) -> pyo.ConcreteModel:
     m.pair_j = pairs.j
 
     s, w, y = m.s, m.w, m.y
-    A = problem.A
-    coefs = [problem.scale * float(a) for a in A.ravel()]
-    wvars = [w[i, c] for i in range(F) for c in range(C)]
-    b = problem.bias
-    coefs += [float(v) for v in b]
-    wvars += [s[i] for i in range(F)]
-    if len(pairs):
-        coefs += [-problem.redundancy_weight * float(v) for v in pairs.weight]
-        wvars += [y[p] for p in range(len(pairs))]
-    m.obj = pyo.Objective(expr=_linear(coefs, wvars), sense=pyo.maximize)
+    # w is stored row-major over (i, c), the order of A.ravel().
+    coefs = (problem.scale * problem.A).ravel().tolist() + problem.bias.tolist()
+    coefs += (-problem.redundancy_weight * pairs.weight).tolist()
+    m.obj = pyo.Objective(
+        expr=_linear(coefs, list(w.values()) + list(s.values()) + list(y.values())),
+        sense=pyo.maximize,
+    )
 
-    m.link = pyo.Constraint(m.F, m.C, rule=lambda m, i, c: w[i, c] - s[i] <= 0)
-    m.n_selected = pyo.Constraint(expr=_linear([1.0] * F, list(s.values())) == problem.n_features)
+    # Flat integer indices and prefetched variable lists: about 2x faster to build and 3x
+    # faster to compile than rules over (i, c) tuples.
+    sd, wd, yd = list(s.values()), list(w.values()), list(y.values())
+    m.FC = pyo.RangeSet(0, F * C - 1)  # link row r is (i, c) = divmod(r, C)
+    m.link = pyo.Constraint(m.FC, rule=lambda m, r: wd[r] - sd[r // C] <= 0)
+    m.n_selected = pyo.Constraint(expr=_linear([1.0] * F, sd) == problem.n_features)
     pi, pj = pairs.i.tolist(), pairs.j.tolist()
-    m.pair_link = pyo.Constraint(m.P, rule=lambda m, p: y[p] - s[pi[p]] - s[pj[p]] >= -1)
+    m.pair_link = pyo.Constraint(m.P, rule=lambda m, p: yd[p] - sd[pi[p]] - sd[pj[p]] >= -1)
     m.exact_classes = set()  # classes with sum_i w[i, c] == k in the model
     m.unique_pairs = set()  # class pairs (c, d) with the uniqueness rows in the model
     m.unique = pyo.Block()  # holds the uniqueness rows, added pair by pair

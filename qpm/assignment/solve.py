@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -44,19 +45,26 @@ def _cuts_available() -> bool:
         return False
 
 
+# Presets whose whole problem the cut formulation knows (it never sees a Pyomo model).
+CUT_PRESETS = ("qpm", "qpm-iterative", "no-redundancy")
+
+
 def resolve_formulation(formulation: str, problem: AssignmentProblem) -> str:
-    """``auto`` means the straightforward model unless the cut formulation exists."""
+    """``auto``: the cut formulation where it applies (built-in presets with k per class),
+    else the straightforward Pyomo model."""
     if formulation not in FORMULATIONS:
         raise QPMError(
             f"Unknown formulation {formulation!r}.", f"Choose one of: {', '.join(FORMULATIONS)}."
         )
-    if formulation == "cuts" and not _cuts_available():
+    fits = problem.preset in CUT_PRESETS and _cuts_available()
+    if formulation == "cuts" and not fits:
         raise QPMError(
-            "The cut formulation (qpm.assignment.cutmodel) is not installed.",
+            f"The cut formulation cannot solve preset {problem.preset!r}: it handles only "
+            f"{', '.join(CUT_PRESETS)} (a preset's own Pyomo constraints need the full model).",
             "Use --formulation full.",
         )
     if formulation == "auto":
-        return "full"
+        return "cuts" if fits else "full"
     return formulation
 
 
@@ -262,3 +270,14 @@ def solve(
     result.preset = problem.preset
     result.tau = problem.tau
     return check_result(problem, result)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module makes ``qpm.assignment.solve`` the module (Python sets the
+    package attribute), so the module itself forwards calls to :func:`solve`."""
+
+    def __call__(self, *args, **kwargs) -> AssignmentResult:
+        return solve(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

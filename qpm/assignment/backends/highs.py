@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 
 import numpy as np
@@ -10,6 +12,23 @@ import scipy.sparse as sp
 
 from qpm.assignment.backends.base import Backend, BackendOutcome, Session
 from qpm.assignment.compile import MatrixForm
+
+
+def new_highs():
+    """A silent ``Highs`` instance (the licence banner goes to fd 1 at the first one)."""
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    h.setOptionValue("output_flag", False)
+    return h
 
 
 def _inf(x: np.ndarray, hs) -> np.ndarray:
@@ -23,8 +42,7 @@ class HighsSession(Session):
 
         self._hs = hs
         t0 = time.perf_counter()
-        h = hs.Highs()
-        h.setOptionValue("output_flag", False)
+        h = new_highs()
         lp = hs.HighsLp()
         lp.num_col_ = form.n_cols
         lp.num_row_ = form.n_rows
@@ -136,9 +154,7 @@ class HighsBackend(Backend):
         return True, ""
 
     def version(self) -> str:
-        import highspy
-
-        h = highspy.Highs()
+        h = new_highs()
         return f"{h.versionMajor()}.{h.versionMinor()}.{h.versionPatch()}"
 
     def load(self, form: MatrixForm) -> HighsSession:

@@ -1,0 +1,219 @@
+"""Every backend against the brute-force optimum, per preset; sessions grow correctly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyomo.environ as pyo
+import pytest
+import scipy.sparse as sp
+from bruteforce import brute_force
+
+from qpm.assignment import presets as preset_registry
+from qpm.assignment.backends import get_backend
+from qpm.assignment.compile import MatrixForm, ModelCompiler
+from qpm.assignment.model import apply_qpm, build_model
+from qpm.assignment.problem import AssignmentProblem
+from qpm.assignment.solve import CUT_PRESETS, solve
+from qpm.assignment.synthetic import make_instance
+from qpm.errors import QPMError
+
+EXACT = ["highs", "scip", "gurobi"]
+PRESETS = ["qpm", "qpm-iterative", "unbalanced", "no-redundancy"]
+
+
+def _usable(name: str) -> None:
+    ok, why = get_backend(name).available()
+    if not ok:
+        pytest.skip(f"{name} not usable here: {why}")
+
+
+def small_problem(seed: int, preset: str = "qpm", **kw) -> AssignmentProblem:
+    """F=8, C=4, n=4, k=2 with near-identical class columns so uniqueness really binds."""
+    rng = np.random.default_rng(seed)
+    F, C = 8, 4
+    A = rng.random((F, 1)) + 0.15 * rng.random((F, C))
+    R = np.triu(rng.random((F, F)), 1)
+    b = 0.3 * rng.random(F)
+    return AssignmentProblem(A=A, R=R, b=b, n_features=4, per_class=2, preset=preset, **kw)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("solver", EXACT)
+def test_exact_backends_match_brute_force(solver, preset, seed):
+    _usable(solver)
+    problem = small_problem(seed, preset)
+    best, _, _ = brute_force(problem)
+    result = solve(problem, solver=solver, mip_gap=0.0, strict_solver=True, formulation="full")
+    assert result.verified
+    assert result.status == "optimal"
+    assert result.solver == solver and result.fallback is None
+    assert result.objective == pytest.approx(best, abs=1e-6)
+    assert result.bound == pytest.approx(best, abs=1e-5)
+
+
+@pytest.mark.parametrize("preset", CUT_PRESETS)
+@pytest.mark.parametrize("solver", EXACT)
+def test_cut_formulation_through_each_backend_matches_brute_force(solver, preset):
+    _usable(solver)
+    for seed in (0, 1):
+        problem = small_problem(seed, preset)
+        best, _, _ = brute_force(problem)
+        # The cut loop certifies its own gap, so it needs a gap a little above zero.
+        result = solve(problem, solver=solver, mip_gap=1e-9, strict_solver=True,
+                       formulation="cuts")
+        assert result.verified and result.status == "optimal"
+        assert result.objective == pytest.approx(best, rel=1e-8)
+
+
+def test_uniqueness_binds_on_the_test_instances():
+    # Without the uniqueness rule the optimum differs, so the tests above check it.
+    problem = small_problem(0, "qpm")
+    free = preset_registry.register_preset(
+        "test-no-unique", rules=preset_registry.Rules(unique_columns=False)
+    )
+    try:
+        unconstrained = AssignmentProblem(
+            A=problem.A, R=problem.R, b=problem.b, n_features=4, per_class=2, preset=free.name
+        )
+        assert brute_force(unconstrained)[0] > brute_force(problem)[0] + 1e-6
+    finally:
+        preset_registry._PRESETS.pop("test-no-unique")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_greedy_is_feasible_and_not_above_the_optimum(preset, seed):
+    problem = small_problem(seed, preset)
+    best, _, _ = brute_force(problem)
+    result = solve(problem, solver="greedy")
+    assert result.verified
+    assert result.bound is None
+    assert result.objective <= best + 1e-9
+
+
+def test_backends_agree_on_tiny():
+    problem = make_instance("tiny", seed=0)
+    results = {
+        name: solve(problem, solver=name, mip_gap=0.0, formulation="full") for name in EXACT
+    }
+    for r in results.values():
+        assert r.verified and r.status == "optimal"
+    assert results["scip"].objective == pytest.approx(results["highs"].objective, abs=1e-6)
+    g = results["gurobi"]
+    if g.fallback is None:
+        assert g.solver == "gurobi"
+        assert g.objective == pytest.approx(results["highs"].objective, abs=1e-6)
+    else:  # licence or installation: HiGHS stood in, and that is on record
+        assert g.solver == "highs" and "HiGHS" in g.fallback
+
+
+def test_user_registered_preset_is_applied():
+    problem = small_problem(1, "qpm")
+    _, chosen, _ = brute_force(problem)
+    banned = int(chosen[0])
+
+    def ban_one(model, prob):
+        apply_qpm(model, prob)
+        model.ban = pyo.Constraint(expr=model.s[banned] == 0)
+
+    preset_registry.register_preset("test-ban", apply=ban_one)
+    try:
+        user = AssignmentProblem(
+            A=problem.A, R=problem.R, b=problem.b, n_features=4, per_class=2, preset="test-ban"
+        )
+        # Same problem with the banned feature made worthless: its optimum avoids it.
+        b = problem.b.copy()
+        b[banned] = -1e4
+        expected = brute_force(
+            AssignmentProblem(A=problem.A, R=problem.R, b=b, n_features=4, per_class=2)
+        )[0]
+        for solver in ("highs", "scip"):
+            result = solve(user, solver=solver, mip_gap=0.0)  # auto: the full model
+            assert result.verified
+            assert banned not in result.selected_features
+            assert result.objective == pytest.approx(expected, abs=1e-6)
+    finally:
+        preset_registry._PRESETS.pop("test-ban")
+
+
+def _toy_form() -> MatrixForm:
+    # max x0 + 2 x1, x binary, x0 + x1 <= 2
+    return MatrixForm(
+        c=np.array([1.0, 2.0]), c0=0.5, maximize=True,
+        A=sp.csr_array(np.array([[1.0, 1.0]])),
+        row_lo=np.array([-np.inf]), row_hi=np.array([2.0]),
+        col_lo=np.zeros(2), col_hi=np.ones(2), integer=np.array([True, True]),
+        columns=[None, None], start=np.full(2, np.nan),
+    )
+
+
+@pytest.mark.parametrize("solver", EXACT)
+def test_sessions_grow_by_rows_and_columns(solver):
+    _usable(solver)
+    session = get_backend(solver).load(_toy_form())
+    assert session.solve(mip_gap=0.0).objective == pytest.approx(3.5)
+    session.add_rows(sp.csr_array(np.array([[1.0, 1.0]])), np.array([-np.inf]), np.array([1.0]))
+    out = session.solve(mip_gap=0.0)
+    assert out.objective == pytest.approx(2.5)
+    np.testing.assert_allclose(out.x, [0.0, 1.0], atol=1e-6)
+    # A new binary column worth 5 that excludes x1; a ranged row 0.5 <= x0 + x2 <= 2.
+    session.add_columns(np.zeros(1), np.ones(1), np.array([True]), np.array([5.0]))
+    assert session.n_cols == 3
+    session.add_rows(
+        sp.csr_array(np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])),
+        np.array([-np.inf, 0.5]), np.array([1.0, 2.0]),
+    )
+    out = session.solve(mip_gap=0.0, start=np.array([0.0, 0.0, 1.0]))
+    assert out.status == "optimal"
+    assert out.objective == pytest.approx(6.5)
+    np.testing.assert_allclose(out.x, [1.0, 0.0, 1.0], atol=1e-6)
+    # Infeasible after x0 + x1 + x2 >= 4 (only three binaries).
+    session.add_rows(sp.csr_array(np.ones((1, 3))), np.array([4.0]), np.array([np.inf]))
+    assert session.solve().status == "infeasible"
+
+
+def test_compiler_delta_matches_a_fresh_compile():
+    problem = small_problem(0, "qpm-iterative")
+    model = build_model(problem)
+    compiler = ModelCompiler(model)
+    before = compiler.form.n_cols
+    from qpm.assignment.model import add_uniqueness
+
+    assert add_uniqueness(model, problem, [(0, 1)]) == [(0, 1)]
+    delta = compiler.update()
+    assert delta.col_lo.size == problem.n_total  # one z per feature
+    fresh = ModelCompiler(model).form
+    assert compiler.form.n_cols == fresh.n_cols == before + problem.n_total
+    assert compiler.form.n_rows == fresh.n_rows
+    # Same rows up to order: compare the sorted dense rows with their bounds.
+    def rows(form):
+        order = {id(v): j for j, v in enumerate(fresh.columns)}
+        perm = np.array([order[id(v)] for v in form.columns])
+        dense = np.zeros((form.n_rows, fresh.n_cols))
+        dense[:, perm] = form.A.toarray()
+        full = np.column_stack([dense, form.row_lo, form.row_hi])
+        return full[np.lexsort(full.T[::-1])]
+
+    np.testing.assert_allclose(rows(compiler.form), rows(fresh))
+
+
+def test_unknown_backend_lists_choices():
+    with pytest.raises(QPMError, match="highs"):
+        get_backend("cplex")
+
+
+def test_gurobi_fallback_and_strict_on_a_model_over_the_size_limit():
+    from qpm.assignment.backends.gurobi import size_limited
+
+    _usable("gurobi")
+    if not size_limited():
+        pytest.skip("a full Gurobi licence takes any model")
+    rng = np.random.default_rng(0)
+    problem = AssignmentProblem(A=rng.random((100, 25)), n_features=10, per_class=2,
+                                preset="unbalanced")
+    with pytest.raises(QPMError, match="licence"):
+        solve(problem, solver="gurobi", strict_solver=True, time_limit=30)
+    result = solve(problem, solver="gurobi", time_limit=60)
+    assert result.solver == "highs" and "size-limited" in result.fallback
+    assert result.verified
