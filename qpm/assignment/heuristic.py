@@ -144,19 +144,21 @@ def _top_k_matrix(A: np.ndarray, sel: np.ndarray, k: int) -> np.ndarray:
     return w
 
 
-def _budget_matrix(A: np.ndarray, sel: np.ndarray, k: int) -> np.ndarray:
-    """Optimal for total C*k with >= 1 per class: class maxima, then the largest rest."""
-    F, C = A.shape
-    AS = A[sel]
-    best = np.argmax(AS, axis=0)
+def _budget_use(AS: np.ndarray, k: int) -> np.ndarray:
+    """Optimal (n, C) use for total C*k with >= 1 per class: class maxima, then the largest rest."""
+    C = AS.shape[1]
     use = np.zeros_like(AS, dtype=bool)
-    use[best, np.arange(C)] = True
+    use[np.argmax(AS, axis=0), np.arange(C)] = True
     rest = C * k - C
     if rest > 0:
         flat = np.where(use, -np.inf, AS).ravel()
         use.ravel()[np.argpartition(-flat, rest - 1)[:rest]] = True
-    w = np.zeros((F, C), dtype=np.uint8)
-    w[sel] = use
+    return use
+
+
+def _budget_matrix(A: np.ndarray, sel: np.ndarray, k: int) -> np.ndarray:
+    w = np.zeros(A.shape, dtype=np.uint8)
+    w[sel] = _budget_use(A[sel], k)
     return w
 
 
@@ -199,18 +201,22 @@ class _Exact:
                  shortlist: int = 48) -> None:
         self.problem, self.search, self.rules, self.shortlist = problem, search, rules, shortlist
 
-    def value(self, sel: np.ndarray) -> tuple[float, np.ndarray]:
-        w = best_assignment_for_selection(self.problem, sel, self.rules)
+    def value(self, sel: np.ndarray) -> float:
         s = self.search
-        v = s.scale * float(s.A[sel][w[sel].astype(bool)].sum()) + float(s.b[sel].sum())
+        AS = s.A[sel]
+        if not self.rules.per_class_exact and not self.rules.unique_columns:
+            use = _budget_use(AS, s.k)  # no (F, C) matrix: this runs for every candidate
+        else:
+            use = best_assignment_for_selection(self.problem, sel, self.rules)[sel].astype(bool)
+        v = s.scale * float(AS[use].sum()) + float(s.b[sel].sum())
         if s.W is not None:
             v -= 0.5 * float(s.W[np.ix_(sel, sel)].sum())
-        return v, w
+        return v
 
     def local_search(self, sel: np.ndarray, deadline: float | None = None) -> np.ndarray:
         s = self.search
         sel = sel.copy()
-        value, _ = self.value(sel)
+        value = self.value(sel)
         if self.rules.per_class_exact and value >= s.value(sel) - 1e-12 * max(abs(value), 1.0):
             # The true value never exceeds the surrogate here, and this selection is a
             # surrogate local optimum whose assignment loses nothing: no swap can improve.
@@ -228,7 +234,7 @@ class _Exact:
                 a, j = np.unravel_index(int(idx), gain.shape)
                 trial = sel.copy()
                 trial[a] = j
-                v, _ = self.value(trial)
+                v = self.value(trial)
                 if v - value > best_gain:
                     best_gain, best_trial = v - value, trial
             if best_trial is None:
