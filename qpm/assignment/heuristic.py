@@ -1,15 +1,17 @@
 """A fast heuristic for the assignment: greedy selection, 1-swap local search, repair.
 
 For a fixed selection S the best per-class-exact assignment (ignoring uniqueness) lets every
-class take its k largest selected A values, so a selection is worth::
+class take its k largest selected A values, so a selection is worth (the "surrogate")::
 
     scale * sum_c topk_{i in S} A_ic  -  weight * sum_{pairs in S} R'_ij  +  sum_{i in S} b_i
 
 The greedy adds the feature with the largest marginal gain of that value; the local search
-then applies the best 1-swap (one feature out, one in) while it improves, evaluating all
-n*(F-n) swaps at once with two matrix products. The final assignment obeys the preset's
-rules: duplicate columns are repaired (:mod:`qpm.assignment.repair`), and "unbalanced"
-uses the exact greedy allocation of the C*k budget. Multi-start perturbs the best selection.
+then applies the best 1-swap (one feature out, one in) while it improves, scoring all
+n*(F-n) swaps at once with one sparse-dense product. The final assignment obeys the preset's
+rules: duplicate columns are repaired (:mod:`qpm.assignment.repair`), and budget rules
+("unbalanced") use the optimal greedy allocation of the C*k slots. Where those rules make the
+true value differ from the surrogate, a second swap search scores the most promising swaps
+with the true value. Multi-start perturbs the best selection and keeps the best.
 """
 
 from __future__ import annotations
