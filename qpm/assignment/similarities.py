@@ -85,7 +85,7 @@ def feature_class_correlation(
     Xc = X - X.mean(axis=0)
     # Xc's columns sum to zero, so Xc^T (Y - mean Y) = Xc^T Y.
     cov = (Xc.T @ onehot) / N
-    std_x = np.sqrt(np.mean(Xc * Xc, axis=0))
+    std_x = np.sqrt(np.einsum("ij,ij->j", Xc, Xc) / N)  # no (N, F) temporary
     p = onehot.mean(axis=0)
     std_y = np.sqrt(p * (1.0 - p))
     denom = np.outer(std_x, std_y)

@@ -14,7 +14,7 @@ from qpm.errors import QPMError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "similarities",
-        help="compute the feature-class (A) and feature-feature (R) similarities",
+        help="compute the A and R similarities from saved features",
         description="Read FEATURES.npz (arrays 'features' N x F, 'labels' N, optional 'b' F), "
         "compute A and R as in the QPM paper and write the cached-similarity file that "
         "`qpm solve` reads.",
