@@ -15,3 +15,6 @@ __all__ = [
     "run_qsenn",
     "sldd_sparsify",
 ]
+
+# Registers the "sldd" and "qsenn" model types and the "sparse" head with the pipeline.
+from qpm.baselines import stages as _stages  # noqa: E402,F401

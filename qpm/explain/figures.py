@@ -130,7 +130,8 @@ def plot_class_comparison(
             ax = axes[row, col]
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
             top = max(float(np.max(maps[0][f])), float(np.max(maps[1][f])), 1e-12)
-            ax.imshow(fmap[f], cmap="jet", alpha=0.5, vmin=0, vmax=top, extent=(0, w, h, 0),
+            ax.imshow(fmap[f], cmap="jet", alpha=0.5, vmin=0, vmax=top,
+                      extent=(-0.5, w - 0.5, h - 0.5, -0.5),
                       interpolation="bilinear")
             if row == 0:
                 owner = pair.a if f in pair.only_a else pair.b

@@ -1,0 +1,41 @@
+"""The torch head of the baselines: a QPM layer with real-valued fixed weights and a bias."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qpm.baselines.layer import SparseLayer
+from qpm.models.checkpoint import register_head
+from qpm.models.qpm_layer import QPMLayer
+
+
+class SparseHead(QPMLayer):
+    """logits = dropout((f[:, selected] - mean) / std) @ W^T + b with W, b fixed buffers.
+
+    As in the SLDD / Q-SENN reference, only ``mean`` and ``std`` (and the backbone) train
+    during fine-tuning, so the sparse global explanation stays exact.
+    """
+
+    def __init__(self, selected, weight, bias=None, mean=None, std=None,
+                 dropout: float = 0.1) -> None:
+        super().__init__(selected, weight, mean, std, dropout=dropout, binary=False)
+        c = self.num_classes
+        b = torch.zeros(c) if bias is None else torch.as_tensor(np.asarray(bias)).float()
+        if b.shape != (c,):
+            raise ValueError(f"bias must be ({c},), got {tuple(b.shape)}")
+        self.register_buffer("bias", b.clone())
+
+    @classmethod
+    def from_layer(cls, layer: SparseLayer, dropout: float = 0.1) -> SparseHead:
+        return cls(layer.selection, layer.weight, layer.bias, layer.mean, layer.std, dropout)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "") -> SparseHead:
+        return cls(state[prefix + "selected"], state[prefix + "weight"], state[prefix + "bias"])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return super().forward(features) + self.bias
+
+
+register_head("sparse", SparseHead, SparseHead.from_state_dict)

@@ -1,0 +1,178 @@
+"""Pipeline stages of the baselines, registered as model types "sldd" and "qsenn".
+
+Both re-use the run folder's dense.pt and features.npz:
+  sldd:  sldd_layer.npz (glm-saga selection + sparse layer) -> sldd.pt (fine-tuned)
+  qsenn: qsenn.pt (rounds of glm-saga + quantisation + fine-tuning)
+``ctx.hooks["glm_config"]`` may hold a :class:`GLMConfig` (tests use a short path).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from qpm.baselines.glm import GLMConfig, require_glm_saga
+from qpm.baselines.head import SparseHead
+from qpm.baselines.layer import SparseLayer
+from qpm.pipeline import distributed as dist
+from qpm.pipeline.artifacts import ArtifactError, load_npz, save_npz
+from qpm.pipeline.stages import DENSE_FIELDS, RunContext, Stage, register_model_type, validate_model
+
+FT_FIELDS = ("ft_epochs", "ft_lr", "ft_momentum", "ft_weight_decay", "ft_step_size", "ft_gamma")
+SPARSE_FIELDS = DENSE_FIELDS + ("n_features", "per_class")
+TUNE_FIELDS = SPARSE_FIELDS + FT_FIELDS
+LAYER_KEYS = ("selection", "weight", "bias", "mean", "std", "info")
+QSENN_ROUNDS = 4
+
+
+def _glm_config(ctx: RunContext) -> GLMConfig:
+    cfg = ctx.hooks.get("glm_config") or GLMConfig()
+    return replace(cfg, seed=ctx.config.seed)
+
+
+def _class_names(ctx: RunContext) -> list[str]:
+    return [str(x) for x in ctx.features()["class_names"].tolist()]
+
+
+def _check_sizes(ctx: RunContext) -> None:
+    c, f = ctx.config, ctx.features()["features"]
+    from qpm.errors import QPMError
+
+    if c.n_features > f.shape[1]:
+        raise QPMError(f"--n-features {c.n_features} is larger than the {f.shape[1]} features "
+                       f"of {c.arch}.", f"Use --n-features {f.shape[1]} or fewer.")
+
+
+def save_layer(path, layer: SparseLayer) -> None:
+    save_npz(path, selection=layer.selection.astype(np.int64), weight=layer.weight,
+             bias=layer.bias, mean=layer.mean, std=layer.std,
+             info=np.asarray(json.dumps({"sparsifier": layer.sparsifier, **layer.info})))
+
+
+def load_layer(path) -> SparseLayer:
+    a = load_npz(path, LAYER_KEYS)
+    info = json.loads(str(a["info"]))
+    return SparseLayer(a["selection"], a["weight"], a["bias"], a["mean"], a["std"],
+                       info.pop("sparsifier", "sldd"), info)
+
+
+def validate_layer(path) -> None:
+    layer = load_layer(path)
+    n = layer.selection.shape[0]
+    if layer.weight.ndim != 2 or layer.weight.shape[1] != n or layer.bias.shape != (
+            layer.weight.shape[0],):
+        raise ArtifactError(f"{path} has inconsistent array shapes.", f"Delete {path} and re-run.")
+
+
+def _head_metrics(head: SparseHead) -> dict[str, Any]:
+    w = head.weight.detach().cpu().numpy()
+    return {"n_features": int(np.count_nonzero(np.any(w != 0, axis=0))),
+            "per_class": float(np.count_nonzero(w, axis=1).mean())}
+
+
+# --- SLDD -------------------------------------------------------------------------------------
+
+
+def run_sldd_layer(ctx: RunContext) -> dict[str, Any]:
+    from qpm.baselines.sldd import sldd_sparsify
+
+    require_glm_saga()
+    _check_sizes(ctx)
+    c, f = ctx.config, ctx.features()
+    layer = sldd_sparsify(f["features"], f["labels"], len(_class_names(ctx)), c.n_features,
+                          c.per_class, _glm_config(ctx))
+    save_layer(ctx.path("sldd_layer.npz"), layer)
+    ctx.log(f"SLDD layer: {layer.selection.size} features, glm-saga path step "
+            f"{layer.info['path_step'] + 1}/{layer.info['path_length']}")
+    return {"sldd": {"sparsifier": "sldd (glm-saga)", **{k: v for k, v in layer.info.items()
+                                                         if isinstance(v, (int, float))}}}
+
+
+def run_sldd(ctx: RunContext) -> dict[str, Any]:
+    layer = load_layer(ctx.path("sldd_layer.npz"))
+    model = ctx.load_dense()
+    model.classifier = SparseHead.from_layer(layer).to(ctx.device)
+    before = ctx.evaluate(model, "sldd test (before fine-tuning)")
+    ctx.log(f"SLDD layer before fine-tuning: test accuracy {before:.2f}%")
+    ctx.train(model, "sldd", ctx.fit_settings(finetune=True))
+    acc = ctx.evaluate(model, "sldd test")
+    ctx.log(f"SLDD test accuracy {acc:.2f}%")
+    head = dist.unwrap(model).classifier
+    ctx.save_model("sldd.pt", model, {
+        "accuracy": acc, "accuracy_before_finetune": before, "sparsifier": "sldd",
+        "class_names": _class_names(ctx),
+        "assignment": {str(k): v for k, v in head.assignment().items()},
+    })
+    ctx.drop_ckpt("sldd")
+    return {"sldd": {"accuracy": acc, "accuracy_before_finetune": before,
+                     "sparsifier": "sldd (glm-saga)", **_head_metrics(head)}}
+
+
+# --- Q-SENN -----------------------------------------------------------------------------------
+
+
+def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
+    from qpm.baselines.qsenn import run_qsenn
+    from qpm.pipeline.extraction import extract
+
+    require_glm_saga()
+    _check_sizes(ctx)
+    c, f, data = ctx.config, ctx.features(), ctx.data()
+    model = ctx.load_dense()
+    base = ctx.fit_settings(finetune=True)
+    # The reference fine-tunes 10 epochs per round for its 40 fine-tuning epochs: keep the
+    # total equal to this run's fine-tuning budget.
+    per_round = max(1, round(base.epochs / QSENN_ROUNDS))
+    rounds: list[dict[str, Any]] = []
+
+    def extract_features(layer: SparseLayer | None):
+        if layer is None:
+            return f["features"], f["labels"]
+        out = extract(model, data.train_eval, batch_size=c.batch_size * 2, workers=c.workers,
+                      logits=False, features=True, desc="qsenn features")
+        return out.features, out.labels
+
+    def finetune(layer: SparseLayer, r: int, scale: float) -> dict[str, Any]:
+        model.classifier = SparseHead.from_layer(layer).to(ctx.device)
+        settings = replace(base, epochs=per_round, lr=base.lr * scale)
+        key = {"round": r, "selection": layer.selection.tolist(),
+               "weight_sum": round(float(np.abs(layer.weight).sum()), 6)}
+        ctx.train(model, f"qsenn-round{r + 1}", settings, key=key)
+        acc = ctx.evaluate(model, f"qsenn round {r + 1} test")
+        ctx.log(f"Q-SENN round {r + 1}: test accuracy {acc:.2f}%")
+        rounds.append({"round": r + 1, "lr_scale": scale, "epochs": per_round, "accuracy": acc,
+                       "v": layer.info["v"], "train_acc_glm": layer.info["train_acc_glm"]})
+        return {"accuracy": acc}
+
+    run_qsenn(extract_features, finetune, len(_class_names(ctx)), c.per_class, c.n_features,
+              QSENN_ROUNDS, cfg=_glm_config(ctx), log=ctx.log)
+    head = dist.unwrap(model).classifier
+    acc = rounds[-1]["accuracy"]
+    ctx.save_model("qsenn.pt", model, {
+        "accuracy": acc, "sparsifier": "qsenn", "rounds": rounds,
+        "class_names": _class_names(ctx),
+        "assignment": {str(k): v for k, v in head.assignment().items()},
+    })
+    for r in range(QSENN_ROUNDS):
+        ctx.drop_ckpt(f"qsenn-round{r + 1}")
+    return {"qsenn": {"accuracy": acc, "sparsifier": "qsenn (glm-saga, 4 rounds, ternary)",
+                      "rounds": rounds, **_head_metrics(head)}}
+
+
+def sldd_stages() -> list[Stage]:
+    return [
+        Stage("sldd-layer", "sldd_layer.npz", SPARSE_FIELDS, run_sldd_layer, validate_layer,
+              main_only=True),
+        Stage("sldd", "sldd.pt", TUNE_FIELDS, run_sldd, validate_model),
+    ]
+
+
+def qsenn_stages() -> list[Stage]:
+    return [Stage("qsenn", "qsenn.pt", TUNE_FIELDS, run_qsenn_stage, validate_model)]
+
+
+register_model_type("sldd", sldd_stages)
+register_model_type("qsenn", qsenn_stages)

@@ -1,0 +1,56 @@
+"""``qpm evaluate RUN_DIR``: the paper's metrics for every finished model of a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="accuracy and interpretability metrics of a run folder's models",
+        description="Compute accuracy, number of features, features per class, SID@5, "
+        "Class-Independence, Contrastiveness, Correlation and Structural Grounding (CUB only) "
+        "for every finished model (dense, qpm, qsenn, sldd) in RUN_DIR; merge them into "
+        "RUN_DIR/metrics.json and print a table.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by qpm train")
+    p.add_argument("--model-type", action="append", dest="model_types", metavar="NAME",
+                   help="evaluate only this model type (repeatable; default: all finished)")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder, if it moved")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from qpm.errors import QPMError
+    from qpm.metrics.model_eval import evaluate_model, format_table
+    from qpm.metrics.run_folder import class_attributes_for, open_run
+    from qpm.pipeline import distributed as dist
+    from qpm.pipeline.data import build_data
+    from qpm.pipeline.run import merge_metrics
+
+    run = open_run(args.run_dir, args.data_root)
+    names = args.model_types or list(run.models)
+    missing = [n for n in names if n not in run.models]
+    if missing:
+        raise QPMError(f"{run.path} has no finished {', '.join(missing)} model.",
+                       f"Choose from: {', '.join(run.models)}.")
+    if args.batch_size < 1:
+        raise QPMError(f"--batch-size must be positive, got {args.batch_size}.",
+                       "Pass e.g. --batch-size 128.")
+    c = run.config
+    device = dist.get_context(args.device).device
+    data = build_data(c.dataset, c.data_root, c.image_size, c.crop_gt)
+    attrs = class_attributes_for(c)
+    results = {}
+    for name in names:
+        print(f"evaluating {name} ...", file=sys.stderr, flush=True)
+        model, _ = run.load(name, device)
+        results[name] = evaluate_model(model, data.train_eval, data.test, device,
+                                       args.batch_size, attrs, seed=c.seed)
+    merge_metrics(run.path, results)
+    print(format_table(results))
+    return 0

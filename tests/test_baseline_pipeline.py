@@ -1,0 +1,127 @@
+"""Q-SENN and SLDD as model types of a run folder, then `qpm evaluate` and `qpm explain`,
+on the generated 3-class CUB layout (with a generated attribute file)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from qpm.baselines import GLMConfig
+from qpm.baselines.head import SparseHead
+from qpm.cli import main
+from qpm.metrics import features_per_class
+from qpm.metrics.run_folder import class_attributes_for
+from qpm.models.checkpoint import load_model
+from qpm.pipeline.config import TrainConfig
+from qpm.pipeline.run import run_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+N, K = 8, 2
+HOOKS = {"glm_config": GLMConfig(n_lambdas=10, max_epochs=20, batch_size=16)}
+
+
+@pytest.fixture(scope="module")
+def cub_run(tiny_cub, tmp_path_factory):
+    """One run folder with dense, qpm, sldd and qsenn models (1 epoch each)."""
+    root = tmp_path_factory.mktemp("cubattr")
+    shutil.copytree(tiny_cub, root, dirs_exist_ok=True)
+    attrs = root / "CUB_200_2011" / "attributes"
+    attrs.mkdir()
+    # classes 0 and 1 alike, class 2 different
+    (attrs / "class_attribute_labels_continuous.txt").write_text(
+        "90 10 50\n80 20 40\n5 95 0\n")
+    run_dir = tmp_path_factory.mktemp("run") / "cub"
+    import torch
+
+    torch.set_num_threads(1)
+    for model_type in ("qpm", "sldd", "qsenn"):
+        cfg = TrainConfig(dataset="cub2011", data_root=str(root), image_size=32,
+                          arch="small-cnn", epochs=1, ft_epochs=1, batch_size=8,
+                          n_features=N, per_class=K, solver="greedy", device="cpu",
+                          model_type=model_type, run_dir=str(run_dir))
+        run_pipeline(cfg, log=lambda _m: None, hooks=HOOKS)
+    return run_dir
+
+
+def test_baseline_models_are_sparse_and_recorded(cub_run):
+    metrics = json.loads((cub_run / "metrics.json").read_text())
+    for name in ("sldd", "qsenn"):
+        model, meta = load_model(cub_run / f"{name}.pt")
+        head = model.classifier
+        assert isinstance(head, SparseHead)
+        w = head.weight.numpy()
+        assert w.shape == (3, N)
+        assert features_per_class(w) == K  # K per class on average
+        assert meta["sparsifier"] == name
+        assert metrics[name]["sparsifier"].startswith(name)
+        assert metrics[name]["per_class"] == K
+    q = load_model(cub_run / "qsenn.pt")[0].classifier.weight.numpy()
+    v = np.abs(q[q != 0])
+    assert np.allclose(v, v[0])  # ternary {-v, 0, +v}
+    rounds = metrics["qsenn"]["rounds"]
+    assert [r["lr_scale"] for r in rounds] == pytest.approx([1, 0.9, 0.81, 0.729])
+    assert not list(cub_run.glob("*.ckpt"))
+
+
+def test_evaluate_table_and_metrics_json(cub_run, capsys):
+    assert main(["evaluate", str(cub_run), "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    header = table.splitlines()[0].split()
+    assert header[-4:] == ["dense", "qpm", "qsenn", "sldd"]
+    assert "SID@5" in table and "Structural Grounding" in table
+    metrics = json.loads((cub_run / "metrics.json").read_text())
+    for name in ("dense", "qpm", "qsenn", "sldd"):
+        m = metrics[name]
+        for key in ("accuracy", "n_features", "per_class", "class_independence",
+                    "contrastiveness", "correlation", "structural_grounding"):
+            assert m[key] is not None, (name, key)
+        assert 0 <= m["class_independence"] <= 1 and 0 <= m["contrastiveness"] <= 1
+    assert metrics["qpm"]["n_features"] <= N and metrics["qpm"]["per_class"] == K
+    assert metrics["dense"]["per_class"] == metrics["dense"]["n_features"]
+
+
+def test_explain_writes_json_figures_and_page(cub_run, capsys):
+    out = cub_run / "page"
+    assert main(["explain", str(cub_run), "--out", str(out), "--device", "cpu"]) == 0
+    expl = json.loads((out / "explanation.json").read_text())
+    assert expl["model_type"] == "qpm" and len(expl["classes"]) == 3
+    assert all(len(c["features"]) == K for c in expl["classes"])
+    for p in expl["similar_pairs"]:
+        assert (out / p["figure"]).read_bytes()[:4] == b"\x89PNG"
+    page = (out / "index.html").read_text()
+    assert page.count('class="class-entry"') == 3
+    assert (cub_run / "assignment.png").exists()
+    assert main(["explain", str(cub_run), "--model-type", "sldd", "--device", "cpu",
+                 "--split", "train"]) == 0
+    assert (cub_run / "explain" / "sldd" / "index.html").exists()
+
+
+def test_no_finished_model_and_missing_glm_saga_exit_2(cub_run, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((cub_run / "config.json").read_text())
+    assert main(["evaluate", str(empty)]) == 2
+    assert main(["explain", str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no finished model" in err[0]
+    monkeypatch.setitem(sys.modules, "glm_saga", None)
+    monkeypatch.delitem(sys.modules, "glm_saga.elasticnet", raising=False)
+    cfg = json.loads((cub_run / "config.json").read_text())
+    other = tmp_path / "other"
+    shutil.copytree(cub_run, other)
+    for f in other.glob("sldd*"):
+        f.unlink()
+    rc = main(["train", "--dataset", "cub2011", "--data-root", cfg["data_root"],
+               "--image-size", "32", "--arch", "small-cnn", "--epochs", "1", "--ft-epochs", "1",
+               "--batch-size", "8", "--n-features", str(N), "--per-class", str(K),
+               "--device", "cpu", "--model-type", "sldd", "--run-dir", str(other)])
+    assert rc == 2
+    assert "glm-saga" in capsys.readouterr().err
+
+
+def test_structural_grounding_only_for_cub():
+    assert class_attributes_for(TrainConfig(dataset="digits")) is None
