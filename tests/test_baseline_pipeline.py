@@ -65,6 +65,8 @@ def test_baseline_models_are_sparse_and_recorded(cub_run):
     rounds = metrics["qsenn"]["rounds"]
     assert [r["lr_scale"] for r in rounds] == pytest.approx([1, 0.9, 0.81, 0.729])
     assert not list(cub_run.glob("*.ckpt"))
+    for png in ("assignment.png", "sldd_assignment.png", "qsenn_assignment.png"):
+        assert (cub_run / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_table_and_metrics_json(cub_run, capsys):
@@ -94,7 +96,6 @@ def test_explain_writes_json_figures_and_page(cub_run, capsys):
         assert (out / p["figure"]).read_bytes()[:4] == b"\x89PNG"
     page = (out / "index.html").read_text()
     assert page.count('class="class-entry"') == 3
-    assert (cub_run / "assignment.png").exists()
     assert main(["explain", str(cub_run), "--model-type", "sldd", "--device", "cpu",
                  "--split", "train"]) == 0
     assert (cub_run / "explain" / "sldd" / "index.html").exists()

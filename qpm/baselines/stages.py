@@ -67,6 +67,14 @@ def validate_layer(path) -> None:
         raise ArtifactError(f"{path} has inconsistent array shapes.", f"Delete {path} and re-run.")
 
 
+def _plot(ctx: RunContext, head: SparseHead, name: str) -> None:
+    if ctx.is_main:
+        from qpm.explain.figures import plot_assignment
+
+        plot_assignment(head.weight.detach().cpu().numpy(), head.selected.cpu().numpy(),
+                        _class_names(ctx), ctx.path(f"{name}_assignment.png"))
+
+
 def _head_metrics(head: SparseHead) -> dict[str, Any]:
     w = head.weight.detach().cpu().numpy()
     return {"n_features": int(np.count_nonzero(np.any(w != 0, axis=0))),
@@ -107,6 +115,7 @@ def run_sldd(ctx: RunContext) -> dict[str, Any]:
         "assignment": {str(k): v for k, v in head.assignment().items()},
     })
     ctx.drop_ckpt("sldd")
+    _plot(ctx, head, "sldd")
     return {"sldd": {"accuracy": acc, "accuracy_before_finetune": before,
                      "sparsifier": "sldd (glm-saga)", **_head_metrics(head)}}
 
@@ -158,6 +167,7 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
     })
     for r in range(QSENN_ROUNDS):
         ctx.drop_ckpt(f"qsenn-round{r + 1}")
+    _plot(ctx, head, "qsenn")
     return {"qsenn": {"accuracy": acc, "sparsifier": "qsenn (glm-saga, 4 rounds, ternary)",
                       "rounds": rounds, **_head_metrics(head)}}
 

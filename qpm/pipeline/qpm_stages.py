@@ -86,6 +86,12 @@ def run_finetune(ctx: RunContext) -> dict[str, Any]:
         "n_features": c.n_features, "per_class": c.per_class,
     })
     ctx.drop_ckpt("qpm")
+    if ctx.is_main:  # the assignment matrix as a picture, next to qpm.pt
+        from qpm.explain.figures import plot_assignment
+
+        plot_assignment(layer.weight.detach().cpu().numpy(), layer.selected.cpu().numpy(),
+                        [str(x) for x in ctx.features()["class_names"].tolist()],
+                        ctx.path("assignment.png"))
     return {"qpm": {"accuracy": acc, "accuracy_before_finetune": before,
                     "n_features": layer.n_features, "per_class": c.per_class}}
 
