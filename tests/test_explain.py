@@ -10,6 +10,7 @@ import pytest
 from qpm.explain import (
     choose_examples,
     class_features,
+    closest_pairs,
     displayable,
     explanation_dict,
     similar_pairs,
@@ -41,6 +42,18 @@ def test_class_features_and_similar_pairs():
     assert p.ordered_features() == [12, 10, 11, 13]
 
 
+def test_closest_pairs_for_classes_without_a_near_twin():
+    w = np.zeros((3, 8))
+    w[0, [0, 1, 2]] = w[1, [0, 3, 4]] = w[2, [5, 6, 7]] = 1
+    feats = class_features(w)
+    assert similar_pairs(feats) == []
+    pairs = closest_pairs(feats, covered=set())
+    assert [(p.a, p.b, p.shared) for p in pairs] == [(0, 1, (0,))]  # class 2 shares nothing
+    assert closest_pairs(feats, covered={0, 1}) == []
+    expl = explanation_dict(w, None, ["a", "b", "c"])
+    assert expl["similar_pairs"] == [] and expl["closest_pairs"][0]["classes"] == [0, 1]
+
+
 def test_explanation_dict_names_and_pairs():
     w, sel = _layer()
     expl = explanation_dict(w, sel, NAMES, feature_names={10: "loop"}, model_type="qpm")
@@ -53,6 +66,7 @@ def test_explanation_dict_names_and_pairs():
         "shared": [14, 15],
         "distinguishing": {"2": [16], "3": [10]},
     }
+    assert expl["closest_pairs"] == []  # every class has a pair sharing all but one
 
 
 def test_choose_examples_prefers_correct_high_scores():

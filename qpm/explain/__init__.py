@@ -11,13 +11,20 @@ from qpm.explain.figures import (
     plot_class_comparison,
 )
 from qpm.explain.html import write_index
-from qpm.explain.structure import ClassPair, class_features, explanation_dict, similar_pairs
+from qpm.explain.structure import (
+    ClassPair,
+    class_features,
+    closest_pairs,
+    explanation_dict,
+    similar_pairs,
+)
 from qpm.explain.writer import write_explanations
 
 __all__ = [
     "ClassPair",
     "choose_examples",
     "class_features",
+    "closest_pairs",
     "displayable",
     "explanation_dict",
     "plot_assignment",

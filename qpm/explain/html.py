@@ -47,6 +47,15 @@ def _feature_items(features: list[dict]) -> str:
     return "\n".join(items)
 
 
+def _figure(p: dict, names: dict[int, str]) -> str:
+    a, b = p["classes"]
+    dist = "; ".join(f"{_e(names[int(k)])}: {v}" for k, v in p["distinguishing"].items())
+    return (f'<figure><img loading="eager" src="{_e(p["figure"])}" '
+            f'alt="{_e(names[a])} vs {_e(names[b])}"><figcaption>{_e(names[a])} vs '
+            f"{_e(names[b])}: {len(p['shared'])} shared, distinguishing {dist}"
+            "</figcaption></figure>")
+
+
 def write_index(out_dir: str | Path, explanation: dict, title: str = "",
                 assignment_png: str | None = "assignment.png") -> Path:
     """Write ``out_dir/index.html`` for an :func:`explanation_dict` (with figure paths)."""
@@ -56,6 +65,10 @@ def write_index(out_dir: str | Path, explanation: dict, title: str = "",
     for p in explanation["similar_pairs"]:
         for c in p["classes"]:
             pairs_of.setdefault(c, []).append(p)
+    closest_of: dict[int, list[dict]] = {}
+    for p in explanation.get("closest_pairs", []):
+        for c in p["classes"]:
+            closest_of.setdefault(c, []).append(p)
     title = title or f"Global explanation ({explanation.get('model_type', 'model')})"
     parts = [
         "<!DOCTYPE html>",
@@ -84,27 +97,16 @@ def write_index(out_dir: str | Path, explanation: dict, title: str = "",
         close = pairs_of.get(c, [])
         if close:
             others = [names[o] for p in close for o in p["classes"] if o != c]
-            parts.append(
-                '<p class="pair-list">Shares all but one feature with: '
-                + ", ".join(_e(o) for o in others)
-                + "</p>"
-            )
-            for p in close:
-                if not p.get("figure"):
-                    continue
-                a, b = p["classes"]
-                dist = "; ".join(
-                    f"{_e(names[int(k)])}: {v}" for k, v in p["distinguishing"].items()
-                )
-                parts.append(
-                    f'<figure><img loading="eager" src="{_e(p["figure"])}" '
-                    f'alt="{_e(names[a])} vs {_e(names[b])}">'
-                    f"<figcaption>{_e(names[a])} vs {_e(names[b])}: shared "
-                    f"{len(p['shared'])}, distinguishing {dist}"
-                    f"</figcaption></figure>"
-                )
+            parts.append('<p class="pair-list">Shares all but one feature with: '
+                         + ", ".join(_e(o) for o in others) + "</p>")
         else:
-            parts.append('<p class="pair-list">No class shares all but one of its features.</p>')
+            close = closest_of.get(c, [])
+            others = [f"{names[o]} ({len(p['shared'])} shared)"
+                      for p in close for o in p["classes"] if o != c]
+            parts.append('<p class="pair-list">No class shares all but one of its features; '
+                         + ("closest: " + ", ".join(_e(o) for o in others) if others
+                            else "it shares no feature with any class") + ".</p>")
+        parts.extend(_figure(p, names) for p in close if p.get("figure"))
         parts.append("</details>")
     parts.append("</div></body></html>")
     text = "\n".join(parts) + "\n"

@@ -65,6 +65,37 @@ def similar_pairs(features: dict[int, list[tuple[int, float]]]) -> list[ClassPai
     return pairs
 
 
+def closest_pairs(
+    features: dict[int, list[tuple[int, float]]], covered: set[int]
+) -> list[ClassPair]:
+    """For each class not in ``covered``: the pair with the class sharing most features.
+
+    Ties go to the smaller class index; classes sharing nothing with any other get none.
+    Each pair appears once (smaller class first).
+    """
+    sets = {c: {f for f, _ in feats} for c, feats in features.items()}
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for c in sorted(sets):
+        if c in covered:
+            continue
+        best, best_n = None, 0
+        for o in sorted(sets):
+            n = len(sets[c] & sets[o]) if o != c else 0
+            if n > best_n:
+                best, best_n = o, n
+        if best is None:
+            continue
+        a, b = min(c, best), max(c, best)
+        if (a, b) in seen:
+            continue
+        seen.add((a, b))
+        shared = sets[a] & sets[b]
+        out.append(ClassPair(a, b, tuple(sorted(shared)), tuple(sorted(sets[a] - shared)),
+                             tuple(sorted(sets[b] - shared))))
+    return out
+
+
 def feature_label(index: int, feature_names: dict[int, str] | None) -> str:
     if feature_names and index in feature_names:
         return str(feature_names[index])
@@ -82,7 +113,17 @@ def explanation_dict(
     """The JSON-ready global explanation of a layer: classes, features, close pairs."""
     feats = class_features(weight, selection)
     pairs = similar_pairs(feats)
+    closest = closest_pairs(feats, {c for p in pairs for c in (p.a, p.b)})
     used = sorted({f for fs in feats.values() for f, _ in fs})
+
+    def as_dict(p: ClassPair) -> dict:
+        return {
+            "classes": [p.a, p.b],
+            "names": [str(class_names[p.a]), str(class_names[p.b])],
+            "shared": list(p.shared),
+            "distinguishing": {str(p.a): list(p.only_a), str(p.b): list(p.only_b)},
+        }
+
     return {
         "model_type": model_type,
         "n_classes": len(class_names),
@@ -99,14 +140,9 @@ def explanation_dict(
             }
             for c in range(len(class_names))
         ],
-        "similar_pairs": [
-            {
-                "classes": [p.a, p.b],
-                "names": [str(class_names[p.a]), str(class_names[p.b])],
-                "shared": list(p.shared),
-                "distinguishing": {str(p.a): list(p.only_a), str(p.b): list(p.only_b)},
-            }
-            for p in pairs
-        ],
+        # pairs sharing all but one feature (k-1 of k for QPM)
+        "similar_pairs": [as_dict(p) for p in pairs],
+        # for every class in no such pair: the class it shares most features with
+        "closest_pairs": [as_dict(p) for p in closest],
         **(extra or {}),
     }

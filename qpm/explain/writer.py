@@ -33,7 +33,8 @@ def write_explanations(
     ``examples`` maps a class to its example image index; ``images[idx]`` is that image as
     (H, W) or (H, W, 3) in [0, 1]; ``maps[idx]`` its (n, h, w) activation maps of the layer's
     n selected features (in ``selection`` order). At most ``max_figures`` comparison figures
-    are drawn (closest pairs first); the JSON lists every pair.
+    are drawn (pairs sharing all but one feature first, then each remaining class with its
+    closest class); the JSON lists every pair.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,7 @@ def write_explanations(
         return {int(f): np.asarray(m) for f, m in zip(sel, maps[idx], strict=True)}
 
     drawn = 0
-    for p in expl["similar_pairs"]:
+    for p in [*expl["similar_pairs"], *expl["closest_pairs"]]:
         a, b = p["classes"]
         if drawn >= max_figures or a not in examples or b not in examples:
             continue
