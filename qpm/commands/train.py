@@ -81,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    summary = run_pipeline(config_from_args(args), log=log)
-    if dist.get_context().is_main:
-        print(format_summary(summary))
+    try:
+        summary = run_pipeline(config_from_args(args), log=log)
+        if dist.get_context().is_main:
+            print(format_summary(summary))
+    finally:
+        dist.cleanup()  # under torchrun: leave the process group cleanly
     return 0
 
 

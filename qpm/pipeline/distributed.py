@@ -355,3 +355,31 @@ def main_only(iterable: Iterable, ctx: DistContext | None = None, **tqdm_kwargs)
     # Always a tqdm object (disabled off rank 0) so callers may use set_postfix() freely.
     disable = (not ctx.is_main) or bool(tqdm_kwargs.pop("disable", False))
     return tqdm(iterable, disable=disable, **tqdm_kwargs)
+
+
+STATE_DUMP_ENV = "QPM_DIST_STATE_DIR"
+
+
+def dump_state_for_tests(model: torch.nn.Module, tag: str, params_only: bool = False) -> None:
+    """Test mode only (``QPM_DIST_STATE_DIR`` set): write a per-tensor checksum of ``model``.
+
+    Each rank writes ``<tag>.rank<R>.json`` so a test can check that all ranks hold the same
+    weights; without the variable this does nothing.
+    """
+    out_dir = os.environ.get(STATE_DUMP_ENV)
+    if not out_dir:
+        return
+    import hashlib
+    import json
+
+    ctx = get_context()
+    module = unwrap(model)
+    tensors = dict(module.named_parameters()) if params_only else module.state_dict()
+    sums = {name: hashlib.sha256(
+                t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            ).hexdigest() for name, t in tensors.items()}
+    path = os.path.join(out_dir, f"{tag}.rank{ctx.rank}.json")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(sums, fh, indent=0, sort_keys=True)
+    os.replace(tmp, path)

@@ -64,12 +64,13 @@ def extract(
     ctx = dist.get_context()
     loader = dist.make_loader(dataset, batch_size, shuffle=False, workers=workers, pad=False)
     was_training = model.training
+    dist.channels_last(model, ctx.device)  # in place; GPU only
     model.eval()
     outs: dict[str, list[torch.Tensor]] = {"labels": [], "logits": [], "features": []}
     loc_sum = edge_sum = None
     map_size = None
     for images, labels in dist.main_only(loader, desc=desc, leave=False, dynamic_ncols=True):
-        images = images.to(ctx.device, non_blocking=True)
+        images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
         with dist.autocast_context(ctx.device):
             out = model(images)
         outs["labels"].append(labels.cpu())

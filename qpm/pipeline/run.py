@@ -118,7 +118,9 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = print,
     ctx = RunContext(cfg, run_dir, log, dict(hooks or {}))
     _check_static(cfg, ctx)
     records_path = run_dir / RECORDS
-    records = _read_optional(records_path, RECORDS, log)
+    # Every rank must take the same branches below (else collectives deadlock): use rank 0's
+    # view of the run folder, which may differ on a lagging network file system.
+    records = dist.broadcast_object(_read_optional(records_path, RECORDS, log))
     check_compatible(cfg, stages, records, run_dir)
     if dctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,8 +132,11 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = print,
         path = run_dir / stage.artifact
         rec = records.get(stage.name)
         reason = None
-        if not dirty and path.exists():
+        exists = not dirty and path.exists()
+        if exists:
             reason = _why_stale(stage, path, rec, upstream)
+        exists, reason = dist.broadcast_object((exists, reason))
+        if exists:
             if reason is None:
                 log(f"[{stage.name}] {stage.artifact} is finished; skipping")
                 summary.stages.append(StageReport(stage.name, stage.artifact, "skipped",
@@ -143,8 +148,18 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = print,
         log(f"[{stage.name}] computing {stage.artifact}")
         start = time.perf_counter()
         if stage.main_only:
-            update = stage.run(ctx) if dctx.is_main else None
-            dist.barrier()
+            update, failure = None, None
+            if dctx.is_main:
+                try:
+                    update = stage.run(ctx)
+                except BaseException as exc:  # re-raised below, after telling the others
+                    failure = exc
+            # Doubles as the barrier; waiting ranks stop instead of hanging if rank 0 failed.
+            if dist.broadcast_object(failure is not None):
+                if failure is not None:
+                    raise failure
+                raise QPMError(f"Rank 0 failed in stage {stage.name}.",
+                               "See rank 0's error message above.")
         else:
             update = stage.run(ctx)
         seconds = time.perf_counter() - start

@@ -105,18 +105,20 @@ def fit(
     drop_last = len(dataset) > settings.batch_size
     loader = dist.make_loader(dataset, settings.batch_size, shuffle=True, seed=settings.seed,
                               workers=settings.workers, drop_last=drop_last)
+    dist.channels_last(model, ctx.device)  # in place; GPU only
     net = dist.wrap_model(model)
     criterion = nn.CrossEntropyLoss()
     for epoch in range(start, settings.epochs):
-        # Augmentation draws from the global RNG: seed it per epoch so a resume repeats it.
-        torch.manual_seed(settings.seed * 100_003 + epoch)
+        # Augmentation draws from the global RNG: seed it per epoch so a resume repeats it,
+        # and per rank so processes do not draw the same augmentations (rank 0 = 1 process).
+        torch.manual_seed(settings.seed * 100_003 + epoch + 7_919 * ctx.rank)
         dist.set_epoch(loader, epoch)
         net.train()
         total_loss, correct, seen = 0.0, 0, 0
         bar = dist.main_only(loader, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
                              leave=False, dynamic_ncols=True)
         for images, labels in bar:
-            images = images.to(ctx.device, non_blocking=True)
+            images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
             labels = labels.to(ctx.device, non_blocking=True)
             with dist.autocast_context(ctx.device):
                 out = net(images)
@@ -152,6 +154,8 @@ def fit(
         dist.barrier()
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
+    dist.dump_state_for_tests(model, f"{desc}-params", params_only=True)  # DDP kept in step?
     # BatchNorm statistics drift apart across ranks; make every rank hold rank 0's model.
     dist.broadcast_state(model)
+    dist.dump_state_for_tests(model, f"{desc}-state")
     return result

@@ -1,0 +1,121 @@
+"""`torchrun --nproc_per_node 2 -m qpm train` on CPU (gloo) against a single-process pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qpm.models.checkpoint import load_model
+from qpm.pipeline import distributed as D
+from qpm.pipeline.artifacts import load_npz
+from qpm.pipeline.data import build_data
+from qpm.pipeline.extraction import extract
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_ARGS = ["--dataset", "digits", "--epochs", "1", "--ft-epochs", "1", "--n-features", "12",
+              "--per-class", "3", "--solver", "greedy", "--device", "cpu"]
+EXPECTED = {"config.json", "stages.json", "metrics.json", "dense.pt", "features.npz",
+            "similarities.npz", "assignment.json", "qpm.pt"}
+
+
+def torchrun(run_dir: Path, state_dir: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop(D.STATE_DUMP_ENV, None)
+    if state_dir is not None:
+        env[D.STATE_DUMP_ENV] = str(state_dir)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "qpm", "train", *TRAIN_ARGS, "--run-dir", str(run_dir)]
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ddp")
+    run_dir, state_dir = base / "run", base / "state"
+    state_dir.mkdir()
+    proc = torchrun(run_dir, state_dir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return run_dir, state_dir, proc
+
+
+def test_one_set_of_artifacts_and_one_summary(two_process_run):
+    run_dir, _, proc = two_process_run
+    names = {p.name for p in run_dir.iterdir()}
+    assert EXPECTED <= names
+    # No per-rank copies, no temporaries, no checkpoints left behind by any rank.
+    assert not [n for n in names if "rank" in n or ".tmp" in n or n.endswith(".ckpt")], names
+    assert proc.stdout.count("run folder:") == 1  # only rank 0 reports
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["qpm"]["accuracy"] <= 100
+    model, _ = load_model(run_dir / "qpm.pt")
+    assert model.classifier.weight.sum(1).eq(3).all()  # a real k=3 QPM layer was saved
+
+
+def test_ranks_hold_identical_weights(two_process_run):
+    _, state_dir, _ = two_process_run
+    for tag in ("dense-params", "dense-state", "qpm-params", "qpm-state"):
+        r0, r1 = (json.loads((state_dir / f"{tag}.rank{r}.json").read_text()) for r in (0, 1))
+        assert r0 and r0 == r1, tag
+    # The saved model is the one every rank holds at the end.
+    model, _ = load_model(Path(state_dir).parent / "run" / "qpm.pt")
+    D.cleanup()
+    D.get_context(device="cpu")
+    saved_dir = state_dir.parent / "saved"
+    saved_dir.mkdir(exist_ok=True)
+    os.environ[D.STATE_DUMP_ENV] = str(saved_dir)
+    try:
+        D.dump_state_for_tests(model, "saved")
+    finally:
+        del os.environ[D.STATE_DUMP_ENV]
+        D.cleanup()
+    saved = json.loads((saved_dir / "saved.rank0.json").read_text())
+    assert saved == json.loads((state_dir / "qpm-state.rank0.json").read_text())
+
+
+def test_sharded_features_equal_single_process_extraction(two_process_run):
+    run_dir, _, _ = two_process_run
+    torch.set_num_threads(1)
+    D.cleanup()
+    D.get_context(device="cpu")
+    try:
+        model, _ = load_model(run_dir / "dense.pt")
+        data = build_data("digits")
+        train = extract(model, data.train_eval, batch_size=50, features=True, locality=True)
+        test = extract(model, data.test, batch_size=50, features=True)
+    finally:
+        D.cleanup()
+    saved = load_npz(run_dir / "features.npz")
+    assert np.array_equal(saved["labels"], train.labels)  # same samples in the same order
+    assert np.array_equal(saved["test_labels"], test.labels)
+    np.testing.assert_allclose(saved["features"], train.features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(saved["test_features"], test.features, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(saved["train_logits"], train.logits, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(saved["locality"], train.locality, rtol=1e-5, atol=1e-6)
+
+
+def test_single_process_rerun_reuses_every_stage(two_process_run, capsys):
+    # A folder written under torchrun is an ordinary run folder: a plain `qpm train` with the
+    # same arguments finds every stage finished and rewrites nothing.
+    from qpm.cli import main
+
+    run_dir, _, _ = two_process_run
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.suffix != ".json"}
+    torch.set_num_threads(1)
+    D.cleanup()
+    try:
+        assert main(["train", *TRAIN_ARGS, "--run-dir", str(run_dir)]) == 0
+    finally:
+        D.cleanup()
+    stages = json.loads((run_dir / "stages.json").read_text())
+    assert capsys.readouterr().out.count("(skipped)") == len(stages) == 5  # every stage
+    after = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.suffix != ".json"}
+    assert after == before
