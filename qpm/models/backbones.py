@@ -228,12 +228,12 @@ def create_backbone(
     ``ResNet50_Weights.IMAGENET1K_V2``), downloaded on first use; or a local file.
     """
     spec = _spec(name)
+    state = resolve_weights(name, weights)  # before building: bad weights fail fast
     if spec is None:
         body, n_features, target = _timm(name.split(":", 1)[1], in_channels, reduced_strides)
     else:
         body, n_features, target = spec.build(in_channels if spec.torchvision_name is None else 3,
                                               reduced_strides)
-    state = resolve_weights(name, weights)
     if state is not None:
         load_backbone_weights(target, state, name, weights)
     if spec is not None and spec.torchvision_name is not None:

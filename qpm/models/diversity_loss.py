@@ -21,7 +21,7 @@ def relative_softmax_maps(feature_maps: torch.Tensor) -> torch.Tensor:
     flat = feature_maps.reshape(b, f, -1)
     means = flat.mean(dim=2)
     relative = means / means.amax(dim=1, keepdim=True).clamp(min=1e-6)
-    return torch.softmax(flat, dim=2) * relative.unsqueeze(2)
+    return (torch.softmax(flat, dim=2) * relative.unsqueeze(2)).view_as(feature_maps)
 
 
 def diversity_loss(
@@ -35,7 +35,7 @@ def diversity_loss(
         return feature_maps.new_zeros(())
     w = weight.abs()[logits.argmax(dim=1)]  # (B, n): the predicted class's weights
     w = w / (w.norm(dim=1, keepdim=True) + 1e-5)
-    weighted = relative_softmax_maps(feature_maps) * w.unsqueeze(2)
+    weighted = relative_softmax_maps(feature_maps).flatten(2) * w.unsqueeze(2)
     return -beta * weighted.amax(dim=1).sum() / feature_maps.shape[0]
 
 

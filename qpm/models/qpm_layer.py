@@ -1,8 +1,8 @@
 """The QPM layer: n selected features, each class wired to its features by fixed binary weights.
 
 logits = dropout((f[:, selected] - mean) / std) @ W^T with W the (C, n) 0/1 matrix from the
-assignment. Only ``mean`` and ``std`` are learned (together with the backbone), so the global
-explanation "class c uses features S_c" holds for the trained model exactly.
+assignment. Only the normalisation (mean, std) is learned (together with the backbone), so
+the global explanation "class c uses features S_c" holds for the trained model exactly.
 """
 
 from __future__ import annotations
@@ -42,8 +42,13 @@ class QPMLayer(nn.Module):
         std = torch.ones(n) if std is None else torch.as_tensor(np.asarray(std)).float()
         self.register_buffer("selected", selected)
         self.register_buffer("weight", weight)  # a buffer: saved, never trained
-        self.mean = nn.Parameter(mean.clone())
-        self.std = nn.Parameter(std.clone())
+        # The data statistics are fixed buffers; the learned mean/std act on the standardised
+        # features (start 0 and 1). Same function as learning the raw mean/std, but a feature
+        # with a tiny spread no longer gets huge gradients on its std.
+        self.register_buffer("data_mean", mean.clone())
+        self.register_buffer("data_std", std.clone().clamp(min=1e-6))
+        self.mean = nn.Parameter(torch.zeros(n))
+        self.std = nn.Parameter(torch.ones(n))
         self.dropout = nn.Dropout(dropout)
         self.binary = binary
 
@@ -68,7 +73,9 @@ class QPMLayer(nn.Module):
         if train_features is not None:
             x = np.asarray(train_features, dtype=np.float64)[:, selected]
             mean = x.mean(axis=0)
-            std = np.maximum(x.std(axis=0), 1e-6)
+            std = x.std(axis=0)
+            # A nearly constant feature would blow its z-score up; floor its spread.
+            std = np.maximum(std, 0.05 * float(np.median(std)) + 1e-6)
         return cls(selected, weight, mean, std, dropout=dropout)
 
     @classmethod
@@ -87,9 +94,15 @@ class QPMLayer(nn.Module):
         return int(self.weight.shape[0])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = features.index_select(1, self.selected)
-        x = (x - self.mean) / self.std.clamp(min=1e-6)
+        x = (features.index_select(1, self.selected) - self.data_mean) / self.data_std
+        x = (x - self.mean) / self.std.clamp(min=1e-3)
         return self.dropout(x) @ self.weight.t()
+
+    def normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The effective (mean, std) the raw selected features are normalised with."""
+        with torch.no_grad():
+            return (self.data_mean + self.data_std * self.mean,
+                    self.data_std * self.std.clamp(min=1e-3))
 
     def class_feature_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.weight, self.selected

@@ -109,6 +109,12 @@ class TrainConfig:
                            "Pass seconds, e.g. --time-limit 600.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise QPMError(f"Unknown device {self.device!r}.", "Use auto, cpu or cuda.")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise QPMError(f"--device {self.device} was requested but no CUDA GPU is visible.",
+                               "Use --device cpu (or auto), or run on a machine with a GPU.")
 
     def fingerprint(self, names: tuple[str, ...]) -> dict[str, Any]:
         """The values of ``names``: what a finished stage is compared by."""

@@ -126,10 +126,10 @@ class DigitTransform:
 
 
 def train_transform(spec: DatasetSpec, size: int) -> Callable:
-    from torchvision import transforms as T
-
     if spec.kind == "digits":
         return DigitTransform(size, spec.mean, spec.std, augment=True)
+    from torchvision import transforms as T
+
     return T.Compose([
         T.Resize((size, size)),
         T.RandomHorizontalFlip(),
@@ -142,10 +142,10 @@ def train_transform(spec: DatasetSpec, size: int) -> Callable:
 
 
 def eval_transform(spec: DatasetSpec, size: int) -> Callable:
-    from torchvision import transforms as T
-
     if spec.kind == "digits":
         return DigitTransform(size, spec.mean, spec.std, augment=False)
+    from torchvision import transforms as T
+
     return T.Compose([T.Resize((size, size)), T.ToTensor(), T.Normalize(spec.mean, spec.std)])
 
 

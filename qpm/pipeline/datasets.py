@@ -84,7 +84,7 @@ class TensorImages(Dataset):
 
 
 def _missing(name: str, root: Path | None, layout: str, what: str) -> QPMError:
-    where = "no --data-root was given" if root is None else f"{what} under {root}"
+    where = "no --data-root was given" if root is None else f"{what} ({root})"
     return QPMError(f"Dataset {name}: {where}.",
                     f"Pass --data-root pointing to a folder laid out as: {layout}")
 
@@ -148,7 +148,7 @@ def _scan_class_folders(folder: Path) -> dict[str, list[Path]]:
 def read_image_folders(name: str, root: Path | None, train_dir: str = "train",
                        test_dir: str = "test", layout: str = IMAGEFOLDER_LAYOUT) -> RawData:
     if root is None or not root.is_dir():
-        raise _missing(name, root, layout, "the folder does not exist" if root else "")
+        raise _missing(name, root, layout, "the folder does not exist")
     found = {}
     for split in (train_dir, test_dir):
         folder = root / split
@@ -203,7 +203,7 @@ def _read_table(path: Path, n_cols: int, layout: str, name: str) -> dict[int, li
 def read_cub_metadata(root: Path | None, name: str = "cub2011") -> tuple[Path, dict]:
     base = _cub_dir(root)
     if base is None:
-        raise _missing(name, root, CUB_LAYOUT, "images.txt was not found" if root else "")
+        raise _missing(name, root, CUB_LAYOUT, "images.txt was not found")
     images = _read_table(base / "images.txt", 2, CUB_LAYOUT, name)
     labels = _read_table(base / "image_class_labels.txt", 2, CUB_LAYOUT, name)
     split = _read_table(base / "train_test_split.txt", 2, CUB_LAYOUT, name)
@@ -263,7 +263,7 @@ def read_travelingbirds(root: Path | None, name: str = "travelingbirds") -> RawD
     """CUB images with swapped backgrounds; both folders hold every image, CUB's split decides."""
     fixed = None if root is None else root / "CUB_fixed"
     if fixed is None or not (fixed / "train").is_dir() or not (fixed / "test").is_dir():
-        raise _missing(name, root, TRAVELING_LAYOUT, "CUB_fixed/train and CUB_fixed/test")
+        raise _missing(name, root, TRAVELING_LAYOUT, "CUB_fixed/train or CUB_fixed/test is missing")
     meta_root = root if _cub_dir(root) else root.parent / "CUB200"
     try:
         _, meta = read_cub_metadata(meta_root, name)
@@ -291,7 +291,7 @@ def read_stanford_cars(root: Path | None, name: str = "stanford-cars") -> RawDat
     if root is not None and (root / "train").is_dir():
         return read_image_folders(name, root, layout=CARS_LAYOUT)
     if root is None or not root.is_dir():
-        raise _missing(name, root, CARS_LAYOUT, "the folder does not exist" if root else "")
+        raise _missing(name, root, CARS_LAYOUT, "the folder does not exist")
     import torchvision
 
     splits = {}

@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny generated datasets in the real folder layouts (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_CLASSES = ("red_disc", "green_bar", "blue_cross")
+
+
+def _draw(kind: int, rng: np.random.Generator, size: int = 40) -> np.ndarray:
+    """A noisy image whose colour and shape depend on the class, placed at a random spot."""
+    img = rng.integers(0, 60, size=(size, size, 3)).astype(np.uint8)
+    cy, cx = rng.integers(12, size - 12, size=2)
+    yy, xx = np.mgrid[:size, :size]
+    if kind == 0:
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < 49
+    elif kind == 1:
+        mask = (abs(yy - cy) < 3) & (abs(xx - cx) < 10)
+    else:
+        mask = ((abs(yy - cy) < 2) & (abs(xx - cx) < 8)) | ((abs(xx - cx) < 2) & (abs(yy - cy) < 8))
+    img[mask, kind] = 230
+    return img
+
+
+def _save(img: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_cub(tmp_path_factory) -> Path:
+    """ROOT/CUB_200_2011 with 3 classes x (6 train + 3 test) generated images and boxes."""
+    root = tmp_path_factory.mktemp("cub")
+    base = root / "CUB_200_2011"
+    rng = np.random.default_rng(0)
+    images, labels, split, boxes = [], [], [], []
+    img_id = 0
+    for c, name in enumerate(TINY_CLASSES):
+        folder = f"{c + 1:03d}.{name}"
+        for j in range(9):
+            img_id += 1
+            rel = f"{folder}/{name}_{j:04d}.png"
+            _save(_draw(c, rng), base / "images" / rel)
+            images.append(f"{img_id} {rel}")
+            labels.append(f"{img_id} {c + 1}")
+            split.append(f"{img_id} {1 if j < 6 else 0}")
+            boxes.append(f"{img_id} 4.0 4.0 32.0 32.0")
+    (base / "images.txt").write_text("\n".join(images) + "\n")
+    (base / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    (base / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    (base / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+    (base / "classes.txt").write_text(
+        "\n".join(f"{c + 1} {c + 1:03d}.{n}" for c, n in enumerate(TINY_CLASSES)) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_imagefolder(tmp_path_factory) -> Path:
+    """ROOT/train/<class>/*.png and ROOT/test/<class>/*.png, 3 classes, 8 + 3 images each."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(TINY_CLASSES):
+        for j in range(11):
+            split = "train" if j < 8 else "test"
+            _save(_draw(c, rng), root / split / name / f"img{j}.png")
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    """Keep torch on one thread: the CI machine has two cores shared by several jobs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
