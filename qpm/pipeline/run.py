@@ -146,6 +146,9 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = print,
             log(f"[{stage.name}] {reason}; recomputing it and every later stage")
         dirty = True
         log(f"[{stage.name}] computing {stage.artifact}")
+        # What this stage's result depends on: a training checkpoint made for anything else
+        # (other settings, other upstream artifacts) must not be resumed.
+        ctx.identity = {"fields": cfg.fingerprint(stage.fields), "upstream": list(upstream)}
         start = time.perf_counter()
         if stage.main_only:
             update, failure = None, None

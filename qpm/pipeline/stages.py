@@ -57,6 +57,7 @@ class RunContext:
     run_dir: Path
     log: Callable[[str], None] = print
     hooks: dict[str, Callable] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)  # set by the runner per stage
     _data: DataBundle | None = None
     _features: dict[str, np.ndarray] | None = None
 
@@ -101,7 +102,7 @@ class RunContext:
         """The shared fit loop with this run's checkpoint file ``<stage>.ckpt``."""
         hook = self.hooks.get("on_epoch_end")
         fit(model, self.data().train, settings, ckpt_path=self.ckpt_path(stage), desc=stage,
-            key={"stage": stage, **(key or {})}, log=self.log,
+            key={"stage": stage, **self.identity, **(key or {})}, log=self.log,
             on_epoch_end=None if hook is None else (lambda epoch: hook(stage, epoch)))
 
     def ckpt_path(self, stage: str) -> Path:
