@@ -66,6 +66,20 @@ def test_cut_formulation_through_each_backend_matches_brute_force(solver, preset
         assert result.objective == pytest.approx(best, rel=1e-8)
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_scip_file_hand_off_matches_brute_force(preset, monkeypatch):
+    # Large models reach SCIP through an MPS file; force that path on small ones.
+    from qpm.assignment.backends.scip import ScipSession
+
+    _usable("scip")
+    monkeypatch.setattr(ScipSession, "FILE_THRESHOLD", 0)
+    for seed in (0, 1):
+        problem = small_problem(seed, preset)
+        result = solve(problem, solver="scip", mip_gap=0.0, formulation="full")
+        assert result.status == "optimal"
+        assert result.objective == pytest.approx(brute_force(problem)[0], abs=1e-6)
+
+
 def test_uniqueness_binds_on_the_test_instances():
     # Without the uniqueness rule the optimum differs, so the tests above check it.
     problem = small_problem(0, "qpm")
@@ -148,8 +162,13 @@ def _toy_form() -> MatrixForm:
     )
 
 
-@pytest.mark.parametrize("solver", EXACT)
-def test_sessions_grow_by_rows_and_columns(solver):
+@pytest.mark.parametrize("solver", EXACT + ["scip-mps"])
+def test_sessions_grow_by_rows_and_columns(solver, monkeypatch):
+    if solver == "scip-mps":
+        from qpm.assignment.backends.scip import ScipSession
+
+        monkeypatch.setattr(ScipSession, "FILE_THRESHOLD", 0)
+        solver = "scip"
     _usable(solver)
     session = get_backend(solver).load(_toy_form())
     assert session.solve(mip_gap=0.0).objective == pytest.approx(3.5)
