@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from qpm.assignment.relaxation import Relaxation
@@ -155,3 +157,75 @@ class PairModel:
             per = np.bincount(np.searchsorted(self.star_feats, self.star_of[rest]),
                               weights=contrib, minlength=self.star_feats.size)
             x[self.star_cols] = per
+
+
+def _best_alpha(sigma: float) -> tuple[int, float]:
+    """The integer alpha >= 1 maximising alpha*sigma - alpha*(alpha+1)/2, and that value."""
+    a = max(1, int(math.floor(sigma)))
+    best = max((a0 * sigma - a0 * (a0 + 1) / 2.0, a0) for a0 in (a - 1, a, a + 1) if a0 >= 1)
+    return best[1], best[0]
+
+
+def separate_cliques(model: PairModel, x: np.ndarray, limit: int = 500, max_size: int = 12,
+                     tol: float = 1e-6) -> int:
+    """Clique rows ``alpha * s(Q) - y(Q) <= alpha (alpha + 1) / 2`` for cliques Q of P.
+
+    Valid because m selected features of a clique form m(m-1)/2 pairs and
+    ``alpha*m - m(m-1)/2 <= alpha(alpha+1)/2`` for all integers m, alpha. Greedy search: from
+    every support feature, grow a clique by the neighbour with the largest ``s_u - y(u, Q)``
+    and keep the most violated prefix.
+    """
+    F = model.rel.F
+    s = x[:F]
+    sup = np.flatnonzero(s > 1e-6)
+    if sup.size < 3:
+        return 0
+    sub = model.pid[np.ix_(sup, sup)]
+    adj = sub >= 0
+    Y = np.where(adj, model.y_values(x, np.maximum(sub, 0)), 0.0)
+    sv = s[sup]
+    found: dict[tuple[int, ...], tuple[float, int]] = {}
+    for v in np.argsort(-sv, kind="stable"):
+        Q = [int(v)]
+        cand = adj[v].copy()
+        sigma, ysum = float(sv[v]), 0.0
+        ysum_to_q = Y[v].copy()
+        best = (tol, None, 0)
+        while cand.any() and len(Q) < max_size:
+            gain = np.where(cand, sv - ysum_to_q, -np.inf)
+            u = int(np.argmax(gain))
+            if not np.isfinite(gain[u]):
+                break
+            ysum += float(ysum_to_q[u])
+            sigma += float(sv[u])
+            Q.append(u)
+            cand &= adj[u]
+            cand[u] = False
+            ysum_to_q += Y[u]
+            alpha, lhs = _best_alpha(sigma)
+            viol = lhs - ysum
+            if viol > best[0]:
+                best = (viol, tuple(sorted(Q)), alpha)
+        if best[1] is not None and best[1] not in found:
+            found[best[1]] = (best[0], best[2])
+    if not found:
+        return 0
+    chosen = sorted(found.items(), key=lambda kv: -kv[1][0])[:limit]
+    indptr, idx, val, hi = [0], [], [], []
+    for Q, (_, alpha) in chosen:
+        q = np.asarray(Q)
+        a, b = np.triu_indices(q.size, 1)
+        pairs = sub[q[a], q[b]].astype(np.int64)
+        if np.any(model.star_of[pairs] >= 0):
+            continue
+        model.add_y(pairs)
+        idx.extend(sup[q].tolist())
+        val.extend([float(alpha)] * q.size)
+        idx.extend(model.ycol[pairs].tolist())
+        val.extend([-1.0] * pairs.size)
+        indptr.append(len(idx))
+        hi.append(alpha * (alpha + 1) / 2.0)
+    if not hi:
+        return 0
+    model.rel.add_rows(indptr, idx, val, np.full(len(hi), -np.inf), hi)
+    return len(hi)
