@@ -67,6 +67,21 @@ def test_sldd_end_to_end_k_per_class_on_average():
     assert accuracy(layer.logits(X), y) > 0.6  # chance is 0.25
 
 
+def test_sparse_head_computes_the_layer_and_round_trips():
+    from qpm.baselines.head import SparseHead
+    from qpm.models.checkpoint import _HEADS
+
+    X, y = _data()
+    layer = sldd_sparsify(X, y, C, n_features=N_SEL, per_class=K, cfg=FAST)
+    head = SparseHead.from_layer(layer).eval()
+    with torch.no_grad():
+        out = head(torch.as_tensor(X, dtype=torch.float32)).numpy()
+    assert np.allclose(out, layer.logits(X), atol=1e-4)
+    again = _HEADS["sparse"][1](head.state_dict())
+    again.load_state_dict(head.state_dict())
+    assert torch.equal(again.bias, head.bias) and torch.equal(again.weight, head.weight)
+
+
 def test_qsenn_layer_is_ternary_with_k_per_class_on_average():
     X, y = _data()
     layer = qsenn_layer(X, y, C, per_class=K, n_features=N_SEL, cfg=FAST)

@@ -47,10 +47,17 @@ def run(args: argparse.Namespace) -> int:
     attrs = class_attributes_for(c)
     results = {}
     for name in names:
+        try:
+            model, _ = run.load(name, device)
+        except QPMError as exc:  # one stale or corrupt model file should not hide the rest
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+            continue
         print(f"evaluating {name} ...", file=sys.stderr, flush=True)
-        model, _ = run.load(name, device)
         results[name] = evaluate_model(model, data.train_eval, data.test, device,
                                        args.batch_size, attrs, seed=c.seed)
+    if not results:
+        raise QPMError(f"No model in {run.path} could be loaded.",
+                       "Re-run qpm train there to recompute the unusable model files.")
     merge_metrics(run.path, results)
     print(format_table(results))
     return 0
