@@ -102,6 +102,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _ReplacedHead(torch.nn.Module):
+    """Like a torchvision ResNet with a new classifier: ``old_fc`` is trainable but unused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+        self.old_fc = torch.nn.Linear(4, 1000)
+        self.classifier = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -131,20 +144,19 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
         # DDP keeps parameters in step; BatchNorm buffers need broadcast_state.
         torch.manual_seed(ctx.rank)  # different init per rank: DDP must broadcast rank 0's
-        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4),
-                                    torch.nn.Linear(4, 2))
-        ddp = D.wrap_model(model)
+        model = _ReplacedHead()
+        ddp = D.wrap_model(model)  # must not hang on old_fc's missing gradients
         result["wrapped"] = type(ddp).__name__
         opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
         x = torch.randn(8, 3) + ctx.rank  # different data on each rank
-        for _ in range(2):
+        for _ in range(3):
             opt.zero_grad()
             ddp(x).pow(2).mean().backward()
             opt.step()
         result["params"] = [p.detach().clone() for p in D.unwrap(ddp).parameters()]
-        result["bn_before"] = model[1].running_mean.clone()
+        result["bn_before"] = model.body[1].running_mean.clone()
         D.broadcast_state(ddp)
-        result["bn_after"] = model[1].running_mean.clone()
+        result["bn_after"] = model.body[1].running_mean.clone()
         D.barrier()
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:

@@ -145,6 +145,8 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
         return out.features, out.labels
 
     def finetune(layer: SparseLayer, r: int, scale: float) -> dict[str, Any]:
+        # Under torchrun every rank ran glm-saga; train (and key the checkpoint) on rank 0's.
+        layer = dist.broadcast_object(layer)
         model.classifier = SparseHead.from_layer(layer).to(ctx.device)
         settings = replace(base, epochs=per_round, lr=base.lr * scale)
         key = {"round": r, "selection": layer.selection.tolist(),

@@ -244,13 +244,16 @@ def loader_indices(loader: DataLoader) -> torch.Tensor:
     return torch.tensor(list(iter(loader.sampler)), dtype=torch.long)
 
 
-def wrap_model(model: torch.nn.Module, find_unused_parameters: bool = True,
+def wrap_model(model: torch.nn.Module, find_unused_parameters: bool | None = None,
                ctx: DistContext | None = None) -> torch.nn.Module:
     """DDP-wrap ``model`` when several processes run, identity otherwise.
 
-    ``find_unused_parameters`` defaults to True because a backbone whose classifier was
-    replaced can keep trainable parameters that the new forward never touches; DDP would
-    otherwise wait for their gradients forever.
+    A backbone whose classifier was replaced can keep trainable parameters that the forward
+    never touches (torchvision ResNets keep their 1000-class ``fc``); DDP would wait for their
+    gradients forever. The default (``None``) declares the graph static instead: DDP finds
+    the unused parameters in the first iteration and skips them afterwards, without
+    ``find_unused_parameters=True``'s graph traversal every step. Pass True for models whose
+    set of used parameters changes between iterations.
     """
     ctx = ctx or get_context()
     if not ctx.distributed:
@@ -258,6 +261,8 @@ def wrap_model(model: torch.nn.Module, find_unused_parameters: bool = True,
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    if find_unused_parameters is None:
+        return DDP(model, device_ids=device_ids, static_graph=True)
     return DDP(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
 
 
