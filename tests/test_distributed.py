@@ -15,7 +15,7 @@ from qpm.pipeline import distributed as D
 
 torch.set_num_threads(1)
 
-_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +72,17 @@ def test_single_process_loader_is_seeded_per_epoch():
     again = D.make_loader(ds, batch_size=4, shuffle=True, seed=3)
     D.set_epoch(again, 1)
     assert torch.cat([b[0] for b in again]).tolist() == second
+
+
+def test_auto_workers_split_the_node_over_its_processes(monkeypatch):
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert D.auto_workers() == max(1, min(8, cpus - 1))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpus * 4))
+    assert D.auto_workers() == 1  # never zero on a GPU: loading would stall the device
+    D.get_context(device="cpu")
+    loader = D.make_loader(TensorDataset(torch.arange(4)), 2, shuffle=False, workers=-1)
+    assert loader.num_workers == 0  # CPU processes load in-process
 
 
 def test_single_process_gather_restores_dataset_order():

@@ -28,7 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed offline)")
     d.add_argument("--crop-gt", action="store_true", help="crop CUB images to their boxes")
     d.add_argument("--image-size", type=int, metavar="PX", help="input size (default per dataset)")
-    d.add_argument("--workers", type=int, default=0, help="data-loading processes (GPU only)")
+    d.add_argument("--workers", type=int, default=-1,
+                   help="data-loading processes per GPU process (default -1: the node's CPUs "
+                   "split over its processes, at most 8; CPU runs always load in-process)")
     m = p.add_argument_group("model")
     m.add_argument("--arch", help="small-cnn, resnet18, resnet34, resnet50 or timm:<name> "
                    "(default: small-cnn for the digit sets, resnet50 otherwise)")

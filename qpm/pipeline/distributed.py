@@ -209,6 +209,7 @@ def make_loader(
     The order is a deterministic function of ``(seed, epoch)`` in single-process runs too, so a
     resumed run sees the same batches; call :func:`set_epoch` before every epoch.
     ``pad=False`` (inference only) shards without repeating samples; see :class:`ShardSampler`.
+    ``workers < 0`` picks :func:`auto_workers` on a GPU; CPU runs always load in-process.
     """
     ctx = ctx or get_context()
     sampler: Sampler[int]
@@ -220,7 +221,7 @@ def make_loader(
     on_gpu = ctx.device.type == "cuda"
     # Workers and pinned memory pay off only when a GPU consumes batches asynchronously;
     # on a CPU the processes already share the cores among themselves.
-    workers = max(0, int(workers)) if on_gpu else 0
+    workers = (auto_workers() if workers < 0 else int(workers)) if on_gpu else 0
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -230,6 +231,16 @@ def make_loader(
         drop_last=drop_last,
         persistent_workers=workers > 0,
     )
+
+
+def auto_workers(limit: int = 8) -> int:
+    """Loader processes for one GPU process: this node's CPUs split over its processes."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    per_process = cpus // max(1, _env_int("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(limit, per_process - 1))
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
