@@ -55,6 +55,12 @@ def test_world_size_without_master_is_a_user_error(monkeypatch):
         D.get_context(device="cpu")
 
 
+def test_one_gpu_index_for_several_processes_is_a_user_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(QPMError, match="one GPU"):
+        D.get_context(device="cuda:0")
+
+
 def test_single_process_loader_is_seeded_per_epoch():
     D.get_context(device="cpu")
     ds = TensorDataset(torch.arange(20))

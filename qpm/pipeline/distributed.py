@@ -59,7 +59,11 @@ def _env_int(name: str, default: int) -> int:
         ) from None
 
 
-def _pick_device(local_rank: int, want: str | None) -> torch.device:
+def _pick_device(local_rank: int, want: str | None, world: int = 1) -> torch.device:
+    if want is not None and want.startswith("cuda:") and world > 1:
+        raise QPMError(f"--device {want} would put all {world} processes on one GPU.",
+                       "Use --device cuda (process i takes GPU LOCAL_RANK i); choose the GPUs "
+                       "with CUDA_VISIBLE_DEVICES.")
     if want is not None and want != "auto":
         if want.startswith("cuda") and not torch.cuda.is_available():
             raise QPMError(f"device {want!r} requested but no CUDA GPU is visible.",
@@ -86,13 +90,13 @@ def get_context(device: str | None = None) -> DistContext:
         # Someone (a test, an outer framework) already set up the group: adopt it.
         rank, world = dist.get_rank(), dist.get_world_size()
         local_rank = _env_int("LOCAL_RANK", rank)
-        dev = _pick_device(local_rank, device)
+        dev = _pick_device(local_rank, device, world)
         backend = str(dist.get_backend())
     else:
         world = _env_int("WORLD_SIZE", 1)
         rank = _env_int("RANK", 0)
         local_rank = _env_int("LOCAL_RANK", 0)
-        dev = _pick_device(local_rank, device)
+        dev = _pick_device(local_rank, device, world)
         backend = None
         if world > 1:
             for name in ("MASTER_ADDR", "MASTER_PORT"):
