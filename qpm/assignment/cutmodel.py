@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from qpm.assignment.backends.base import SolveOptions
-from qpm.assignment.penalty import PairModel
+from qpm.assignment.penalty import PairModel, separate_cliques
 from qpm.assignment.presets import get_preset
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.relaxation import Relaxation
@@ -42,7 +42,12 @@ from qpm.errors import QPMError
 
 # The root LP loop may use this share of the time limit (the MIP needs the rest).
 ROOT_SHARE = 0.25
-TRIANGLES_PER_ROUND = 2000
+CLIQUES_PER_ROUND = 1000
+# Rounding the root LP point + swap search: this many tries, within this share of the time.
+POLISH_TRIES = 4
+POLISH_SHARE = 0.05
+# The root loop stops when three clique rounds together gain less than this (relative).
+STALL = 2e-4
 _TOL = 1e-6
 
 
@@ -90,6 +95,8 @@ class CutSolver:
         self.nogoods: set[tuple[int, int, tuple[int, ...]]] = set()
         self.times = SolveTimes()
         self.rounds = 0
+        self.polisher = None
+        self.last_x: np.ndarray | None = None
 
     # -- model ------------------------------------------------------------------------------
     def build(self) -> None:
@@ -118,6 +125,7 @@ class CutSolver:
         cursor = self.rel.cursor()
         used = np.zeros(F, dtype=bool)
         value = math.inf
+        history: list[float] = []
         for r in range(500):
             if deadline is not None and time.perf_counter() > deadline:
                 break
@@ -128,22 +136,52 @@ class CutSolver:
             if out.x is None:
                 break
             x = out.x
+            self.last_x = x
             s, theta = x[:F], x[F:F + C]
             used |= s > 1e-6
             value = out.objective
             cuts, _ = self.tk.separate(s, theta)
             self.rel.add_cuts(cuts)
             pairs = self.pairs.add_y(self.pairs.violated_pairs(x))
-            tri = 0
-            if len(cuts) == 0 and pairs == 0:
-                tri = self.pairs.triangles(x, TRIANGLES_PER_ROUND)
-                if tri == 0:
+            cliques = 0
+            # Clique rows once the top-k cuts have (nearly) caught up with the LP point.
+            if len(cuts) <= max(2, C // 20) and pairs <= max(2, C // 20):
+                cliques = separate_cliques(self.pairs, x, CLIQUES_PER_ROUND)
+                history.append(value)
+                stalled = len(history) > 3 and history[-4] - value <= STALL * max(1.0, abs(value))
+                if (cliques == 0 and len(cuts) == 0 and pairs == 0) or stalled:
                     break
             _say(self.opts.progress, f"root round {r}: LP {value:.4f}, {len(cuts)} cuts, "
-                 f"{pairs} pairs, {tri} triangles")
+                 f"{pairs} pairs, {cliques} cliques")
         lp.close()
         self.root_value = value
         return used
+
+    # -- incumbents from relaxation points ----------------------------------------------------
+    def polish(self, scores: np.ndarray, deadline: float | None, tries: int = 1) -> None:
+        """Round a point (top n by score, then random roundings) and run the swap search."""
+        from qpm.assignment import heuristic as heur
+
+        if self.polisher is None:
+            search = heur._Search(self.problem)
+            self.polisher = (search, heur._Exact(self.problem, search,
+                                                 get_preset(self.problem.preset).rules))
+        search, exact = self.polisher
+        rng = np.random.default_rng(self.rounds + tries)
+        for t in range(tries):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            noisy = scores if t == 0 else scores + 0.5 * rng.random(scores.size)
+            sel = np.sort(np.argsort(-noisy, kind="stable")[: self.n])
+            sel = exact.local_search(search.local_search(sel, deadline), deadline)
+            mask = np.zeros(self.F, dtype=bool)
+            mask[sel] = True
+            W = self.tk.decode(mask) if not self.unique else unique_columns(
+                self.problem.A, np.flatnonzero(mask), self.k)
+            before = self.best.value
+            self.best.offer(self.problem, mask, W)
+            if self.best.value > before:
+                _say(self.opts.progress, f"polished incumbent {self.best.value:.4f}")
 
     # -- stage 3: MIP loop --------------------------------------------------------------------
     def start_vector(self) -> np.ndarray:
@@ -255,6 +293,8 @@ class CutSolver:
                 status = "infeasible" if out.status == "infeasible" else out.status
                 break
             exact = self.examine(out.x, out.objective)
+            if not exact or out.status != "optimal":
+                self.polish(out.x[: self.F], deadline)
             _say(self.opts.progress, f"MIP round {self.rounds}: {out.status}, relaxation "
                  f"{out.objective:.4f}, bound {self.bound:.4f}, incumbent {self.best.value:.4f}"
                  f"{'' if exact else ', adding violated rows'}")
@@ -301,8 +341,13 @@ def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = 
     if opts.deadline is not None:
         root_deadline = time.perf_counter() + ROOT_SHARE * max(0.0, opts.remaining())
     used = cs.root(root_deadline)
+    if cs.last_x is not None:
+        limit = None if opts.deadline is None else time.perf_counter() + POLISH_SHARE * max(
+            0.0, opts.remaining())
+        cs.polish(cs.last_x[: cs.F], limit, tries=POLISH_TRIES)
     if cs.best.mask is not None:
         used |= cs.best.mask
+        cs.cut_at(cs.best.mask.astype(np.float64))
     t0 = time.perf_counter()
     added, stars = cs.pairs.close(np.flatnonzero(used))
     cs.times.build += time.perf_counter() - t0

@@ -55,7 +55,9 @@ class PairModel:
 
     def y_values(self, x: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         col = self.ycol[pairs]
-        return np.where(col >= 0, x[np.maximum(col, 0)], 0.0)
+        # Columns added after x was solved for are 0 there (the LP had no such variable yet).
+        known = (col >= 0) & (col < x.size)
+        return np.where(known, x[np.where(known, col, 0)], 0.0)
 
     def violated_pairs(self, x: np.ndarray, tol: float = 1e-7) -> np.ndarray:
         """Pairs without a y column whose McCormick row the LP point violates."""
@@ -178,7 +180,7 @@ def separate_cliques(model: PairModel, x: np.ndarray, limit: int = 500, max_size
     F = model.rel.F
     s = x[:F]
     sup = np.flatnonzero(s > 1e-6)
-    if sup.size < 3:
+    if sup.size < 3 or len(model) == 0:
         return 0
     sub = model.pid[np.ix_(sup, sup)]
     adj = sub >= 0
