@@ -234,3 +234,24 @@ def test_locality_bias_scale_and_border_penalty():
     central = np.setdiff1d(np.argsort(edge)[:24], [0])
     order = np.argsort(locality[central])
     assert np.all(np.diff(b[central][order]) >= -1e-12)  # otherwise ordered by locality
+
+
+def test_other_folder_layouts(tiny_cub, tiny_imagefolder, tmp_path):
+    # TravelingBirds: every image in both CUB_fixed folders, CUB's split decides.
+    birds = tmp_path / "birds"
+    shutil.copytree(tiny_cub / "CUB_200_2011", birds / "CUB_200_2011")
+    for split in ("train", "test"):
+        shutil.copytree(tiny_cub / "CUB_200_2011" / "images", birds / "CUB_fixed" / split)
+    data = build_data("travelingbirds", birds, 32)
+    assert (len(data.train), len(data.test), data.num_classes) == (18, 9, 3)
+    assert all("CUB_fixed/test" in str(p) for p in data.test.split.paths)
+    # ImageNet: train/ + val/; Stanford Cars also accepts train/ + test/.
+    net = tmp_path / "imagenet"
+    shutil.copytree(tiny_imagefolder / "train", net / "train")
+    shutil.copytree(tiny_imagefolder / "test", net / "val")
+    assert len(build_data("imagenet", net, 32).test) == 9
+    assert len(build_data("stanford-cars", tiny_imagefolder, 32).train) == 24
+    x, y = build_data("stanford-cars", tiny_imagefolder, 32).train[0]
+    assert x.shape == (3, 32, 32) and y == 0
+    with pytest.raises(QPMError, match="CUB_fixed"):
+        build_data("travelingbirds", tiny_cub, 32)
