@@ -180,3 +180,14 @@ def test_same_optimum_as_the_full_model_on_tiny():
     assert full.status == cuts.status == "optimal"
     assert cuts.verified
     assert cuts.objective == pytest.approx(full.objective, rel=2e-4)
+
+
+def test_qpm_full_preset_keeps_the_straightforward_model():
+    from qpm.assignment.solve import resolve_formulation
+    from qpm.assignment.synthetic import make_instance
+
+    assert resolve_formulation("auto", make_instance("tiny", seed=0)) == "cuts"
+    problem = make_instance("tiny", seed=0, preset="qpm-full")
+    assert resolve_formulation("auto", problem) == "full"
+    with pytest.raises(QPMError):
+        resolve_formulation("cuts", problem)

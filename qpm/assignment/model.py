@@ -216,6 +216,7 @@ def apply_unbalanced(m, problem) -> None:
 def _register_builtin() -> None:
     for name, apply in (
         ("qpm", apply_qpm),
+        ("qpm-full", apply_qpm),  # as qpm; solve.py keeps it on the straightforward model
         ("qpm-iterative", apply_iterative),
         ("unbalanced", apply_unbalanced),
         ("no-redundancy", apply_qpm),  # the pairs P are empty under this preset's rules

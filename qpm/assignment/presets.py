@@ -78,6 +78,12 @@ register_preset(
     "uniqueness only for violators and re-solve warm-started.",
 )
 register_preset(
+    "qpm-full",
+    rules=Rules(),
+    description="As qpm, always solved with the straightforward Pyomo model (w_ic for every "
+    "feature and class) instead of the cut formulation.",
+)
+register_preset(
     "unbalanced",
     rules=Rules(per_class_exact=False, unique_columns=False),
     description="Total budget C*k, at least one feature per class, no uniqueness.",
