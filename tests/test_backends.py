@@ -236,3 +236,36 @@ def test_gurobi_fallback_and_strict_on_a_model_over_the_size_limit():
     result = solve(problem, solver="gurobi", time_limit=60)
     assert result.solver == "highs" and "size-limited" in result.fallback
     assert result.verified
+
+
+def test_compiler_reads_every_constraint_shape():
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(bounds=(0, 4))
+    m.y = pyo.Var(domain=pyo.Binary)
+    m.p = pyo.Param(initialize=3, mutable=True)
+    m.f = pyo.Var(initialize=2)
+    m.f.fix()  # a fixed variable is a constant
+    m.o = pyo.Objective(expr=3 * m.x + 2 * m.y + 5 + m.f, sense=pyo.maximize)
+    m.c1 = pyo.Constraint(expr=m.x + m.y <= 3)
+    m.c2 = pyo.Constraint(expr=m.x - m.y >= 1)
+    m.c3 = pyo.Constraint(expr=m.x + 2 * m.y == 2)
+    m.c4 = pyo.Constraint(expr=pyo.inequality(1, m.x + m.y + 1, 5))
+    m.c5 = pyo.Constraint(expr=m.x * m.p + m.f * m.y <= m.y + 7)  # -> 3x + y <= 7
+    m.c6 = pyo.Constraint(expr=(m.x + m.y) * 2 >= 1)  # product: the slow path
+    m.b = pyo.Block()
+    m.b.z = pyo.Var(domain=pyo.Integers, bounds=(-2, None))
+    m.b.c = pyo.Constraint(expr=m.b.z + m.x <= 7)
+    form = ModelCompiler(m).form
+    assert [v.name for v in form.columns] == ["x", "y", "b.z"]
+    assert form.maximize and form.c0 == 7.0
+    np.testing.assert_allclose(form.c, [3, 2, 0])
+    np.testing.assert_allclose(form.A.toarray(), [
+        [1, 1, 0], [1, -1, 0], [1, 2, 0], [1, 1, 0], [3, 1, 0], [2, 2, 0], [1, 0, 1]])
+    np.testing.assert_allclose(form.row_lo, [-np.inf, 1, 2, 0, -np.inf, 1, -np.inf])
+    np.testing.assert_allclose(form.row_hi, [3, np.inf, 2, 4, 7, np.inf, 7])
+    np.testing.assert_allclose(form.col_lo, [0, 0, -2])
+    np.testing.assert_allclose(form.col_hi, [4, 1, np.inf])
+    assert form.integer.tolist() == [False, True, True]
+    m.q = pyo.Constraint(expr=m.x ** 2 <= 1)
+    with pytest.raises(QPMError, match="not linear"):
+        ModelCompiler(m)
