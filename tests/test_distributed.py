@@ -46,6 +46,9 @@ def test_single_process_collectives_are_identities():
     assert D.wrap_model(model) is model
     assert D.unwrap(model) is model
     D.broadcast_state(model)  # no-op without a process group
+    assert D.run_on_main(lambda x: x * 2, 21) == 42
+    with pytest.raises(ValueError):
+        D.run_on_main(_explode)
 
 
 def test_world_size_without_master_is_a_user_error(monkeypatch):
@@ -119,6 +122,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _explode() -> None:
+    raise ValueError("solver exploded")
+
+
 class _ReplacedHead(torch.nn.Module):
     """Like a torchvision ResNet with a new classifier: ``old_fc`` is trainable but unused."""
 
@@ -141,6 +148,13 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         result: dict = {"ctx": (ctx.rank, ctx.world_size, ctx.is_main, ctx.backend)}
 
         result["bcast"] = D.broadcast_object({"solved": [4, 2]} if ctx.is_main else None)
+        result["on_main"] = D.run_on_main(lambda: ctx.rank + 10)
+        try:
+            D.run_on_main(_explode, what="the solve")
+        except QPMError as exc:
+            result["failure"] = ("QPMError", exc.problem)
+        except ValueError as exc:
+            result["failure"] = ("ValueError", str(exc))
         result["sum"] = D.all_reduce_sum(ctx.rank + 1)
         result["mean"] = D.all_reduce_mean(torch.tensor([float(ctx.rank)])).item()
 
@@ -187,6 +201,10 @@ def test_two_process_gloo_job(tmp_path):
 
     assert r0["ctx"] == (0, 2, True, "gloo") and r1["ctx"] == (1, 2, False, "gloo")
     assert r0["bcast"] == r1["bcast"] == {"solved": [4, 2]}
+    assert (r0["on_main"], r1["on_main"]) == (10, None)
+    # Rank 0 re-raises its own error; rank 1 stops too instead of waiting for the time-out.
+    assert r0["failure"] == ("ValueError", "solver exploded")
+    assert r1["failure"] == ("QPMError", "Rank 0 failed in the solve.")
     assert r0["sum"] == r1["sum"] == 3.0
     assert r0["mean"] == r1["mean"] == 0.5
 

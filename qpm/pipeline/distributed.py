@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from qpm.errors import QPMError
 
 _TIMEOUT_ENV = "QPM_DIST_TIMEOUT_S"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,27 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def run_on_main(fn: Callable[..., T], *args, what: str = "a rank-0 step", **kwargs) -> T | None:
+    """Run ``fn`` on rank 0 only while the others wait; return its result there, None elsewhere.
+
+    If ``fn`` raises on rank 0, the waiting ranks raise :class:`QPMError` instead of blocking
+    at a barrier until the time-out, and rank 0 re-raises the original exception.
+    """
+    if not _active():
+        return fn(*args, **kwargs)
+    result, failure = None, None
+    if dist.get_rank() == 0:
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised below, after telling the others
+            failure = exc
+    if broadcast_object(failure is not None):  # doubles as the barrier
+        if failure is not None:
+            raise failure
+        raise QPMError(f"Rank 0 failed in {what}.", "See rank 0's error message above.")
+    return result
 
 
 def _comm_device() -> torch.device:

@@ -150,19 +150,8 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = print,
         # (other settings, other upstream artifacts) must not be resumed.
         ctx.identity = {"fields": cfg.fingerprint(stage.fields), "upstream": list(upstream)}
         start = time.perf_counter()
-        if stage.main_only:
-            update, failure = None, None
-            if dctx.is_main:
-                try:
-                    update = stage.run(ctx)
-                except BaseException as exc:  # re-raised below, after telling the others
-                    failure = exc
-            # Doubles as the barrier; waiting ranks stop instead of hanging if rank 0 failed.
-            if dist.broadcast_object(failure is not None):
-                if failure is not None:
-                    raise failure
-                raise QPMError(f"Rank 0 failed in stage {stage.name}.",
-                               "See rank 0's error message above.")
+        if stage.main_only:  # the other ranks wait (and stop if rank 0 fails)
+            update = dist.run_on_main(stage.run, ctx, what=f"stage {stage.name}")
         else:
             update = stage.run(ctx)
         seconds = time.perf_counter() - start
