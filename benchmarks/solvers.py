@@ -38,6 +38,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=300.0)
     p.add_argument("--mip-gap", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--hard-timeout", type=float, default=None,
+                   help="kill a run after this many seconds (default: 1.5 x time limit + 120); "
+                   "each run is its own process, so a solver that ignores its limit is reported")
+    p.add_argument("--jobs", type=int, default=1, help="runs at the same time (default 1)")
     p.add_argument("--write-instance", metavar="PATH", help="save the instance as SIMS.npz")
     p.add_argument("--out", metavar="results.json")
     return p.parse_args(argv)
@@ -77,13 +81,61 @@ def run_one(problem, solver: str, formulation: str, args) -> dict:
     return row
 
 
+def _child(problem, solver, formulation, args, queue) -> None:
+    import resource
+
+    row = run_one(problem, solver, formulation, args)
+    row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(row)
+
+
+def run_isolated(problem, jobs: list[tuple[str, str]], args) -> list[dict]:
+    """Each run in its own (forked) process, ``args.jobs`` at a time, killed at the hard
+    timeout; rows come back in the order of ``jobs``."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    limit = args.hard_timeout or 1.5 * args.time_limit + 120.0
+    pending, running, rows = list(enumerate(jobs)), {}, {}
+    while pending or running:
+        while pending and len(running) < max(1, args.jobs):
+            i, (solver, form) = pending.pop(0)
+            q = ctx.Queue()
+            proc = ctx.Process(target=_child, args=(problem, solver, form, args, q))
+            proc.start()
+            running[i] = (proc, q, time.perf_counter(), solver, form)
+        time.sleep(0.5)
+        for i, (proc, q, t0, solver, form) in list(running.items()):
+            row = None
+            try:
+                row = q.get_nowait()
+            except Exception:  # queue.Empty: still running
+                pass
+            if row is None and proc.is_alive() and time.perf_counter() - t0 < limit:
+                continue
+            if row is None:
+                if proc.is_alive():
+                    proc.kill()
+                    why = f"killed at the hard timeout ({limit:.0f} s): the solver did not return"
+                else:
+                    why = f"the run died (exit code {proc.exitcode})"
+                row = {"solver": solver, "formulation": form, "status": "error", "error": why,
+                       "wall": time.perf_counter() - t0}
+            proc.join(timeout=5)
+            del running[i]
+            row["formulation"] = "-" if solver == "greedy" else form
+            rows[i] = row
+            print(table([row]).splitlines()[1], flush=True)
+    return [rows[i] for i in range(len(jobs))]
+
+
 def _f(x, spec):
     return "-" if x is None else format(x, spec)
 
 
 def table(rows: list[dict]) -> str:
     head = ("solver", "form", "status", "objective", "bound", "gap %", "build", "handoff",
-            "solve", "wall", "verified", "note")
+            "solve", "wall", "peak MB", "verified", "note")
     lines = [head]
     for r in rows:
         note = r.get("error") or r.get("fallback") or ""
@@ -93,7 +145,8 @@ def table(rows: list[dict]) -> str:
             r["solver"], r["formulation"], r["status"], _f(r.get("objective"), ".4f"),
             _f(r.get("bound"), ".4f"), _f(None if r.get("gap") is None else 100 * r["gap"], ".4f"),
             _f(r.get("build"), ".1f"), _f(r.get("handoff"), ".1f"), _f(r.get("solve"), ".1f"),
-            _f(r.get("wall"), ".1f"), str(r.get("verified", False)), note[:70],
+            _f(r.get("wall"), ".1f"), _f(r.get("peak_mb"), ".0f"), str(r.get("verified", False)),
+            note[:70],
         ))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     return "\n".join(
@@ -111,14 +164,11 @@ def main(argv=None) -> int:
           f"k={problem.per_class} pairs={len(problem.pairs())} tau={problem.tau:.4g} "
           f"preset={problem.preset} time limit={args.time_limit} s, "
           f"cpus={os.cpu_count()}", flush=True)
-    rows = []
+    jobs = []
     for solver in [s for s in args.solvers.split(",") if s]:
         forms = ["-"] if solver == "greedy" else [f for f in args.formulations.split(",") if f]
-        for form in forms:
-            row = run_one(problem, solver, "auto" if form == "-" else form, args)
-            row["formulation"] = form
-            rows.append(row)
-            print(table([row]).splitlines()[1], flush=True)
+        jobs.extend((solver, "auto" if form == "-" else form) for form in forms)
+    rows = run_isolated(problem, jobs, args)
     print()
     print(table(rows))
     if args.out:
