@@ -269,3 +269,11 @@ def test_compiler_reads_every_constraint_shape():
     m.q = pyo.Constraint(expr=m.x ** 2 <= 1)
     with pytest.raises(QPMError, match="not linear"):
         ModelCompiler(m)
+
+
+def test_time_limit_still_returns_a_verified_assignment():
+    problem = make_instance("small", seed=0)
+    result = solve(problem, solver="highs", formulation="full", time_limit=3.0)
+    assert result.status == "time_limit"
+    assert result.verified and result.matrix is not None
+    assert result.bound is None or result.bound >= result.objective - 1e-6

@@ -164,10 +164,14 @@ def solve_full(problem: AssignmentProblem, backend, opts: SolveOptions) -> Assig
         status = "time_limit"  # until a solve of the extended model says otherwise
     session.close()
 
-    if answer is None and start is not None and status not in ("infeasible", "error"):
-        answer, message = (start_mask, np.asarray(start.matrix)), "the warm start (no better " \
-            "solution that obeys every rule was found in time)"
-        status = "time_limit"
+    if start is not None and status not in ("infeasible", "error"):
+        start_value = problem.objective(start_mask, start.matrix)
+        worse = answer is not None and problem.objective(*answer) < start_value - 1e-9 * max(
+            1.0, abs(start_value)
+        )
+        if answer is None or worse:
+            answer, status = (start_mask, np.asarray(start.matrix)), "time_limit"
+            message = "the warm start (no better solution that obeys every rule in time)"
     if status == "optimal" and rounds > 1:
         message = f"exact after {rounds} rounds of adding violated constraints"
     return _result(problem, backend.name, status, answer, bound, times, message)
