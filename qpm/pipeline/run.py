@@ -93,14 +93,20 @@ def _check_static(cfg: TrainConfig, ctx: RunContext) -> None:
     data = ctx.data()  # a missing or malformed dataset fails here, not after training
     check_weights(cfg.arch, cfg.weights)
     n_total = backbone_feature_count(cfg.arch, data.in_channels)
+    if cfg.n_features > n_total:
+        raise QPMError(f"--n-features {cfg.n_features} is larger than the {n_total} "
+                       f"features of {cfg.arch}.", f"Use --n-features {n_total} or fewer.")
+    if cfg.per_class > cfg.n_features:
+        raise QPMError(f"--per-class {cfg.per_class} is larger than --n-features "
+                       f"{cfg.n_features}.", "Lower --per-class or raise --n-features.")
     if cfg.model_type == "qpm":
-        if cfg.n_features > n_total:
-            raise QPMError(f"--n-features {cfg.n_features} is larger than the {n_total} "
-                           f"features of {cfg.arch}.", f"Use --n-features {n_total} or fewer.")
-        if cfg.per_class > cfg.n_features:
-            raise QPMError(f"--per-class {cfg.per_class} is larger than --n-features "
-                           f"{cfg.n_features}.", "Lower --per-class or raise --n-features.")
-        if cfg.preset != "unbalanced" and comb(cfg.n_features, cfg.per_class) < data.num_classes:
+        from qpm.assignment.backends import get_backend
+        from qpm.assignment.presets import get_preset
+
+        get_backend(cfg.solver)  # an unknown --solver fails now, not after training
+
+        unique = get_preset(cfg.preset).rules.unique_columns  # also rejects unknown presets
+        if unique and comb(cfg.n_features, cfg.per_class) < data.num_classes:
             raise QPMError(
                 f"{data.num_classes} classes cannot get distinct sets of {cfg.per_class} of "
                 f"{cfg.n_features} features.", "Raise --n-features or --per-class.")
