@@ -96,6 +96,16 @@ def full_size(problem: AssignmentProblem, preset_name: str | None = None) -> tup
     return F + F * C + P, F * C + 1 + P + C + 1
 
 
+def _feasible(form, x: np.ndarray, tol: float = 1e-6) -> bool:
+    """Whether a full column vector satisfies every row and bound of a matrix form."""
+    if not np.all(np.isfinite(x)):
+        return False
+    if np.any(x < form.col_lo - tol) or np.any(x > form.col_hi + tol):
+        return False
+    activity = form.A @ x
+    return bool(np.all(activity >= form.row_lo - tol) and np.all(activity <= form.row_hi + tol))
+
+
 def _heuristic(problem: AssignmentProblem, opts: SolveOptions):
     from qpm.assignment.heuristic import heuristic_solution
 
@@ -127,6 +137,10 @@ def solve_full(problem: AssignmentProblem, backend, opts: SolveOptions) -> Assig
     times.handoff = time.perf_counter() - t0
     _say(opts.progress, f"{form.n_cols} variables, {form.n_rows} rows, handed over in "
          f"{times.handoff:.1f} s")
+    if start is not None and not _feasible(form, form.start):
+        # The heuristic knows the preset's rules, not the rows a user preset adds.
+        _say(opts.progress, "the heuristic start breaks a row of this preset; not used")
+        start = start_mask = None
     vector = form.start if (start is not None and opts.warm_start) else None
 
     answer, status, bound, message = None, "time_limit", None, ""
