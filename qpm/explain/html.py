@@ -88,10 +88,15 @@ def write_index(out_dir: str | Path, explanation: dict, title: str = "",
             f'alt="feature-class assignment matrix">'
         )
     parts.append('<h2>Classes</h2><div id="classes">')
+    opened = False  # the first class with a comparison figure starts open, as an example
     for cls in explanation["classes"]:
         c = cls["index"]
         feats = cls["features"]
-        parts.append(f'<details class="class-entry" id="class-{c}" data-class="{c}">')
+        shown = pairs_of.get(c) or closest_of.get(c, [])
+        start_open = not opened and any(p.get("figure") for p in shown)
+        opened = opened or start_open
+        parts.append(f'<details class="class-entry" id="class-{c}" data-class="{c}"'
+                     + (" open>" if start_open else ">"))
         parts.append(f"<summary>{_e(cls['name'])} &mdash; {len(feats)} feature(s)</summary>")
         parts.append(f'<ul class="features">{_feature_items(feats)}</ul>')
         close = pairs_of.get(c, [])
