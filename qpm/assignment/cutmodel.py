@@ -11,10 +11,11 @@ valid upper bound; every MIP answer is priced exactly from the arrays and repair
 feasible assignment, which gives the incumbent. The loop stops when the certified gap
 ``(bound - incumbent) / |incumbent|`` is at most ``mip_gap``, or at the deadline.
 
-Stages: (1) root: the LP relaxation with top-k cuts, lazy McCormick pairs and triangle rows
-until no more are violated; (2) the candidate set K (every feature the LP ever used, plus
-the warm start) gets a y column for all of its pairs, all other pairs go into aggregated
-star rows; (3) MIP re-solves, warm-started: after each one, classes whose theta exceeds
+Stages: (1) root: the LP relaxation with top-k cuts, lazy McCormick pairs and clique rows
+until none is violated or the bound stalls (each converged LP point is also rounded and
+polished by the swap search for incumbents); (2) the candidate set K (every feature the LP
+ever used, plus the incumbent) gets a y column for all of its pairs, all other pairs go into
+aggregated star rows; (3) MIP re-solves, warm-started: after each one, classes whose theta exceeds
 their true value get a tight cut at the integer point; when the top-k columns of two
 classes coincide (and the repair cannot avoid it at no loss) those classes get explicit
 w_ic columns and a no-good "c and d do not both use exactly S"; the first answer that needs
@@ -40,8 +41,9 @@ from qpm.assignment.result import AssignmentResult, SolveTimes
 from qpm.assignment.separation import TopK
 from qpm.errors import QPMError
 
-# The root LP loop may use this share of the time limit (the MIP needs the rest).
-ROOT_SHARE = 0.25
+# The root LP loop may use this share of the remaining time: on large instances its clique
+# rounds lift the bound faster than branching does; it stops earlier once it stalls.
+ROOT_SHARE = 0.7
 CLIQUES_PER_ROUND = 1000
 # Rounding the root LP point + swap search: this many tries, within this share of the time.
 POLISH_TRIES = 4
@@ -147,6 +149,8 @@ class CutSolver:
             # Clique rows once the top-k cuts have (nearly) caught up with the LP point.
             if len(cuts) <= max(2, C // 20) and pairs <= max(2, C // 20):
                 cliques = separate_cliques(self.pairs, x, CLIQUES_PER_ROUND)
+                # Each converged LP point is a good place to look for incumbents.
+                self.polish(s, deadline)
                 history.append(value)
                 stalled = len(history) > 3 and history[-4] - value <= STALL * max(1.0, abs(value))
                 if (cliques == 0 and len(cuts) == 0 and pairs == 0) or stalled:
