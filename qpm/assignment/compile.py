@@ -2,7 +2,7 @@
 
 One walk over the model's constraints (a fast path for sums of monomials, Pyomo's standard
 repn for anything else) gives the matrix, so all backends see exactly the same model
-(about 5x faster than Pyomo's LinearStandardFormCompiler here). Constraints and variables
+(2-3x faster than Pyomo's LinearStandardFormCompiler on these models). Constraints and variables
 added to the Pyomo model later (lazy uniqueness, cuts) are compiled on their own by
 :meth:`ModelCompiler.update`, which returns only the new columns and rows, so a backend
 session can extend the model it already holds instead of receiving everything again.
