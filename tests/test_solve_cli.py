@@ -165,3 +165,19 @@ def test_strict_solver_with_a_model_over_the_licence(tmp_path, capsys):
                  "--strict-solver", "--formulation", "full", "--time-limit", "60",
                  "--out", str(tmp_path / "r.json")])
     assert "licence" in _one_line_error(capsys, code)
+
+
+def test_public_api_is_lazy_and_torch_free():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, qpm.assignment as a\n"
+        "assert 'pyomo' not in sys.modules and 'torch' not in sys.modules\n"
+        "from qpm.assignment import solve, make_instance, register_preset, register_backend\n"
+        "r = solve(make_instance('tiny', 0), solver='highs')\n"
+        "assert r.verified and 'torch' not in sys.modules, r\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
