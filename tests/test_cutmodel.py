@@ -90,7 +90,7 @@ def test_fill_is_the_lp_value_at_fractional_points():
 # -- every row of the relaxation is valid for every feasible point --------------------------
 def test_all_rows_hold_at_every_integer_selection():
     problem = _instance(3, F=9, n=4, kind="plain")
-    cs = CutSolver(problem, SolveOptions(threads=1))
+    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9))
     cs.build()
     used = cs.root(None)
     from qpm.assignment.relaxation import Relaxation  # noqa: F401 - documents the type
@@ -111,7 +111,7 @@ def test_all_rows_hold_at_every_integer_selection():
 
 def test_clique_rows_are_valid():
     problem = _instance(5, F=10, n=5)
-    cs = CutSolver(problem, SolveOptions(threads=1))
+    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9))
     cs.build()
     F = 10
     x = np.zeros(cs.rel.n_cols)
@@ -136,7 +136,7 @@ CASES = [(0, "plain"), (1, "collide"), (2, "ties"), (5, "collide"), (9, "collide
 def test_matches_brute_force_highs(seed, kind):
     problem = _instance(seed, kind=kind)
     value, _, _ = brute_force(problem)
-    res = solve_cuts(problem, get_backend("highs"), SolveOptions(threads=1))
+    res = solve_cuts(problem, get_backend("highs"), SolveOptions(threads=1, mip_gap=1e-9))
     check = verify(problem, res.selected_features, res.matrix, res.objective)
     assert check.ok, check.violations
     assert res.status == "optimal"
@@ -148,14 +148,14 @@ def test_matches_brute_force_highs(seed, kind):
 def test_matches_brute_force_scip(seed, kind):
     problem = _instance(seed, kind=kind)
     value, _, _ = brute_force(problem)
-    res = solve_cuts(problem, get_backend("scip"), SolveOptions(threads=1))
+    res = solve_cuts(problem, get_backend("scip"), SolveOptions(threads=1, mip_gap=1e-9))
     assert verify(problem, res.selected_features, res.matrix).ok
     assert res.objective == pytest.approx(value, abs=1e-6)
 
 
 def test_collisions_need_explicit_uniqueness():
     problem = _instance(1, kind="collide")
-    res = solve_cuts(problem, get_backend("highs"), SolveOptions(threads=1))
+    res = solve_cuts(problem, get_backend("highs"), SolveOptions(threads=1, mip_gap=1e-9))
     cols = {tuple(np.flatnonzero(res.matrix[:, c])) for c in range(problem.n_classes)}
     assert len(cols) == problem.n_classes
     assert "explicit uniqueness" in res.message
@@ -164,7 +164,7 @@ def test_collisions_need_explicit_uniqueness():
 def test_no_redundancy_preset_and_budget_preset():
     problem = _instance(4, preset="no-redundancy")
     value, _, _ = brute_force(problem)
-    res = solve_cuts(problem, get_backend("highs"), SolveOptions(threads=1))
+    res = solve_cuts(problem, get_backend("highs"), SolveOptions(threads=1, mip_gap=1e-9))
     assert res.objective == pytest.approx(value, abs=1e-6)
     with pytest.raises(QPMError):
         solve_cuts(_instance(4, preset="unbalanced"), get_backend("highs"), SolveOptions())

@@ -142,6 +142,10 @@ class CutSolver:
             s, theta = x[:F], x[F:F + C]
             used |= s > 1e-6
             value = out.objective
+            if out.status == "optimal":  # an LP optimum of a relaxation bounds the problem
+                self.bound = min(self.bound, value)
+                if self.gap_closed():
+                    break
             cuts, _ = self.tk.separate(s, theta)
             self.rel.add_cuts(cuts)
             pairs = self.pairs.add_y(self.pairs.violated_pairs(x))
@@ -358,7 +362,8 @@ def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = 
     _say(opts.progress, f"root LP {cs.root_value:.4f}; candidates {int(used.sum())}, "
          f"{added} more y pairs, {stars} star rows; {cs.rel.n_cols} columns, "
          f"{cs.rel.n_rows} rows")
-    status = cs.mip(backend, opts.deadline)
+    # The root bound may already certify the incumbent; otherwise branch.
+    status = "optimal" if cs.gap_closed() else cs.mip(backend, opts.deadline)
     if cs.best.mask is None:
         return AssignmentResult(status="time_limit" if status != "infeasible" else status,
                                 solver=backend.name, times=cs.times, preset=problem.preset,
