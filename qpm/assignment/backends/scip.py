@@ -77,7 +77,7 @@ def _write_mps(path: str, form: MatrixForm) -> None:
         fh.write("\n".join(out))
 
 
-def _read_via_mps(model, form: MatrixForm) -> list:
+def _read_via_mps(model, form: MatrixForm) -> None:
     """Load a large model through SCIP's own (C) MPS reader: far faster than row by row."""
     with tempfile.TemporaryDirectory(prefix="qpm-scip-") as tmp:
         path = os.path.join(tmp, "model.mps")
@@ -89,8 +89,6 @@ def _read_via_mps(model, form: MatrixForm) -> list:
             f"SCIP read {model.getNVars()} variables and {model.getNConss()} constraints "
             f"from the MPS hand-off, expected {form.n_cols} and {n_rows}"
         )
-    by_name = {v.name: v for v in model.getVars()}
-    return [by_name[f"x{j}"] for j in range(form.n_cols)]
 
 
 class ScipSession(Session):
@@ -104,10 +102,14 @@ class ScipSession(Session):
         m = pyscipopt.Model()
         m.hideOutput()
         self._m = m
-        self._vars: list = []
+        # None until needed: pyscipopt's first getVars() costs ~20 us per variable, so a
+        # model read from a file exchanges starts and solutions through files as well.
+        self._vars: list | None = []
+        self._n = 0
         general_ints = np.any(form.integer & ((form.col_lo < 0) | (form.col_hi > 1)))
         if form.A.nnz >= self.FILE_THRESHOLD and not general_ints:
-            self._vars = _read_via_mps(m, form)
+            _read_via_mps(m, form)
+            self._vars, self._n = None, form.n_cols
         else:
             self.add_columns(form.col_lo, form.col_hi, form.integer, form.c)
             self.add_rows(form.A, form.row_lo, form.row_hi)
@@ -121,7 +123,34 @@ class ScipSession(Session):
 
     @property
     def n_cols(self) -> int:
-        return len(self._vars)
+        return self._n
+
+    def _variables(self) -> list:
+        if self._vars is None:
+            by_name = {v.name: v for v in self._m.getVars()}
+            self._vars = [by_name[f"x{j}"] for j in range(self._n)]
+        return self._vars
+
+    def _start_from_file(self, start: np.ndarray) -> None:
+        with tempfile.TemporaryDirectory(prefix="qpm-scip-") as tmp:
+            path = os.path.join(tmp, "start.sol")
+            nz = np.flatnonzero(start)
+            with open(path, "w") as fh:
+                fh.write("".join(f"x{j} {v!r}\n" for j, v in
+                                 zip(nz.tolist(), start[nz].tolist(), strict=True)))
+            self._m.readSol(path)
+
+    def _solution_from_file(self) -> np.ndarray:
+        x = np.zeros(self._n)
+        with tempfile.TemporaryDirectory(prefix="qpm-scip-") as tmp:
+            path = os.path.join(tmp, "best.sol")
+            self._m.writeBestSol(path, write_zeros=False)
+            with open(path) as fh:
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0].startswith("x") and parts[0][1:].isdigit():
+                        x[int(parts[0][1:])] = float(parts[1])
+        return x
 
     def _editable(self) -> None:
         # Changes need the original problem stage; solutions are passed again as starts.
@@ -133,7 +162,8 @@ class ScipSession(Session):
         self._editable()
         m, n = self._m, len(lo)
         c = np.zeros(n) if c is None else np.asarray(c, dtype=np.float64)
-        base = len(self._vars)
+        variables = self._variables()
+        base = len(variables)
         rows = zip(
             np.asarray(lo).tolist(), np.asarray(hi).tolist(), np.asarray(integer).tolist(),
             c.tolist(), strict=True,
@@ -142,9 +172,10 @@ class ScipSession(Session):
             vtype = "C"
             if isint:
                 vtype = "B" if a >= 0 and b <= 1 else "I"
-            self._vars.append(
+            variables.append(
                 m.addVar(name=f"x{base + j}", vtype=vtype, lb=_bound(a), ub=_bound(b), obj=cost)
             )
+        self._n = len(variables)
         self.handoff_seconds += time.perf_counter() - t0
 
     def add_rows(self, A, lo, hi) -> None:
@@ -154,7 +185,7 @@ class ScipSession(Session):
         self._editable()
         A = sp.csr_array(A)
         A.sum_duplicates()
-        terms = [Term(v) for v in self._vars]
+        terms = [Term(v) for v in self._variables()]
         ptr, idx, val = A.indptr.tolist(), A.indices.tolist(), A.data.tolist()
         lo, hi = np.asarray(lo).tolist(), np.asarray(hi).tolist()
         conss = []
@@ -176,11 +207,15 @@ class ScipSession(Session):
         if start is not None:
             start = np.asarray(start, dtype=np.float64)
             known = np.isfinite(start)
-            sol = m.createSol() if known.all() else m.createPartialSol()
-            for v, value, ok in zip(self._vars, start.tolist(), known.tolist(), strict=True):
-                if ok:
-                    m.setSolVal(sol, v, value)
-            m.addSol(sol, free=True)  # a partial one is completed by SCIP
+            if self._vars is None and known.all():
+                self._start_from_file(start)
+            else:
+                sol = m.createSol() if known.all() else m.createPartialSol()
+                for v, value, ok in zip(self._variables(), start.tolist(), known.tolist(),
+                                        strict=True):
+                    if ok:
+                        m.setSolVal(sol, v, value)
+                m.addSol(sol, free=True)  # a partial one is completed by SCIP
         t0 = time.perf_counter()
         m.optimize()
         seconds = time.perf_counter() - t0
@@ -197,8 +232,11 @@ class ScipSession(Session):
         x = objective = None
         if m.getNSols() > 0 and status != "infeasible":
             best = m.getBestSol()
-            x = np.array([m.getSolVal(best, v) for v in self._vars], dtype=np.float64)
             objective = float(m.getSolObjVal(best))
+            if self._vars is None:
+                x = self._solution_from_file()
+            else:
+                x = np.array([m.getSolVal(best, v) for v in self._vars], dtype=np.float64)
         bound = float(m.getDualbound()) if status in ("optimal", "time_limit") else None
         if bound is not None and not (math.isfinite(bound) and abs(bound) < 1e19):
             bound = None
