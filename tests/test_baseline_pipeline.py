@@ -21,7 +21,7 @@ from qpm.pipeline.run import run_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N, K = 8, 2
-HOOKS = {"glm_config": GLMConfig(n_lambdas=10, max_epochs=20, batch_size=16)}
+HOOKS = {"glm_config": GLMConfig(n_lambdas=20, max_epochs=20, batch_size=16)}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,7 @@ def cub_run(tiny_cub, tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # the dense model's initialisation draws from the global generator
     for model_type in ("qpm", "sldd", "qsenn"):
         cfg = TrainConfig(dataset="cub2011", data_root=str(root), image_size=32,
                           arch="small-cnn", epochs=1, ft_epochs=1, batch_size=8,
