@@ -136,11 +136,12 @@ class CutSolver:
                            threads=self.opts.threads)
             self.times.solve += out.solve_seconds
             if out.x is None:
+                _say(self.opts.progress, f"root LP stopped: {out.status} {out.message}")
                 break
             x = out.x
             self.last_x = x
             s, theta = x[:F], x[F:F + C]
-            used |= s > 1e-6
+            used = s > 1e-6  # the final support: pairs the LP never touched go to stars
             value = out.objective
             if out.status == "optimal":  # an LP optimum of a relaxation bounds the problem
                 self.bound = min(self.bound, value)

@@ -104,7 +104,11 @@ class HighsSession(Session):
 
     def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
         hs, h = self._hs, self._h
-        h.setOptionValue("time_limit", float(time_limit) if time_limit else math.inf)
+        # HiGHS's time_limit counts the run time of this Highs object over ALL its solves, so
+        # a re-solve gets its limit on top of the time already used.
+        h.setOptionValue(
+            "time_limit", h.getRunTime() + float(time_limit) if time_limit else math.inf
+        )
         h.setOptionValue("mip_rel_gap", float(mip_gap))
         if threads:
             h.setOptionValue("threads", int(threads))
