@@ -43,7 +43,9 @@ from qpm.errors import QPMError
 
 # The root LP loop may use this share of the remaining time: on large instances its clique
 # rounds lift the bound faster than branching does; it stops earlier once it stalls.
-ROOT_SHARE = 0.7
+ROOT_SHARE = 0.85
+# Branch only with time for at least this many root LP solves left.
+MIP_MIN_LPS = 20
 CLIQUES_PER_ROUND = 1000
 # Rounding the root LP point + swap search: this many tries, within this share of the time.
 POLISH_TRIES = 4
@@ -99,6 +101,8 @@ class CutSolver:
         self.rounds = 0
         self.polisher = None
         self.last_x: np.ndarray | None = None
+        self.lp_rows = 0  # rows the last root LP had
+        self.lp_seconds: list[float] = []
 
     # -- model ------------------------------------------------------------------------------
     def build(self) -> None:
@@ -132,9 +136,11 @@ class CutSolver:
             if deadline is not None and time.perf_counter() > deadline:
                 break
             self.rel.sync(lp, cursor, integral=False)
+            self.lp_rows = cursor.rows
             out = lp.solve(None if deadline is None else max(1.0, deadline - time.perf_counter()),
                            threads=self.opts.threads)
             self.times.solve += out.solve_seconds
+            self.lp_seconds.append(out.solve_seconds)
             if out.x is None:
                 _say(self.opts.progress, f"root LP stopped: {out.status} {out.message}")
                 break
@@ -278,7 +284,13 @@ class CutSolver:
         return True
 
     def mip(self, backend, deadline: float | None) -> str:
-        form = self.rel.form(integral=True)
+        keep = None
+        if self.last_x is not None:
+            # Cuts and cliques slack at the final LP point only slow the branching down.
+            keep = self.rel.tight_rows(self.last_x)
+            keep[self.lp_rows:] = True  # rows added after it (cuts at the incumbent, pairs)
+            _say(self.opts.progress, f"MIP model keeps {int(keep.sum())} of {keep.size} rows")
+        form = self.rel.form(integral=True, keep=keep)
         t0 = time.perf_counter()
         session = backend.load(form)
         self.times.handoff += time.perf_counter() - t0
@@ -321,7 +333,9 @@ class CutSolver:
     def gap_closed(self) -> bool:
         if not math.isfinite(self.bound) or self.best.mask is None:
             return False
-        return self.bound - self.best.value <= self.opts.mip_gap * max(abs(self.best.value), 1e-10)
+        # Solver bounds carry the solvers' own absolute tolerances (about 1e-6).
+        slack = max(self.opts.mip_gap * abs(self.best.value), 1e-6)
+        return self.bound - self.best.value <= slack
 
 
 def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = None
@@ -363,14 +377,23 @@ def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = 
     _say(opts.progress, f"root LP {cs.root_value:.4f}; candidates {int(used.sum())}, "
          f"{added} more y pairs, {stars} star rows; {cs.rel.n_cols} columns, "
          f"{cs.rel.n_rows} rows")
-    # The root bound may already certify the incumbent; otherwise branch.
-    status = "optimal" if cs.gap_closed() else cs.mip(backend, opts.deadline)
+    # The root bound may already certify the incumbent; otherwise branch, unless the time
+    # left is too short for the MIP to get through its own root (it would only overrun).
+    lp_time = float(np.mean(cs.lp_seconds[-5:])) if cs.lp_seconds else 0.0
+    remaining = opts.remaining()
+    if cs.gap_closed():
+        status = "optimal"
+    elif remaining is not None and remaining < MIP_MIN_LPS * lp_time:
+        status = "time_limit"
+        _say(opts.progress, f"{remaining:.0f} s left, too little to branch on this model")
+    else:
+        status = cs.mip(backend, opts.deadline)
     if cs.best.mask is None:
         return AssignmentResult(status="time_limit" if status != "infeasible" else status,
                                 solver=backend.name, times=cs.times, preset=problem.preset,
                                 tau=problem.tau, message="no feasible solution found in time")
-    if cs.gap_closed():
-        status = "optimal"
+    if status == "optimal" or cs.gap_closed():
+        status = "optimal"  # the relaxation's optimum is attained, or the gap is certified
     elif status not in ("infeasible", "error"):
         status = "time_limit"
     bound = cs.bound if math.isfinite(cs.bound) else None

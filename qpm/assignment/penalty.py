@@ -191,5 +191,5 @@ def separate_cliques(model: PairModel, x: np.ndarray, limit: int = 500, max_size
         hi.append(alpha * (alpha + 1) / 2.0)
     if not hi:
         return 0
-    model.rel.add_rows(indptr, idx, val, np.full(len(hi), -np.inf), hi)
+    model.rel.add_rows(indptr, idx, val, np.full(len(hi), -np.inf), hi, optional=True)
     return len(hi)

@@ -40,6 +40,8 @@ class Relaxation:
     blocks: list = field(default_factory=list)
     n_cols: int = 0
     n_rows: int = 0
+    # per row block: may the row be left out of a model (cuts that only tighten the bound)?
+    optional: list = field(default_factory=list)
 
     # -- building -------------------------------------------------------------------------
     def add_cols(self, lo, hi, integer, cost) -> int:
@@ -54,11 +56,16 @@ class Relaxation:
         self.n_cols += n
         return first
 
-    def add_rows(self, indptr, indices, values, lo, hi) -> None:
-        """Append rows ``lo <= sum values * x[indices] <= hi`` in CSR pieces."""
+    def add_rows(self, indptr, indices, values, lo, hi, optional: bool = False) -> None:
+        """Append rows ``lo <= sum values * x[indices] <= hi`` in CSR pieces.
+
+        ``optional`` rows (top-k cuts, cliques) only tighten the relaxation; every row that
+        makes a 0/1 point priced exactly (pairs, stars, assignments) is not optional.
+        """
         lo = np.asarray(lo, dtype=np.float64)
         if lo.size == 0:
             return
+        self.optional.append(np.full(lo.size, bool(optional)))
         hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), lo.shape).copy()
         self.blocks.append(
             (np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64),
@@ -89,7 +96,7 @@ class Relaxation:
         pos = within + np.repeat(heads, cnt) + 1
         idx[pos] = cb.cols[order]
         val[pos] = -cb.vals[order]
-        self.add_rows(indptr, idx, val, np.full(m, -math.inf), cb.rhs)
+        self.add_rows(indptr, idx, val, np.full(m, -math.inf), cb.rhs, optional=True)
 
     # -- handing over -----------------------------------------------------------------------
     def _cols(self, start: int) -> tuple[np.ndarray, ...]:
@@ -120,10 +127,22 @@ class Relaxation:
                          shape=(indptr.size - 1, self.n_cols))
         return A, np.concatenate(los), np.concatenate(his)
 
-    def form(self, integral: bool) -> MatrixForm:
-        """The whole relaxation as a maximisation; ``integral`` False relaxes integrality."""
+    def tight_rows(self, x: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+        """Rows to keep at point ``x``: every required row, and optional ones within tol."""
+        A, rlo, rhi = self._rows(0)
+        xx = np.zeros(self.n_cols)
+        xx[: x.size] = x[: self.n_cols]
+        ax = A @ xx
+        tight = (ax >= rhi - tol * np.maximum(1.0, np.abs(rhi))) | np.isfinite(rlo)
+        return ~np.concatenate(self.optional) | tight
+
+    def form(self, integral: bool, keep: np.ndarray | None = None) -> MatrixForm:
+        """The relaxation as a maximisation; ``integral`` False relaxes integrality and
+        ``keep`` (a row mask) leaves rows out."""
         lo, hi, integer, cost = self._cols(0)
         A, rlo, rhi = self._rows(0)
+        if keep is not None:
+            A, rlo, rhi = A[np.flatnonzero(keep)], rlo[keep], rhi[keep]
         return MatrixForm(
             c=cost, c0=0.0, maximize=True, A=A, row_lo=rlo, row_hi=rhi, col_lo=lo, col_hi=hi,
             integer=integer.astype(bool) if integral else np.zeros(lo.size, dtype=bool),
