@@ -166,6 +166,9 @@ def validate_assignment(path: Path) -> None:
 
 def run_dense(ctx: RunContext) -> dict[str, Any]:
     c, data = ctx.config, ctx.data()
+    # The initial weights come from the global generator: seed it so --seed decides them,
+    # whatever ran before in this process.
+    torch.manual_seed(c.seed)
     model = create_backbone(c.arch, c.weights, c.reduced_strides, data.in_channels,
                             data.num_classes).to(ctx.device)
     ctx.train(model, "dense", ctx.fit_settings(finetune=False))
