@@ -286,7 +286,7 @@ class CutSolver:
     def mip(self, backend, deadline: float | None) -> str:
         keep = None
         if self.last_x is not None:
-            # Cuts and cliques slack at the final LP point only slow the branching down.
+            # Clique rows slack at the final LP point only slow the branching down.
             keep = self.rel.tight_rows(self.last_x)
             keep[self.lp_rows:] = True  # rows added after it (cuts at the incumbent, pairs)
             _say(self.opts.progress, f"MIP model keeps {int(keep.sum())} of {keep.size} rows")
