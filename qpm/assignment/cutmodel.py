@@ -11,16 +11,17 @@ valid upper bound; every MIP answer is priced exactly from the arrays and repair
 feasible assignment, which gives the incumbent. The loop stops when the certified gap
 ``(bound - incumbent) / |incumbent|`` is at most ``mip_gap``, or at the deadline.
 
-Stages: (1) root: the LP relaxation with top-k cuts, lazy McCormick pairs and clique rows
-until none is violated or the bound stalls (each converged LP point is also rounded and
-polished by the swap search for incumbents); (2) the candidate set K (every feature the LP
-ever used, plus the incumbent) gets a y column for all of its pairs, all other pairs go into
-aggregated star rows; (3) MIP re-solves, warm-started: after each one, classes whose theta exceeds
-their true value get a tight cut at the integer point; when the top-k columns of two
-classes coincide (and the repair cannot avoid it at no loss) those classes get explicit
-w_ic columns and a no-good "c and d do not both use exactly S"; the first answer that needs
-nothing is optimal. Exact uniqueness comes from that loop; ties in A are harmless because
-the repaired incumbent is compared by value, not by decoded sets.
+Stages: (1) root: the LP relaxation (always on HiGHS) with top-k cuts, lazy McCormick pairs
+and clique rows until none is violated or the bound stalls; every LP optimum is a bound, and
+each converged LP point is rounded and polished by the swap search for incumbents. (2) The
+final LP support plus the incumbent get a y column for all their pairs, every other pair
+goes into aggregated star rows, slack clique rows are dropped. (3) MIP re-solves on the
+chosen backend, warm-started: classes whose theta exceeds their true value get a tight cut
+at the integer point; when the top-k columns of two classes coincide (and the repair cannot
+avoid it at no loss) those classes get explicit w_ic columns and a no-good "c and d do not
+both use exactly S"; the first answer that needs nothing is optimal. Ties in A are harmless:
+the repaired incumbent is compared by value, not by decoded sets. Branching is skipped when
+too little time is left for the MIP to get through its own root.
 """
 
 from __future__ import annotations
@@ -123,7 +124,16 @@ class CutSolver:
         return int(cls.size)
 
     # -- stage 1: root LP ---------------------------------------------------------------------
-    def root(self, deadline: float | None) -> np.ndarray:
+    def too_late_to_branch(self, final: float | None) -> bool:
+        """True when less time is left than MIP_MIN_LPS root LP solves take."""
+        if final is None or not self.lp_seconds:
+            return False
+        lp_time = float(np.mean(self.lp_seconds[-5:]))
+        return final - time.perf_counter() < MIP_MIN_LPS * lp_time
+
+    def root(self, deadline: float | None, final: float | None = None) -> np.ndarray:
+        """The root cut loop until ``deadline``; past it, on until ``final`` (the overall
+        deadline) when the time left would be too short to branch anyway."""
         from qpm.assignment.backends.highs import HighsBackend
 
         F, C = self.F, self.C
@@ -132,9 +142,14 @@ class CutSolver:
         used = np.zeros(F, dtype=bool)
         value = math.inf
         history: list[float] = []
-        for r in range(500):
+        for r in range(2000):
             if deadline is not None and time.perf_counter() > deadline:
-                break
+                if final is None or deadline >= final or not self.too_late_to_branch(final):
+                    break
+                # Leave room for one more LP solve and the final polish.
+                deadline = final - 2.0 * float(np.mean(self.lp_seconds[-5:])) - 1.0
+                if time.perf_counter() > deadline:
+                    break
             self.rel.sync(lp, cursor, integral=False)
             self.lp_rows = cursor.rows
             out = lp.solve(None if deadline is None else max(1.0, deadline - time.perf_counter()),
@@ -363,7 +378,7 @@ def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = 
     root_deadline = None
     if opts.deadline is not None:
         root_deadline = time.perf_counter() + ROOT_SHARE * max(0.0, opts.remaining())
-    used = cs.root(root_deadline)
+    used = cs.root(root_deadline, opts.deadline)
     if cs.last_x is not None:
         limit = None if opts.deadline is None else time.perf_counter() + POLISH_SHARE * max(
             0.0, opts.remaining())
@@ -379,13 +394,11 @@ def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = 
          f"{cs.rel.n_rows} rows")
     # The root bound may already certify the incumbent; otherwise branch, unless the time
     # left is too short for the MIP to get through its own root (it would only overrun).
-    lp_time = float(np.mean(cs.lp_seconds[-5:])) if cs.lp_seconds else 0.0
-    remaining = opts.remaining()
     if cs.gap_closed():
         status = "optimal"
-    elif remaining is not None and remaining < MIP_MIN_LPS * lp_time:
+    elif cs.too_late_to_branch(opts.deadline):
         status = "time_limit"
-        _say(opts.progress, f"{remaining:.0f} s left, too little to branch on this model")
+        _say(opts.progress, f"{opts.remaining():.0f} s left, too little to branch on this model")
     else:
         status = cs.mip(backend, opts.deadline)
     if cs.best.mask is None:
