@@ -42,6 +42,8 @@ def parse(argv=None) -> argparse.Namespace:
                    help="kill a run after this many seconds (default: 1.5 x time limit + 120); "
                    "each run is its own process, so a solver that ignores its limit is reported")
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time (default 1)")
+    p.add_argument("--memory-limit", type=float, default=None, metavar="GB",
+                   help="address-space limit per run (a run over it ends with MemoryError)")
     p.add_argument("--write-instance", metavar="PATH", help="save the instance as SIMS.npz")
     p.add_argument("--out", metavar="results.json")
     return p.parse_args(argv)
@@ -84,6 +86,9 @@ def run_one(problem, solver: str, formulation: str, args) -> dict:
 def _child(problem, solver, formulation, args, queue) -> None:
     import resource
 
+    if args.memory_limit:
+        cap = int(args.memory_limit * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     row = run_one(problem, solver, formulation, args)
     row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put(row)
