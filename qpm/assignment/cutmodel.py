@@ -137,7 +137,9 @@ class CutSolver:
         from qpm.assignment.backends.highs import HighsBackend
 
         F, C = self.F, self.C
+        t0 = time.perf_counter()
         lp = HighsBackend().load(self.rel.form(integral=False))
+        self.times.handoff += time.perf_counter() - t0
         cursor = self.rel.cursor()
         used = np.zeros(F, dtype=bool)
         value = math.inf
@@ -150,7 +152,9 @@ class CutSolver:
                 deadline = final - 2.0 * float(np.mean(self.lp_seconds[-5:])) - 1.0
                 if time.perf_counter() > deadline:
                     break
+            t0 = time.perf_counter()
             self.rel.sync(lp, cursor, integral=False)
+            self.times.handoff += time.perf_counter() - t0
             self.lp_rows = cursor.rows
             out = lp.solve(None if deadline is None else max(1.0, deadline - time.perf_counter()),
                            threads=self.opts.threads)
