@@ -69,7 +69,9 @@ def preset_names() -> list[str]:
 
 # The built-in presets. Their `apply` functions live in qpm.assignment.model, which
 # registers them again with the function attached when it is imported.
-register_preset("qpm", rules=Rules(), description="The paper's problem: k per class, unique classes.")
+register_preset(
+    "qpm", rules=Rules(), description="The paper's problem: k per class, unique classes."
+)
 register_preset(
     "qpm-iterative",
     rules=Rules(),

@@ -35,7 +35,8 @@ def _finite(name: str, x: np.ndarray) -> None:
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         raise QPMError(
             f"{name} contains {bad} NaN or infinite value(s).",
-            "Recompute the similarities from finite features (check for dead or exploding features).",
+            "Recompute the similarities from finite features "
+            "(check for dead or exploding features).",
         )
 
 
