@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qpm.assignment.cache import load_similarities, save_similarities  # noqa: E402
-from qpm.assignment.solve import solve  # noqa: E402
+from qpm.assignment.solving import solve  # noqa: E402
 from qpm.assignment.synthetic import SIZES, make_instance  # noqa: E402
 from qpm.errors import QPMError  # noqa: E402
 

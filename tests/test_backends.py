@@ -13,7 +13,7 @@ from qpm.assignment.backends import get_backend
 from qpm.assignment.compile import MatrixForm, ModelCompiler
 from qpm.assignment.model import apply_qpm, build_model
 from qpm.assignment.problem import AssignmentProblem
-from qpm.assignment.solve import solve
+from qpm.assignment.solving import solve
 from qpm.assignment.synthetic import make_instance
 from qpm.errors import QPMError
 

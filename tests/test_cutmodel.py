@@ -171,7 +171,7 @@ def test_no_redundancy_preset_and_budget_preset():
 
 
 def test_same_optimum_as_the_full_model_on_tiny():
-    from qpm.assignment.solve import solve
+    from qpm.assignment.solving import solve
     from qpm.assignment.synthetic import make_instance
 
     problem = make_instance("tiny", seed=1)
@@ -183,7 +183,7 @@ def test_same_optimum_as_the_full_model_on_tiny():
 
 
 def test_qpm_full_preset_keeps_the_straightforward_model():
-    from qpm.assignment.solve import resolve_formulation
+    from qpm.assignment.solving import resolve_formulation
     from qpm.assignment.synthetic import make_instance
 
     assert resolve_formulation("auto", make_instance("tiny", seed=0)) == "cuts"

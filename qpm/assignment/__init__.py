@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {
     "AssignmentProblem": "qpm.assignment.problem",
     "AssignmentResult": "qpm.assignment.result",
-    "solve": "qpm.assignment.solve",
+    "solve": "qpm.assignment.solving",
     "compute_similarities": "qpm.assignment.similarities",
     "save_similarities": "qpm.assignment.cache",
     "load_similarities": "qpm.assignment.cache",

@@ -10,7 +10,7 @@ Uniqueness of two classes c, d (both with exactly k features) is linearised with
 continuous ``z[i] >= w[i, c] + w[i, d] - 1`` per feature and ``sum_i z[i] <= k - 1``: the two
 classes share at most k - 1 features, i.e. they differ. That is F variables and F + 1 rows
 per class pair, so for all C(C, 2) pairs it is huge; the solve loop in
-:mod:`qpm.assignment.solve` adds it lazily, only for pairs that came out identical
+:mod:`qpm.assignment.solving` adds it lazily, only for pairs that came out identical
 (:func:`add_uniqueness`), which keeps the final answer exactly the paper's problem.
 
 A preset's ``apply(model, problem)`` adds the per-class rules to the model from

@@ -48,7 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace) -> None:
     from qpm.assignment.backends import backend_names
     from qpm.assignment.presets import get_preset
-    from qpm.assignment.solve import FORMULATIONS
+    from qpm.assignment.solving import FORMULATIONS
 
     if args.solver not in backend_names():
         raise QPMError(
@@ -100,7 +100,7 @@ def format_table(result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from qpm.assignment.cache import load_similarities
-    from qpm.assignment.solve import solve
+    from qpm.assignment.solving import solve
 
     _check_args(args)
     sims = load_similarities(args.sims)

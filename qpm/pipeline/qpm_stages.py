@@ -38,7 +38,7 @@ def run_similarities(ctx: RunContext) -> None:
 
 def run_assignment(ctx: RunContext) -> dict[str, Any]:
     from qpm.assignment.cache import load_similarities
-    from qpm.assignment.solve import solve
+    from qpm.assignment.solving import solve
 
     c = ctx.config
     problem = load_similarities(ctx.path("similarities.npz")).problem(

@@ -128,7 +128,7 @@ class Backend(ABC):
 
 @dataclass
 class SolveOptions:
-    """What :func:`qpm.assignment.solve.solve` passes to a formulation's solve loop.
+    """What :func:`qpm.assignment.solving.solve` passes to a formulation's solve loop.
 
     ``start`` is a feasible solution of the full problem (an object with ``selected``
     feature indices, an (F, C) ``matrix`` and ``objective``), or None; ``deadline`` is a

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
-import types
 
 import numpy as np
 
@@ -289,13 +288,3 @@ def solve(
     result.tau = problem.tau
     return check_result(problem, result)
 
-
-class _CallableModule(types.ModuleType):
-    """Importing this module makes ``qpm.assignment.solve`` the module (Python sets the
-    package attribute), so the module itself forwards calls to :func:`solve`."""
-
-    def __call__(self, *args, **kwargs) -> AssignmentResult:
-        return solve(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
