@@ -7,6 +7,7 @@ the global explanation "class c uses features S_c" holds for the trained model e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,18 @@ import torch
 from torch import nn
 
 from qpm.errors import QPMError
+
+# Bounds of the learned scale, relative to the data's std. A positive, bounded scale keeps the
+# division well defined: a raw std parameter could be stepped below zero by one large gradient
+# (e.g. when train-mode BatchNorm features are far larger than the eval-mode statistics of a
+# barely trained backbone), then a clamp froze it at a tiny value and the logits blew up.
+# The bounds are smooth (a sigmoid in log space), so no value is a gradient-free trap.
+LOG_SCALE_MIN = math.log(0.05)
+LOG_SCALE_MAX = math.log(1e3)
+_SPAN = LOG_SCALE_MAX - LOG_SCALE_MIN
+_OFFSET = math.log(-LOG_SCALE_MIN / LOG_SCALE_MAX)  # raw 0 -> scale 1
+# A selected feature's spread is floored at this fraction of the median spread.
+STD_FLOOR = 0.05
 
 
 class QPMLayer(nn.Module):
@@ -44,11 +57,13 @@ class QPMLayer(nn.Module):
         self.register_buffer("weight", weight)  # a buffer: saved, never trained
         # The data statistics are fixed buffers; the learned mean/std act on the standardised
         # features (start 0 and 1). Same function as learning the raw mean/std, but a feature
-        # with a tiny spread no longer gets huge gradients on its std.
+        # with a tiny spread no longer gets huge gradients on its std. The scale is learned in
+        # log space through a sigmoid (see `scale`): always positive and bounded, multiplicative
+        # steps, and weight decay pulls it to 1, not 0.
         self.register_buffer("data_mean", mean.clone())
         self.register_buffer("data_std", std.clone().clamp(min=1e-6))
         self.mean = nn.Parameter(torch.zeros(n))
-        self.std = nn.Parameter(torch.ones(n))
+        self.log_scale = nn.Parameter(torch.zeros(n))
         self.dropout = nn.Dropout(dropout)
         self.binary = binary
 
@@ -75,7 +90,7 @@ class QPMLayer(nn.Module):
             mean = x.mean(axis=0)
             std = x.std(axis=0)
             # A nearly constant feature would blow its z-score up; floor its spread.
-            std = np.maximum(std, 0.05 * float(np.median(std)) + 1e-6)
+            std = np.maximum(std, STD_FLOOR * float(np.median(std)) + 1e-6)
         return cls(selected, weight, mean, std, dropout=dropout)
 
     @classmethod
@@ -84,6 +99,19 @@ class QPMLayer(nn.Module):
         weight = state[prefix + "weight"]
         binary = bool(torch.all((weight == 0) | (weight == 1)))
         return cls(state[prefix + "selected"], weight, binary=binary)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Files written before the log-scale parametrisation hold the learned scale as "std".
+        old = state_dict.pop(prefix + "std", None)
+        if old is not None and prefix + "log_scale" not in state_dict:
+            p = ((old.clamp(min=1e-30).log() - LOG_SCALE_MIN) / _SPAN).clamp(1e-6, 1 - 1e-6)
+            state_dict[prefix + "log_scale"] = torch.logit(p) - _OFFSET
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The learned scale (> 0) of the standardised features, within the fixed bounds."""
+        return (LOG_SCALE_MIN + _SPAN * torch.sigmoid(self.log_scale + _OFFSET)).exp()
 
     @property
     def n_features(self) -> int:
@@ -95,14 +123,14 @@ class QPMLayer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = (features.index_select(1, self.selected) - self.data_mean) / self.data_std
-        x = (x - self.mean) / self.std.clamp(min=1e-3)
+        x = (x - self.mean) / self.scale
         return self.dropout(x) @ self.weight.t()
 
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The effective (mean, std) the raw selected features are normalised with."""
         with torch.no_grad():
             return (self.data_mean + self.data_std * self.mean,
-                    self.data_std * self.std.clamp(min=1e-3))
+                    self.data_std * self.scale)
 
     def class_feature_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.weight, self.selected

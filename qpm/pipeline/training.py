@@ -8,6 +8,7 @@ last finished epoch with the same batches, since the order depends only on (seed
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from qpm.errors import QPMError
 from qpm.models.diversity_loss import diversity_loss
 from qpm.pipeline import distributed as dist
 from qpm.pipeline.artifacts import ArtifactError, load_torch, save_torch
@@ -52,6 +54,15 @@ def make_optimizer(model: nn.Module, s: FitSettings) -> torch.optim.Optimizer:
     if head:
         groups.append({"params": head, "lr": s.classifier_lr or s.lr})
     return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+
+
+def check_finite_loss(loss: float, desc: str, epoch: int) -> None:
+    """Fail clearly when training diverged, instead of saving a chance-level model."""
+    if not math.isfinite(loss):
+        raise QPMError(
+            f"Training stage '{desc}' diverged: its loss became {loss} in epoch {epoch}.",
+            "Re-run with a lower learning rate (--ft-lr for the fine-tuning stage, --lr for "
+            "the dense one); the finished earlier stages are kept.")
 
 
 def _load_resume(ckpt_path: Path, key: dict, log: Callable[[str], None]) -> dict | None:
@@ -142,6 +153,9 @@ def fit(
         result.last_loss = dist.all_reduce_sum(total_loss) / max(seen_all, 1)
         result.last_train_accuracy = 100.0 * dist.all_reduce_sum(correct) / max(seen_all, 1)
         result.epochs_run += 1
+        # Every rank holds the same reduced loss, so all raise together (no collective hangs);
+        # raising before the checkpoint keeps the diverged weights out of the run folder.
+        check_finite_loss(result.last_loss, desc, epoch + 1)
         log(f"{desc} epoch {epoch + 1}/{settings.epochs}: loss {result.last_loss:.4f}, "
             f"train accuracy {result.last_train_accuracy:.2f}%")
         if ctx.is_main:
