@@ -277,3 +277,14 @@ def test_time_limit_still_returns_a_verified_assignment():
     assert result.status == "time_limit"
     assert result.verified and result.matrix is not None
     assert result.bound is None or result.bound >= result.objective - 1e-6
+
+
+def test_highs_solves_in_one_process_with_changing_thread_counts():
+    # HiGHS shares one thread pool per process; asking for another size used to fail
+    # every later solve with model status "Not Set".
+    problem = small_problem(0)
+    value, _, _ = brute_force(problem)
+    for threads in (None, 1, 2, 1):
+        result = solve(problem, solver="highs", threads=threads)
+        assert result.status == "optimal", (threads, result.message)
+        assert result.objective == pytest.approx(value, abs=1e-6)

@@ -31,6 +31,20 @@ def new_highs():
     return h
 
 
+# HiGHS runs every instance on ONE process-wide thread pool, sized by the first run. A later
+# run asking for another size fails with model status "Not Set", so resize the pool first.
+_pool_threads: int | None = None
+
+
+def _use_threads(hs, h, threads: int | None) -> None:
+    global _pool_threads
+    wanted = int(threads) if threads else 0  # 0: HiGHS's own choice
+    if _pool_threads is not None and wanted != _pool_threads:
+        hs.Highs.resetGlobalScheduler(True)
+    _pool_threads = wanted
+    h.setOptionValue("threads", wanted)
+
+
 def _inf(x: np.ndarray, hs) -> np.ndarray:
     # HiGHS encodes infinity as kHighsInf (1e30 would also do; be exact).
     return np.clip(np.asarray(x, dtype=np.float64), -hs.kHighsInf, hs.kHighsInf)
@@ -110,8 +124,7 @@ class HighsSession(Session):
             "time_limit", h.getRunTime() + float(time_limit) if time_limit else math.inf
         )
         h.setOptionValue("mip_rel_gap", float(mip_gap))
-        if threads:
-            h.setOptionValue("threads", int(threads))
+        _use_threads(hs, h, threads)
         if start is not None:
             start = np.asarray(start, dtype=np.float64)
             known = np.flatnonzero(np.isfinite(start)).astype(np.int32)
