@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qpm.explain._io import atomic_write
 from qpm.explain.structure import ClassPair, feature_label
+from qpm.pipeline.artifacts import atomic_write
 
 
 def _pyplot():

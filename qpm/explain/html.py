@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from qpm.explain._io import atomic_write
+from qpm.pipeline.artifacts import atomic_write
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qpm.explain._io import atomic_write
 from qpm.explain.figures import plot_assignment, plot_class_comparison
 from qpm.explain.html import write_index
 from qpm.explain.structure import ClassPair, explanation_dict
+from qpm.pipeline.artifacts import atomic_write
 
 
 def write_explanations(

@@ -25,7 +25,8 @@ class ArtifactError(QPMError):
     """A run-folder file exists but cannot be used (truncated, corrupt, wrong content)."""
 
 
-def _atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
+def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write ``path`` through a synced temporary file in the same folder and os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -43,7 +44,7 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    return _atomic(Path(path), lambda fh: fh.write(text), mode="w")
+    return atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
 def read_json(path: str | Path) -> Any:
@@ -57,7 +58,7 @@ def read_json(path: str | Path) -> Any:
 
 def save_torch(path: str | Path, obj: dict) -> Path:
     """torch.save atomically; ``obj`` must hold only tensors and plain Python values."""
-    return _atomic(Path(path), lambda fh: torch.save(obj, fh))
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_torch(path: str | Path) -> dict:
@@ -75,7 +76,7 @@ def load_torch(path: str | Path) -> dict:
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-    return _atomic(Path(path), lambda fh: np.savez(fh, **arrays))
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def load_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
