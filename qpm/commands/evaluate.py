@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qpm.commands._common import add_run_folder_arguments
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -15,12 +17,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "for every finished model (dense, qpm, qsenn, sldd) in RUN_DIR; merge them into "
         "RUN_DIR/metrics.json and print a table.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by qpm train")
+    add_run_folder_arguments(p)
     p.add_argument("--model-type", action="append", dest="model_types", metavar="NAME",
                    help="evaluate only this model type (repeatable; default: all finished)")
-    p.add_argument("--data-root", metavar="DIR", help="dataset folder, if it moved")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return p
 
 

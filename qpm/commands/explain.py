@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qpm.commands._common import add_run_folder_arguments
+
 SPARSE_TYPES = ("qpm", "qsenn", "sldd")
 
 
@@ -17,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "class-comparison figures (an example image of each class with each feature's "
         "activation map) and a static index.html that opens in any browser without network.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by qpm train")
+    add_run_folder_arguments(p)
     p.add_argument("--model-type", choices=SPARSE_TYPES,
                    help="which model to explain (default: the first finished of qpm, qsenn, "
                    "sldd)")
@@ -26,9 +28,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/explain/TYPE)")
     p.add_argument("--max-figures", type=int, default=60,
                    help="comparison figures to draw at most (default 60)")
-    p.add_argument("--data-root", metavar="DIR", help="dataset folder, if it moved")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return p
 
 
