@@ -33,10 +33,6 @@ def _glm_config(ctx: RunContext) -> GLMConfig:
     return replace(cfg, seed=ctx.config.seed)
 
 
-def _class_names(ctx: RunContext) -> list[str]:
-    return [str(x) for x in ctx.features()["class_names"].tolist()]
-
-
 def _check_sizes(ctx: RunContext) -> None:
     c, f = ctx.config, ctx.features()["features"]
     from qpm.errors import QPMError
@@ -72,7 +68,7 @@ def _plot(ctx: RunContext, head: SparseHead, name: str) -> None:
         from qpm.explain.figures import plot_assignment
 
         plot_assignment(head.weight.detach().cpu().numpy(), head.selected.cpu().numpy(),
-                        _class_names(ctx), ctx.path(f"{name}_assignment.png"))
+                        ctx.class_names(), ctx.path(f"{name}_assignment.png"))
 
 
 def _head_metrics(head: SparseHead) -> dict[str, Any]:
@@ -90,7 +86,7 @@ def run_sldd_layer(ctx: RunContext) -> dict[str, Any]:
     require_glm_saga()
     _check_sizes(ctx)
     c, f = ctx.config, ctx.features()
-    layer = sldd_sparsify(f["features"], f["labels"], len(_class_names(ctx)), c.n_features,
+    layer = sldd_sparsify(f["features"], f["labels"], len(ctx.class_names()), c.n_features,
                           c.per_class, _glm_config(ctx))
     save_layer(ctx.path("sldd_layer.npz"), layer)
     ctx.log(f"SLDD layer: {layer.selection.size} features, glm-saga path step "
@@ -103,15 +99,11 @@ def run_sldd(ctx: RunContext) -> dict[str, Any]:
     layer = load_layer(ctx.path("sldd_layer.npz"))
     model = ctx.load_dense()
     model.classifier = SparseHead.from_layer(layer).to(ctx.device)
-    before = ctx.evaluate(model, "sldd test (before fine-tuning)")
-    ctx.log(f"SLDD layer before fine-tuning: test accuracy {before:.2f}%")
-    ctx.train(model, "sldd", ctx.fit_settings(finetune=True))
-    acc = ctx.evaluate(model, "sldd test")
-    ctx.log(f"SLDD test accuracy {acc:.2f}%")
+    before, acc = ctx.finetune(model, "sldd", "SLDD")
     head = dist.unwrap(model).classifier
     ctx.save_model("sldd.pt", model, {
         "accuracy": acc, "accuracy_before_finetune": before, "sparsifier": "sldd",
-        "class_names": _class_names(ctx),
+        "class_names": ctx.class_names(),
         "assignment": {str(k): v for k, v in head.assignment().items()},
     })
     ctx.drop_ckpt("sldd")
@@ -158,13 +150,13 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
                        "v": layer.info["v"], "train_acc_glm": layer.info["train_acc_glm"]})
         return {"accuracy": acc}
 
-    run_qsenn(extract_features, finetune, len(_class_names(ctx)), c.per_class, c.n_features,
+    run_qsenn(extract_features, finetune, len(ctx.class_names()), c.per_class, c.n_features,
               QSENN_ROUNDS, cfg=_glm_config(ctx), log=ctx.log)
     head = dist.unwrap(model).classifier
     acc = rounds[-1]["accuracy"]
     ctx.save_model("qsenn.pt", model, {
         "accuracy": acc, "sparsifier": "qsenn", "rounds": rounds,
-        "class_names": _class_names(ctx),
+        "class_names": ctx.class_names(),
         "assignment": {str(k): v for k, v in head.assignment().items()},
     })
     for r in range(QSENN_ROUNDS):

@@ -73,15 +73,11 @@ def build_qpm_model(ctx: RunContext):
 def run_finetune(ctx: RunContext) -> dict[str, Any]:
     c = ctx.config
     model = build_qpm_model(ctx)
-    before = ctx.evaluate(model, "qpm test (before fine-tuning)")
-    ctx.log(f"QPM layer before fine-tuning: test accuracy {before:.2f}%")
-    ctx.train(model, "qpm", ctx.fit_settings(finetune=True))
-    acc = ctx.evaluate(model, "qpm test")
-    ctx.log(f"QPM test accuracy {acc:.2f}%")
+    before, acc = ctx.finetune(model, "qpm", "QPM")
     layer = dist.unwrap(model).classifier
     ctx.save_model("qpm.pt", model, {
         "accuracy": acc, "accuracy_before_finetune": before,
-        "class_names": [str(x) for x in ctx.features()["class_names"].tolist()],
+        "class_names": ctx.class_names(),
         "assignment": {str(k): v for k, v in layer.assignment().items()},
         "n_features": c.n_features, "per_class": c.per_class,
     })
@@ -90,7 +86,7 @@ def run_finetune(ctx: RunContext) -> dict[str, Any]:
         from qpm.explain.figures import plot_assignment
 
         plot_assignment(layer.weight.detach().cpu().numpy(), layer.selected.cpu().numpy(),
-                        [str(x) for x in ctx.features()["class_names"].tolist()],
+                        ctx.class_names(),
                         ctx.path("assignment.png"))
     return {"qpm": {"accuracy": acc, "accuracy_before_finetune": before,
                     "n_features": layer.n_features, "per_class": c.per_class}}

@@ -112,6 +112,18 @@ class RunContext:
         return accuracy(model, self.data().test, batch_size=self.config.batch_size * 2,
                         workers=self.config.workers, desc=desc)
 
+    def finetune(self, model: Backbone, stage: str, label: str) -> tuple[float, float]:
+        """Test accuracy of a sparse model before and after the fine-tuning stage ``stage``."""
+        before = self.evaluate(model, f"{stage} test (before fine-tuning)")
+        self.log(f"{label} layer before fine-tuning: test accuracy {before:.2f}%")
+        self.train(model, stage, self.fit_settings(finetune=True))
+        acc = self.evaluate(model, f"{stage} test")
+        self.log(f"{label} test accuracy {acc:.2f}%")
+        return before, acc
+
+    def class_names(self) -> list[str]:
+        return [str(x) for x in self.features()["class_names"].tolist()]
+
     def save_model(self, name: str, model: Backbone, meta: dict[str, Any]) -> None:
         if self.is_main:
             save_torch(self.path(name), model_state(model, self.data().in_channels,
