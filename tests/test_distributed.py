@@ -139,6 +139,29 @@ class _ReplacedHead(torch.nn.Module):
         return self.classifier(self.body(x))
 
 
+def _global_bn_steps(rank: int, world: int) -> list[torch.Tensor]:
+    """Three SGD steps of a BatchNorm net on this rank's slice of one global batch of 16;
+    with ``world == 1`` the whole batch in one process. Returns the state afterwards."""
+    from qpm.pipeline.batchnorm import global_batch_norm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(1))
+    x = torch.randn(16, 2, 5, 5) * 3 + 1
+    model(x[:2])  # materialise the lazy layer identically everywhere
+    net = D.wrap_model(model)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    part = x.chunk(world)[rank]
+    with global_batch_norm(model):
+        for _ in range(3):
+            opt.zero_grad()
+            net(part).pow(2).mean().backward()
+            opt.step()
+    assert type(model[1]).forward is torch.nn.BatchNorm2d.forward and "forward" not in vars(
+        model[1])  # the plain layer is back after the block
+    return [t.detach().clone() for t in model.state_dict().values()]
+
+
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -184,6 +207,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             opt.zero_grad()
             ddp(x).pow(2).mean().backward()
             opt.step()
+        result["global_bn"] = _global_bn_steps(ctx.rank, world)
         result["params"] = [p.detach().clone() for p in D.unwrap(ddp).parameters()]
         result["bn_before"] = model.body[1].running_mean.clone()
         D.broadcast_state(ddp)
@@ -227,3 +251,16 @@ def test_two_process_gloo_job(tmp_path):
     assert not torch.equal(r0["bn_before"], r1["bn_before"])  # drifted on different data
     assert torch.equal(r0["bn_after"], r1["bn_after"])
     assert torch.equal(r1["bn_after"], r0["bn_before"])
+    # BatchNorm over the global batch: two processes take exactly the one-process steps on
+    # the whole batch (weights, running mean/var, step count).
+    single = _global_bn_steps(0, 1)
+    for a, b, ref in zip(r0["global_bn"], r1["global_bn"], single, strict=True):
+        torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_global_batch_is_split_evenly_over_processes():
+    assert D.per_process_batch(64, 1) == 64
+    assert D.per_process_batch(64, 2) == 32  # same optimizer steps per epoch as one process
+    with pytest.raises(QPMError, match="multiple of 4"):
+        D.per_process_batch(30, 4)

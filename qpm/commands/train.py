@@ -53,7 +53,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="dense learning rate")
     t.add_argument("--classifier-lr", type=float, help="dense classifier learning rate")
     t.add_argument("--ft-lr", type=float, help="fine-tuning learning rate")
-    t.add_argument("--batch-size", type=int, help="batch size (per process)")
+    t.add_argument("--batch-size", type=int,
+                   help="training batch size (global: split evenly over torchrun processes)")
     t.add_argument("--beta", type=float, default=0.196, help="feature-diversity loss weight")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")

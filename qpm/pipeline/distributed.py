@@ -6,7 +6,7 @@ Every helper here is safe to call without ``torchrun``: with one process the con
 Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``
 in the environment) :func:`get_context` initialises ``torch.distributed`` with NCCL when the
 process has a GPU and gloo otherwise. Batch sizes given to :func:`make_loader` are *per
-process*: the global batch is ``batch_size * world_size``.
+process*; training settings hold the *global* batch, which :func:`per_process_batch` splits.
 """
 
 from __future__ import annotations
@@ -258,6 +258,18 @@ def make_loader(
         drop_last=drop_last,
         persistent_workers=workers > 0,
     )
+
+
+def per_process_batch(global_batch: int, world_size: int) -> int:
+    """The share of one process of the global training batch (the same number of optimizer
+    steps, hence the same training, on any number of processes)."""
+    if global_batch % world_size:
+        raise QPMError(
+            f"--batch-size {global_batch} is the global batch and does not split evenly over "
+            f"{world_size} processes.",
+            f"Pass a multiple of {world_size}, e.g. --batch-size "
+            f"{max(world_size, global_batch // world_size * world_size)}.")
+    return global_batch // world_size
 
 
 def auto_workers(limit: int = 8) -> int:

@@ -122,6 +122,7 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = print,
     stages = pipeline_stages(cfg.model_type)
     run_dir = Path(cfg.run_dir)
     ctx = RunContext(cfg, run_dir, log, dict(hooks or {}))
+    dist.per_process_batch(cfg.batch_size, dctx.world_size)  # fail before any work
     _check_static(cfg, ctx)
     records_path = run_dir / RECORDS
     # Every rank must take the same branches below (else collectives deadlock): use rank 0's

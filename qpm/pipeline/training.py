@@ -21,6 +21,7 @@ from qpm.errors import QPMError
 from qpm.models.diversity_loss import diversity_loss
 from qpm.pipeline import distributed as dist
 from qpm.pipeline.artifacts import ArtifactError, load_torch, save_torch
+from qpm.pipeline.batchnorm import global_batch_norm
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class FitSettings:
     weight_decay: float
     step_size: int
     gamma: float
-    batch_size: int
+    batch_size: int  # global: split evenly over torchrun processes
     beta: float = 0.196
     classifier_lr: float | None = None  # None: same as lr
     seed: int = 0
@@ -114,60 +115,63 @@ def fit(
 
     # Dropping the ragged last batch keeps BatchNorm away from batches of one.
     drop_last = len(dataset) > settings.batch_size
-    loader = dist.make_loader(dataset, settings.batch_size, shuffle=True, seed=settings.seed,
+    batch = dist.per_process_batch(settings.batch_size, ctx.world_size)
+    loader = dist.make_loader(dataset, batch, shuffle=True, seed=settings.seed,
                               workers=settings.workers, drop_last=drop_last)
     dist.channels_last(model, ctx.device)  # in place; GPU only
     net = dist.wrap_model(model)
     criterion = nn.CrossEntropyLoss()
-    for epoch in range(start, settings.epochs):
-        # Augmentation draws from the global RNG: seed it per epoch so a resume repeats it,
-        # and per rank so processes do not draw the same augmentations (rank 0 = 1 process).
-        torch.manual_seed(settings.seed * 100_003 + epoch + 7_919 * ctx.rank)
-        dist.set_epoch(loader, epoch)
-        net.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        bar = dist.main_only(loader, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
-                             leave=False, dynamic_ncols=True)
-        for images, labels in bar:
-            images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
-            labels = labels.to(ctx.device, non_blocking=True)
-            with dist.autocast_context(ctx.device):
-                out = net(images)
-                weight, used = dist.unwrap(net).classifier.class_feature_weights()
-                maps = out.feature_maps if used is None else out.feature_maps[:, used]
-                loss = criterion(out.logits.float(), labels)
-                if settings.beta > 0:
-                    loss = loss + diversity_loss(maps.float(), out.logits.float(), weight,
-                                                 settings.beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            n = labels.shape[0]
-            total_loss += float(loss.detach()) * n
-            correct += int((out.logits.argmax(1) == labels).sum())
-            seen += n
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-        bar.close()
-        scheduler.step()
-        seen_all = dist.all_reduce_sum(seen)
-        result.last_loss = dist.all_reduce_sum(total_loss) / max(seen_all, 1)
-        result.last_train_accuracy = 100.0 * dist.all_reduce_sum(correct) / max(seen_all, 1)
-        result.epochs_run += 1
-        # Every rank holds the same reduced loss, so all raise together (no collective hangs);
-        # raising before the checkpoint keeps the diverged weights out of the run folder.
-        check_finite_loss(result.last_loss, desc, epoch + 1)
-        log(f"{desc} epoch {epoch + 1}/{settings.epochs}: loss {result.last_loss:.4f}, "
-            f"train accuracy {result.last_train_accuracy:.2f}%")
-        if ctx.is_main:
-            save_torch(ckpt_path, {
-                "key": key, "epoch": epoch + 1,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-            })
-        dist.barrier()
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1)
+    # One process or several: BatchNorm normalises over the global batch.
+    with global_batch_norm(model):
+        for epoch in range(start, settings.epochs):
+            # Augmentation draws from the global RNG: seed it per epoch so a resume repeats it,
+            # and per rank so processes do not draw the same augmentations (rank 0 = 1 process).
+            torch.manual_seed(settings.seed * 100_003 + epoch + 7_919 * ctx.rank)
+            dist.set_epoch(loader, epoch)
+            net.train()
+            total_loss, correct, seen = 0.0, 0, 0
+            bar = dist.main_only(loader, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
+                                 leave=False, dynamic_ncols=True)
+            for images, labels in bar:
+                images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
+                labels = labels.to(ctx.device, non_blocking=True)
+                with dist.autocast_context(ctx.device):
+                    out = net(images)
+                    weight, used = dist.unwrap(net).classifier.class_feature_weights()
+                    maps = out.feature_maps if used is None else out.feature_maps[:, used]
+                    loss = criterion(out.logits.float(), labels)
+                    if settings.beta > 0:
+                        loss = loss + diversity_loss(maps.float(), out.logits.float(), weight,
+                                                     settings.beta)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                n = labels.shape[0]
+                total_loss += float(loss.detach()) * n
+                correct += int((out.logits.argmax(1) == labels).sum())
+                seen += n
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+            bar.close()
+            scheduler.step()
+            seen_all = dist.all_reduce_sum(seen)
+            result.last_loss = dist.all_reduce_sum(total_loss) / max(seen_all, 1)
+            result.last_train_accuracy = 100.0 * dist.all_reduce_sum(correct) / max(seen_all, 1)
+            result.epochs_run += 1
+            # Every rank holds the same reduced loss, so all raise together (no collective hangs);
+            # raising before the checkpoint keeps the diverged weights out of the run folder.
+            check_finite_loss(result.last_loss, desc, epoch + 1)
+            log(f"{desc} epoch {epoch + 1}/{settings.epochs}: loss {result.last_loss:.4f}, "
+                f"train accuracy {result.last_train_accuracy:.2f}%")
+            if ctx.is_main:
+                save_torch(ckpt_path, {
+                    "key": key, "epoch": epoch + 1,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                })
+            dist.barrier()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1)
     dist.dump_state_for_tests(model, f"{desc}-params", params_only=True)  # DDP kept in step?
     # BatchNorm statistics drift apart across ranks; make every rank hold rank 0's model.
     dist.broadcast_state(model)
