@@ -264,3 +264,36 @@ def test_global_batch_is_split_evenly_over_processes():
     assert D.per_process_batch(64, 2) == 32  # same optimizer steps per epoch as one process
     with pytest.raises(QPMError, match="multiple of 4"):
         D.per_process_batch(30, 4)
+
+
+class _RandomReads(torch.utils.data.Dataset):
+    """Each read returns its index and one draw from torch's global generator."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int):
+        return i, torch.rand(())
+
+
+def test_augmentation_depends_on_seed_epoch_and_sample_only():
+    def draws(world: int, epoch: int, seed: int = 3) -> dict[int, float]:
+        out = {}
+        for rank in range(world):
+            ctx = D.DistContext(rank, world, rank, rank == 0, torch.device("cpu"), None)
+            loader = D.make_loader(_RandomReads(), 2, shuffle=True, seed=seed, ctx=ctx)
+            D.set_epoch(loader, epoch)
+            torch.manual_seed(100 + rank)  # whatever the reader's own generator holds
+            for idx, val in loader:
+                out.update(zip(idx.tolist(), val.tolist(), strict=True))
+        return out
+
+    one = draws(1, 0)
+    assert one == draws(2, 0)  # two processes augment every sample as one process does
+    assert one != draws(1, 1) and one != draws(1, 0, seed=4)  # new epoch or seed: new draws
+    assert len(set(one.values())) == 10
+    from qpm.pipeline.seeded import SeededReads
+
+    state = torch.get_rng_state()
+    SeededReads(_RandomReads())[(4, 123)]
+    assert torch.equal(torch.get_rng_state(), state)  # a read leaves the generator as it was

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from qpm.errors import QPMError
+from qpm.pipeline.seeded import SeededReads, SeededSampler
 
 _TIMEOUT_ENV = "QPM_DIST_TIMEOUT_S"
 T = TypeVar("T")
@@ -236,15 +237,20 @@ def make_loader(
     The order is a deterministic function of ``(seed, epoch)`` in single-process runs too, so a
     resumed run sees the same batches; call :func:`set_epoch` before every epoch.
     ``pad=False`` (inference only) shards without repeating samples; see :class:`ShardSampler`.
+    Shuffled (training) loaders seed every sample's augmentation from ``(seed, epoch, index)``
+    (:mod:`qpm.pipeline.seeded`), so it does not depend on the number of processes.
     ``workers < 0`` picks :func:`auto_workers` on a GPU; CPU runs always load in-process.
     """
     ctx = ctx or get_context()
-    sampler: Sampler[int]
+    sampler: Sampler
     if pad or shuffle:
         sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
                                      shuffle=shuffle, seed=seed, drop_last=drop_last)
     else:
         sampler = ShardSampler(len(dataset), ctx.world_size, ctx.rank)
+    if shuffle:  # training: augment each sample the same way whoever reads it
+        sampler = SeededSampler(sampler, seed)
+        dataset = SeededReads(dataset)
     on_gpu = ctx.device.type == "cuda"
     # Workers and pinned memory pay off only when a GPU consumes batches asynchronously;
     # on a CPU the processes already share the cores among themselves.
