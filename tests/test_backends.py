@@ -217,6 +217,24 @@ def test_compiler_delta_matches_a_fresh_compile():
     np.testing.assert_allclose(rows(compiler.form), rows(fresh))
 
 
+def test_compiler_update_prices_new_variables_and_guards_old_ones():
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var([0, 1], bounds=(0, 1))
+    m.obj = pyo.Objective(expr=m.x[0] + 2 * m.x[1], sense=pyo.maximize)
+    m.c = pyo.Constraint(expr=m.x[0] + m.x[1] <= 1)
+    compiler = ModelCompiler(m)
+    m.y = pyo.Var(bounds=(0, 4))  # declared, mentioned by no row: still gets its column
+    m.obj.expr = m.x[0] + 2 * m.x[1] - 0.5 * m.y
+    delta = compiler.update()
+    np.testing.assert_array_equal(delta.c, [-0.5])
+    np.testing.assert_array_equal(compiler.form.c, [1.0, 2.0, -0.5])
+    m.c.deactivate()
+    assert compiler.active_form().n_rows == 0 and compiler.form.n_rows == 1
+    m.obj.expr = 3 * m.x[0] + 2 * m.x[1] - 0.5 * m.y
+    with pytest.raises(QPMError, match="objective changed"):
+        compiler.update()
+
+
 def test_unknown_backend_lists_choices():
     with pytest.raises(QPMError, match="highs"):
         get_backend("cplex")

@@ -191,3 +191,61 @@ def test_qpm_full_preset_keeps_the_straightforward_model():
     assert resolve_formulation("auto", problem) == "full"
     with pytest.raises(QPMError):
         resolve_formulation("cuts", problem)
+
+
+# -- one Pyomo model, compiled incrementally, on the chosen backend ------------------------
+def _dense(form):
+    return np.column_stack([form.A.toarray(), form.row_lo, form.row_hi])
+
+
+def test_the_cut_model_is_one_pyomo_model_compiled_incrementally():
+    import pyomo.environ as pyo
+
+    from qpm.assignment.compile import compile_model
+
+    problem = _instance(1, kind="collide")
+    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9))
+    cs.build()
+    used = cs.root(None)  # rows and columns arrive in many rounds
+    cs.pairs.close(np.flatnonzero(used[:5]))
+    cs.explicit_class(0)
+    grown = cs.rel.form(integral=True)
+    assert isinstance(cs.rel.model, pyo.ConcreteModel)
+    fresh = compile_model(cs.rel.model)  # the same Pyomo model compiled from scratch
+    assert [v.name for v in fresh.columns] == [v.name for v in grown.columns]
+    np.testing.assert_array_equal(fresh.c, grown.c)  # objective terms of late columns too
+    np.testing.assert_array_equal(fresh.integer, grown.integer)
+    np.testing.assert_array_equal(fresh.col_hi, grown.col_hi)
+    np.testing.assert_allclose(_dense(fresh), _dense(grown))
+    # Leaving rows out of the MIP deactivates them in the Pyomo model itself.
+    keep = np.ones(grown.n_rows, dtype=bool)
+    keep[problem.n_total:][::3] = False  # never the budget row
+    cut = cs.rel.form(integral=False, keep=keep)
+    assert not cut.integer.any() and cut.n_rows == keep.sum()
+    np.testing.assert_allclose(_dense(compile_model(cs.rel.model)), _dense(cut))
+
+
+@pytest.mark.parametrize("solver", ["highs", "scip", "gurobi"])
+def test_root_lp_and_mip_run_on_the_chosen_backend(solver):
+    backend = get_backend(solver)
+    ok, why = backend.available()
+    if not ok:
+        pytest.skip(why)
+    loads = []
+    original = backend.load
+
+    def spy(form):
+        loads.append(bool(form.integer.any()))
+        return original(form)
+
+    backend.load = spy
+    problem = _instance(28, kind="collide")
+    value, _, _ = brute_force(problem)
+    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9), backend)
+    cs.build()
+    cs.root(None)
+    assert loads == [False]  # the root LP went to this backend, integrality relaxed
+    assert cs.bound >= value - 1e-7  # and its optimum bounds the true optimum
+    res = solve_cuts(problem, backend, SolveOptions(threads=1, mip_gap=1e-9))
+    assert res.objective == pytest.approx(value, abs=1e-7)
+    assert loads[1] is False and True in loads[2:]  # root LP, then the MIP, same backend

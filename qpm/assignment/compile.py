@@ -6,6 +6,9 @@ repn for anything else) gives the matrix, so all backends see exactly the same m
 added to the Pyomo model later (lazy uniqueness, cuts) are compiled on their own by
 :meth:`ModelCompiler.update`, which returns only the new columns and rows, so a backend
 session can extend the model it already holds instead of receiving everything again.
+New variables may carry objective terms (the objective expression is then re-read; the
+coefficients of existing columns must not change), and compiled rows can be dropped from a
+later hand-off by deactivating their constraints (:meth:`ModelCompiler.active_form`).
 """
 
 from __future__ import annotations
@@ -205,24 +208,14 @@ class ModelCompiler:
         self._col = {id(v): j for j, v in enumerate(columns)}
         self._columns = columns
         self._rows: set[int] = set()
+        self._complete: dict[int, int] = {}  # component id -> members taken, all of them
+        #: the constraint behind each compiled row, in row order
+        self.row_constraints: list = []
+        self._objective = objectives[0]
         n_declared = len(columns)
         A, row_lo, row_hi = self._compile_rows()
-        obj_cols: list = []
-        obj_vals: list = []
-        try:
-            c0 = _terms(objectives[0].expr, 1.0, obj_cols, obj_vals, self._column)
-        except _Fallback:
-            obj_cols.clear()
-            obj_vals.clear()
-            repn = generate_standard_repn(objectives[0].expr, compute_values=True, quadratic=False)
-            if not repn.is_linear():
-                raise QPMError("The objective is not linear.", "Keep the model linear.") from None
-            obj_cols = [self._column(v) for v in repn.linear_vars]
-            obj_vals = [float(a) for a in repn.linear_coefs]
-            c0 = float(repn.constant)
+        c, c0 = self._compile_objective()
         n = len(columns)
-        c = np.zeros(n)
-        np.add.at(c, np.asarray(obj_cols, dtype=np.int64), np.asarray(obj_vals, dtype=np.float64))
         lo, hi, integer, start = _column_data(columns)
         if n > n_declared:  # variables of other blocks referenced by this model's rows
             A = _widen(A, n)
@@ -240,6 +233,72 @@ class ModelCompiler:
             start=start,
         )
 
+    def _compile_objective(self) -> tuple[np.ndarray, float]:
+        """Objective coefficients over the current columns (new variables get columns)."""
+        expr = self._objective.expr
+        self._objective_expr = expr
+        obj_cols: list = []
+        obj_vals: list = []
+        try:
+            c0 = _terms(expr, 1.0, obj_cols, obj_vals, self._column)
+        except _Fallback:
+            obj_cols.clear()
+            obj_vals.clear()
+            repn = generate_standard_repn(expr, compute_values=True, quadratic=False)
+            if not repn.is_linear():
+                raise QPMError("The objective is not linear.", "Keep the model linear.") from None
+            obj_cols = [self._column(v) for v in repn.linear_vars]
+            obj_vals = [float(a) for a in repn.linear_coefs]
+            c0 = float(repn.constant)
+        c = np.zeros(len(self._columns))
+        np.add.at(c, np.asarray(obj_cols, dtype=np.int64), np.asarray(obj_vals, dtype=np.float64))
+        return c, float(c0)
+
+    def _appended_objective(self) -> tuple[np.ndarray | None, float]:
+        """The objective's new terms alone, when the new expression is the compiled one with
+        terms appended (how growing models extend it); (None, 0) otherwise."""
+        old, new = self._objective_expr, self._objective.expr
+        if type(old) is not LinearExpression or type(new) is not LinearExpression:
+            return None, 0.0
+        head, args = old.args, new.args
+        if len(args) < len(head) or any(a is not b for a, b in zip(head, args, strict=False)):
+            return None, 0.0
+        cols: list = []
+        vals: list = []
+        try:
+            c0 = _terms(LinearExpression(list(args[len(head):])), 1.0, cols, vals, self._column)
+        except _Fallback:
+            return None, 0.0
+        self._objective_expr = new
+        c = np.zeros(len(self._columns))
+        np.add.at(c, np.asarray(cols, dtype=np.int64), np.asarray(vals, dtype=np.float64))
+        return c, float(c0)
+
+    def _register_new_variables(self) -> None:
+        """Columns for variables declared since the last compile, in declaration order (so a
+        model that appends variable blocks knows their column numbers in advance)."""
+        for v in self._unvisited(pyo.Var):
+            if not v.fixed and id(v) not in self._col:
+                self._column(v)
+
+    def _unvisited(self, ctype):
+        """Data objects of ``ctype`` components, skipping every component whose members
+        were all taken before (models that grow by new blocks stay cheap to update)."""
+        for comp in self.model.component_objects(ctype, active=True, descend_into=True):
+            n = len(comp)
+            if self._complete.get(id(comp)) == n:
+                continue
+            taken = True
+            for data in comp.values():
+                if ctype is pyo.Var:
+                    taken &= not data.fixed
+                elif not data.active:
+                    taken = False
+                    continue
+                yield data
+            if taken:  # a fixed variable or an inactive row may come back later
+                self._complete[id(comp)] = n
+
     def _column(self, v) -> int:
         j = self._col.get(id(v))
         if j is None:
@@ -255,9 +314,7 @@ class ModelCompiler:
         lo: list = []
         hi: list = []
         seen = self._rows
-        for con in self.model.component_data_objects(
-            pyo.Constraint, active=True, descend_into=True
-        ):
+        for con in self._unvisited(pyo.Constraint):
             key = id(con)
             if key in seen:
                 continue
@@ -265,6 +322,7 @@ class ModelCompiler:
             a, b = _row(con, cols, vals, self._column)
             if len(cols) == ptr[-1]:
                 continue  # no variables left (e.g. all fixed): nothing for a solver
+            self.row_constraints.append(con)
             ptr.append(len(cols))
             lo.append(a)
             hi.append(b)
@@ -283,18 +341,52 @@ class ModelCompiler:
         """Compile the constraints (and their new variables) added since the last call."""
         form = self.form
         before = form.n_cols
-        # New variables are appended to self._columns (= form.columns) as rows mention them.
+        # New variables are appended to self._columns (= form.columns): declared ones first,
+        # then any of another block that a new row mentions.
+        self._register_new_variables()
         A, lo, hi = self._compile_rows()
+        c_new = np.zeros(len(form.columns) - before)
+        if self._objective.expr is not self._objective_expr:
+            c, c0 = self._appended_objective()
+            if c is None:
+                c, c0 = self._compile_objective()
+                c[:before] -= form.c
+                c0 -= form.c0
+            if c0 != 0.0 or np.any(c[:before]):
+                raise QPMError(
+                    "The objective changed for variables that a solver already holds.",
+                    "Only give new variables objective terms, or compile the model afresh.")
+            c_new = c[before:]
         new_vars = form.columns[before:]
         n_total = len(form.columns)
+        if A.shape[1] < n_total:
+            A = _widen(A, n_total)
         clo, chi, integer, start = _column_data(new_vars)
-        delta = Delta(clo, chi, integer, np.zeros(len(new_vars)), start, A, lo, hi)
+        delta = Delta(clo, chi, integer, c_new, start, A, lo, hi)
         for name in ("col_lo", "col_hi", "integer", "c", "start"):
             setattr(form, name, np.concatenate([getattr(form, name), getattr(delta, name)]))
         form.A = sp.csr_array(sp.vstack([_widen(form.A, n_total), A], format="csr"))
         form.row_lo = np.concatenate([form.row_lo, lo])
         form.row_hi = np.concatenate([form.row_hi, hi])
         return delta
+
+    def active_form(self, relax_integrality: bool = False) -> MatrixForm:
+        """The compiled model without the rows whose constraints are now deactivated.
+
+        ``relax_integrality`` gives the LP relaxation (every column continuous).
+        """
+        form = self.form
+        active = np.fromiter((con.active for con in self.row_constraints), dtype=bool,
+                             count=len(self.row_constraints))
+        rows = np.flatnonzero(active)
+        return MatrixForm(
+            c=form.c, c0=form.c0, maximize=form.maximize,
+            A=form.A if rows.size == form.n_rows else sp.csr_array(form.A[rows]),
+            row_lo=form.row_lo[rows], row_hi=form.row_hi[rows],
+            col_lo=form.col_lo, col_hi=form.col_hi,
+            integer=np.zeros_like(form.integer) if relax_integrality else form.integer,
+            columns=form.columns, start=form.start,
+        )
 
     def current_start(self) -> np.ndarray:
         """The Pyomo variables' current values in column order (NaN where unset)."""

@@ -11,7 +11,9 @@ valid upper bound; every MIP answer is priced exactly from the arrays and repair
 feasible assignment, which gives the incumbent. The loop stops when the certified gap
 ``(bound - incumbent) / |incumbent|`` is at most ``mip_gap``, or at the deadline.
 
-Stages: (1) root: the LP relaxation (always on HiGHS) with top-k cuts, lazy McCormick pairs
+The model is a Pyomo model (:class:`~qpm.assignment.relaxation.Relaxation`) compiled
+incrementally by the same compiler as the full formulation, and every stage runs on the chosen
+backend. Stages: (1) root: the LP relaxation with top-k cuts, lazy McCormick pairs
 and clique rows until none is violated or the bound stalls; every LP optimum is a bound, and
 each converged LP point is rounded and polished by the swap search for incumbents. (2) The
 final LP support plus the incumbent get a y column for all their pairs, every other pair
@@ -33,6 +35,7 @@ import time
 import numpy as np
 
 from qpm.assignment.backends.base import SolveOptions
+from qpm.assignment.heuristic import SwapSearch
 from qpm.assignment.penalty import PairModel, separate_cliques
 from qpm.assignment.presets import get_preset
 from qpm.assignment.problem import AssignmentProblem
@@ -79,7 +82,7 @@ class _Incumbent:
 class CutSolver:
     """State of one cut-formulation solve; :func:`solve_cuts` is the entry point."""
 
-    def __init__(self, problem: AssignmentProblem, opts: SolveOptions) -> None:
+    def __init__(self, problem: AssignmentProblem, opts: SolveOptions, backend=None) -> None:
         rules = get_preset(problem.preset).rules
         if not rules.per_class_exact:
             raise QPMError(
@@ -87,6 +90,11 @@ class CutSolver:
                 f"{problem.preset!r} uses a total budget.",
                 "Use --formulation full (or auto) for this preset.",
             )
+        if backend is None:
+            from qpm.assignment.backends.highs import HighsBackend
+
+            backend = HighsBackend()
+        self.backend = backend
         self.problem, self.opts, self.unique = problem, opts, rules.unique_columns
         self.F, self.C = problem.A.shape
         self.n, self.k = problem.n_features, problem.per_class
@@ -100,7 +108,7 @@ class CutSolver:
         self.nogoods: set[tuple[int, int, tuple[int, ...]]] = set()
         self.times = SolveTimes()
         self.rounds = 0
-        self.polisher = None
+        self.polisher: SwapSearch | None = None
         self.last_x: np.ndarray | None = None
         self.lp_rows = 0  # rows the last root LP had
         self.lp_seconds: list[float] = []
@@ -109,9 +117,9 @@ class CutSolver:
     def build(self) -> None:
         F, C, k = self.F, self.C, self.k
         top = np.sort(self.problem.A, axis=0)[::-1][:k].sum(axis=0)  # theta never exceeds it
-        self.rel.add_cols(np.zeros(F), 1.0, True, self.problem.bias)
-        self.rel.add_cols(np.full(C, -np.inf), top, False, self.problem.scale)
-        self.rel.add_rows([0, F], np.arange(F), np.ones(F), [self.n], [self.n])
+        self.rel.add_cols(np.zeros(F), 1.0, True, self.problem.bias, kind="s")
+        self.rel.add_cols(np.full(C, -np.inf), top, False, self.problem.scale, kind="theta")
+        self.rel.add_rows([0, F], np.arange(F), np.ones(F), [self.n], [self.n], kind="budget")
         # Seed cuts at a few thresholds per class (the k-th .. 8k-th largest value).
         self.rel.add_cuts(self.tk.rank_cuts(np.unique([k, k + 1, 2 * k, 4 * k, 8 * k])))
         if self.best.mask is not None:
@@ -134,11 +142,9 @@ class CutSolver:
     def root(self, deadline: float | None, final: float | None = None) -> np.ndarray:
         """The root cut loop until ``deadline``; past it, on until ``final`` (the overall
         deadline) when the time left would be too short to branch anyway."""
-        from qpm.assignment.backends.highs import HighsBackend
-
         F, C = self.F, self.C
         t0 = time.perf_counter()
-        lp = HighsBackend().load(self.rel.form(integral=False))
+        lp = self.backend.load(self.rel.form(integral=False))
         self.times.handoff += time.perf_counter() - t0
         cursor = self.rel.cursor()
         used = np.zeros(F, dtype=bool)
@@ -194,20 +200,15 @@ class CutSolver:
     # -- incumbents from relaxation points ----------------------------------------------------
     def polish(self, scores: np.ndarray, deadline: float | None, tries: int = 1) -> None:
         """Round a point (top n by score, then random roundings) and run the swap search."""
-        from qpm.assignment import heuristic as heur
-
         if self.polisher is None:
-            search = heur._Search(self.problem)
-            self.polisher = (search, heur._Exact(self.problem, search,
-                                                 get_preset(self.problem.preset).rules))
-        search, exact = self.polisher
+            self.polisher = SwapSearch(self.problem)
         rng = np.random.default_rng(self.rounds + tries)
         for t in range(tries):
             if deadline is not None and time.perf_counter() >= deadline:
                 break
             noisy = scores if t == 0 else scores + 0.5 * rng.random(scores.size)
             sel = np.sort(np.argsort(-noisy, kind="stable")[: self.n])
-            sel = exact.local_search(search.local_search(sel, deadline), deadline)
+            sel = self.polisher.improve(sel, deadline)
             mask = np.zeros(self.F, dtype=bool)
             mask[sel] = True
             W = self.tk.decode(mask) if not self.unique else unique_columns(
@@ -234,14 +235,15 @@ class CutSolver:
     def explicit_class(self, c: int) -> None:
         """w_ic columns for class c: w_ic <= s_i, sum_i w_ic = k, theta_c <= A_c . w_c."""
         F = self.F
-        first = self.rel.add_cols(np.zeros(F), 1.0, True, 0.0)
+        first = self.rel.add_cols(np.zeros(F), 1.0, True, 0.0, kind=f"w{c}")
         self.wcol[c] = first
         cols = first + np.arange(F)
         self.rel.add_fixed_width(np.stack([cols, np.arange(F)], 1),
-                                 np.tile([1.0, -1.0], (F, 1)), -np.inf, 0.0)
-        self.rel.add_rows([0, F], cols, np.ones(F), [self.k], [self.k])
+                                 np.tile([1.0, -1.0], (F, 1)), -np.inf, 0.0, kind=f"w{c}_link")
+        self.rel.add_rows([0, F], cols, np.ones(F), [self.k], [self.k], kind=f"w{c}_count")
         self.rel.add_rows([0, F + 1], np.concatenate([[F + c], cols]),
-                          np.concatenate([[1.0], -self.problem.A[:, c]]), [-np.inf], [0.0])
+                          np.concatenate([[1.0], -self.problem.A[:, c]]), [-np.inf], [0.0],
+                          kind=f"w{c}_value")
 
     def collisions(self, W: np.ndarray) -> list[tuple[int, int, tuple[int, ...]]]:
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -263,7 +265,8 @@ class CutSolver:
                 self.explicit_class(e)
         S_arr = np.asarray(S, dtype=np.int64)
         idx = np.concatenate([self.wcol[c] + S_arr, self.wcol[d] + S_arr])
-        self.rel.add_rows([0, idx.size], idx, np.ones(idx.size), [-np.inf], [2 * self.k - 1])
+        self.rel.add_rows([0, idx.size], idx, np.ones(idx.size), [-np.inf], [2 * self.k - 1],
+                          kind="nogood")
         return True
 
     def examine(self, x: np.ndarray, relaxed_value: float | None) -> bool:
@@ -364,14 +367,14 @@ def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = 
     ``opts`` (:class:`~qpm.assignment.backends.base.SolveOptions`): ``start`` a feasible
     solution used as incumbent and warm start, ``deadline``/``time_limit`` the time budget,
     ``mip_gap`` the certified relative gap to stop at, ``threads`` solver threads,
-    ``progress`` one line per round on stderr. The root LP always runs on HiGHS (it is a
-    cut-generation step); the MIP runs on ``backend``. ``status`` is "optimal" when the gap
+    ``progress`` one line per round on stderr. The root LP and the MIP both run on
+    ``backend``. ``status`` is "optimal" when the gap
     between the best bound and the returned (feasible) assignment is at most ``mip_gap``.
     """
     opts = opts or SolveOptions()
     if opts.deadline is None and opts.time_limit is not None:
         opts.deadline = time.perf_counter() + float(opts.time_limit)
-    cs = CutSolver(problem, opts)
+    cs = CutSolver(problem, opts, backend)
     begin = time.perf_counter()
     if opts.start is not None:
         mask = np.zeros(cs.F, dtype=bool)

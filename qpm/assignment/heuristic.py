@@ -245,6 +245,22 @@ class _Exact:
         return sel
 
 
+class SwapSearch:
+    """The improvement step of the heuristic, public for the cut formulation's roundings:
+    swap search on the surrogate value, then on the true value under the preset's rules."""
+
+    def __init__(self, problem: AssignmentProblem) -> None:
+        self.search = _Search(problem)
+        self.exact = _Exact(problem, self.search, get_preset(problem.preset).rules)
+
+    def greedy(self) -> np.ndarray:
+        return self.search.greedy()
+
+    def improve(self, sel: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """A selection no shortlisted single swap improves (or the best by ``deadline``)."""
+        return self.exact.local_search(self.search.local_search(sel, deadline), deadline)
+
+
 def heuristic_solution(
     problem: AssignmentProblem,
     restarts: int = 1,
@@ -260,15 +276,13 @@ def heuristic_solution(
     start = time.perf_counter()
     deadline = None if time_limit is None else start + float(time_limit)
     rules = get_preset(problem.preset).rules
-    search = _Search(problem)
+    swaps = SwapSearch(problem)
     rng = np.random.default_rng(seed)
 
-    exact = _Exact(problem, search, rules)
-
     def improve(trial: np.ndarray) -> np.ndarray:
-        return exact.local_search(search.local_search(trial, deadline), deadline)
+        return swaps.improve(trial, deadline)
 
-    sel = improve(search.greedy())
+    sel = improve(swaps.greedy())
     best_w, best_obj = _finish(problem, sel, rules)
     best_sel = sel
     F, n = problem.n_total, problem.n_features

@@ -48,10 +48,11 @@ class PairModel:
         m = pairs.size
         if m == 0:
             return 0
-        first = self.rel.add_cols(np.zeros(m), np.inf, False, -self.pw[pairs])
+        first = self.rel.add_cols(np.zeros(m), np.inf, False, -self.pw[pairs], kind="y")
         self.ycol[pairs] = first + np.arange(m)
         idx = np.stack([self.pi[pairs], self.pj[pairs], self.ycol[pairs]], axis=1)
-        self.rel.add_fixed_width(idx, np.tile([1.0, 1.0, -1.0], (m, 1)), -np.inf, 1.0)
+        self.rel.add_fixed_width(idx, np.tile([1.0, 1.0, -1.0], (m, 1)), -np.inf, 1.0,
+                                  kind="pair")
         return m
 
     def y_values(self, x: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -92,7 +93,7 @@ class PairModel:
             w = wts[a:a + c]
             cap[t] = w.sum() if c <= self.n else np.partition(w, c - self.n)[c - self.n:].sum()
         m = feats.size
-        first = self.rel.add_cols(np.zeros(m), np.inf, False, -1.0)
+        first = self.rel.add_cols(np.zeros(m), np.inf, False, -1.0, kind="z")
         zc = first + np.arange(m)
         # row: sum_j w_ij s_j + U_i s_i - z_i <= U_i
         indptr = np.concatenate([[0], np.cumsum(counts + 2)])
@@ -102,7 +103,7 @@ class PairModel:
         idx[body], val[body] = other, wts
         idx[indptr[1:] - 2], val[indptr[1:] - 2] = feats, cap
         idx[indptr[1:] - 1], val[indptr[1:] - 1] = zc, -1.0
-        self.rel.add_rows(indptr, idx, val, np.full(m, -np.inf), cap)
+        self.rel.add_rows(indptr, idx, val, np.full(m, -np.inf), cap, kind="star")
         self.star_cols, self.star_feats, self.star_cap = zc, feats, cap
         return added, m
 
@@ -191,5 +192,6 @@ def separate_cliques(model: PairModel, x: np.ndarray, limit: int = 500, max_size
         hi.append(alpha * (alpha + 1) / 2.0)
     if not hi:
         return 0
-    model.rel.add_rows(indptr, idx, val, np.full(len(hi), -np.inf), hi, optional=True)
+    model.rel.add_rows(indptr, idx, val, np.full(len(hi), -np.inf), hi, optional=True,
+                       kind="clique")
     return len(hi)

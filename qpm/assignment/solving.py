@@ -10,7 +10,6 @@ the independent verifier before it is returned.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 
@@ -37,14 +36,8 @@ def _say(progress: bool, text: str) -> None:
         print(f"[qpm solve] {text}", file=sys.stderr, flush=True)
 
 
-def _cuts_available() -> bool:
-    try:
-        return importlib.util.find_spec("qpm.assignment.cutmodel") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-# Presets whose whole problem the cut formulation knows (it never sees a Pyomo model).
+# Presets whose rules the cut formulation builds itself; a user preset's apply() acts on the
+# full model's w variables, which the cut model has only for a few classes.
 CUT_PRESETS = ("qpm", "qpm-iterative", "no-redundancy")
 
 
@@ -55,7 +48,7 @@ def resolve_formulation(formulation: str, problem: AssignmentProblem) -> str:
         raise QPMError(
             f"Unknown formulation {formulation!r}.", f"Choose one of: {', '.join(FORMULATIONS)}."
         )
-    fits = problem.preset in CUT_PRESETS and _cuts_available()
+    fits = problem.preset in CUT_PRESETS
     if formulation == "cuts" and not fits:
         raise QPMError(
             f"The cut formulation cannot solve preset {problem.preset!r}: it handles only "
