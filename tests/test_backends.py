@@ -192,6 +192,28 @@ def test_sessions_grow_by_rows_and_columns(solver, monkeypatch):
     assert session.solve().status == "infeasible"
 
 
+@pytest.mark.parametrize("solver", EXACT)
+def test_lp_sessions_grow_and_resolve(solver):
+    _usable(solver)
+    form = _toy_form()
+    form.integer = np.zeros(2, dtype=bool)  # the LP relaxation: what the cut loop re-solves
+    session = get_backend(solver).load(form)
+    if solver == "scip":
+        assert type(session).__name__ == "ScipLPSession"  # warm-started LP interface
+    assert session.solve().objective == pytest.approx(3.5)
+    session.add_rows(sp.csr_array(np.array([[1.0, 1.0]])), np.array([-np.inf]), np.array([1.5]))
+    out = session.solve()
+    assert out.status == "optimal" and out.objective == pytest.approx(3.0)
+    np.testing.assert_allclose(out.x, [0.5, 1.0], atol=1e-7)
+    # a column worth 3 per unit in [0, 2], sharing a budget with x1: x1 + x2 <= 1
+    session.add_columns(np.zeros(1), np.full(1, 2.0), np.zeros(1, dtype=bool), np.array([3.0]))
+    session.add_rows(sp.csr_array(np.array([[0.0, 1.0, 1.0]])), np.array([-np.inf]),
+                     np.array([1.0]))
+    out = session.solve()
+    assert out.objective == pytest.approx(1.0 + 3.0 + 0.5)  # x = (1, 0, 1)
+    np.testing.assert_allclose(out.x, [1.0, 0.0, 1.0], atol=1e-7)
+
+
 def test_compiler_delta_matches_a_fresh_compile():
     problem = small_problem(0, "qpm-iterative")
     model = build_model(problem)

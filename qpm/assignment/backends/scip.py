@@ -266,5 +266,9 @@ class ScipBackend(Backend):
 
         return f"{pyscipopt.Model().version()} (pyscipopt {pyscipopt.__version__})"
 
-    def load(self, form: MatrixForm) -> ScipSession:
+    def load(self, form: MatrixForm) -> Session:
+        if not form.integer.any():  # a pure LP: SCIP's LP interface keeps its basis
+            from qpm.assignment.backends.scip_lp import ScipLPSession
+
+            return ScipLPSession(form)
         return ScipSession(form)
