@@ -328,3 +328,15 @@ def test_highs_solves_in_one_process_with_changing_thread_counts():
         result = solve(problem, solver="highs", threads=threads)
         assert result.status == "optimal", (threads, result.message)
         assert result.objective == pytest.approx(value, abs=1e-6)
+
+
+def test_status_codes_and_bounds_map_the_same_way_for_every_backend():
+    from qpm.assignment.backends.base import classify, proven_bound
+
+    codes = dict(optimal=(1,), stopped=(2, 3), infeasible=(4,))
+    assert [classify(c, *codes.values()) for c in (1, 2, 3, 4, 9)] == [
+        "optimal", "time_limit", "time_limit", "infeasible", "error"]
+    assert proven_bound("time_limit", 5.0) == 5.0
+    assert proven_bound("infeasible", 5.0) is None  # no bound without a finished search
+    assert proven_bound("optimal", float("inf")) is None
+    assert proven_bound("optimal", 1e20, infinity=1e19) is None  # the solver's "infinity"

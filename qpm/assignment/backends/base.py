@@ -8,6 +8,7 @@ warm-started; that is what the iterative presets and the cut formulation rely on
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -35,6 +36,27 @@ class BackendOutcome:
     @property
     def has_solution(self) -> bool:
         return self.x is not None
+
+
+def classify(raw, optimal, stopped, infeasible) -> str:
+    """One of :data:`STATUSES` for a solver's own status code ``raw``, given which of its
+    codes mean optimal, stopped early by a limit, and infeasible (anything else: error)."""
+    if raw in optimal:
+        return "optimal"
+    if raw in stopped:
+        return "time_limit"
+    if raw in infeasible:
+        return "infeasible"
+    return "error"
+
+
+def proven_bound(status: str, value: float | None, infinity: float = math.inf) -> float | None:
+    """A solver's dual bound where it proves one: after an optimal or stopped solve, finite
+    and below the solver's own ``infinity``."""
+    if status not in ("optimal", "time_limit") or value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and abs(value) < infinity else None
 
 
 class LicenceLimit(Exception):

@@ -8,13 +8,19 @@ used in full, and a model over the limit raises :class:`LicenceLimit` before any
 from __future__ import annotations
 
 import functools
-import math
 import time
 
 import numpy as np
 import scipy.sparse as sp
 
-from qpm.assignment.backends.base import Backend, BackendOutcome, LicenceLimit, Session
+from qpm.assignment.backends.base import (
+    Backend,
+    BackendOutcome,
+    LicenceLimit,
+    Session,
+    classify,
+    proven_bound,
+)
 from qpm.assignment.compile import MatrixForm
 
 SIZE_LIMIT = 2000  # variables and linear constraints under the size-limited licence
@@ -116,22 +122,15 @@ class GurobiSession(Session):
             return BackendOutcome("error", message=f"Gurobi error {exc.errno}: {exc}")
         seconds = time.perf_counter() - t0
         st = m.Status
-        if st == GRB.OPTIMAL:
-            status = "optimal"
-        elif st in (GRB.TIME_LIMIT, GRB.INTERRUPTED, GRB.NODE_LIMIT, GRB.SOLUTION_LIMIT):
-            status = "time_limit"
-        elif st in (GRB.INFEASIBLE, GRB.INF_OR_UNBD):
-            status = "infeasible"
-        else:
-            status = "error"
+        status = classify(st, (GRB.OPTIMAL,),
+                          (GRB.TIME_LIMIT, GRB.INTERRUPTED, GRB.NODE_LIMIT, GRB.SOLUTION_LIMIT),
+                          (GRB.INFEASIBLE, GRB.INF_OR_UNBD))
         x = objective = bound = None
         if m.SolCount > 0 and status != "infeasible":
             x = np.asarray(gp.MVar.fromlist(self._vars).X, dtype=np.float64)
             objective = float(m.ObjVal)
-        if status in ("optimal", "time_limit") and m.IsMIP:
-            bound = float(m.ObjBound)
-            if not math.isfinite(bound) or abs(bound) >= GRB.INFINITY:
-                bound = None
+        if m.IsMIP and status in ("optimal", "time_limit"):  # else ObjBound raises
+            bound = proven_bound(status, m.ObjBound, infinity=GRB.INFINITY)
         return BackendOutcome(
             status=status,
             x=x,

@@ -10,7 +10,13 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from qpm.assignment.backends.base import Backend, BackendOutcome, Session
+from qpm.assignment.backends.base import (
+    Backend,
+    BackendOutcome,
+    Session,
+    classify,
+    proven_bound,
+)
 from qpm.assignment.compile import MatrixForm
 
 
@@ -136,19 +142,12 @@ class HighsSession(Session):
         ms = h.getModelStatus()
         info = h.getInfo()
         S = hs.HighsModelStatus
-        if ms == S.kOptimal:
-            status = "optimal"
-        elif ms in (S.kTimeLimit, S.kInterrupt, S.kIterationLimit, S.kSolutionLimit):
-            status = "time_limit"
-        elif ms in (S.kInfeasible, S.kUnboundedOrInfeasible):
-            status = "infeasible"
-        else:
-            status = "error"
+        status = classify(ms, (S.kOptimal,),
+                          (S.kTimeLimit, S.kInterrupt, S.kIterationLimit, S.kSolutionLimit),
+                          (S.kInfeasible, S.kUnboundedOrInfeasible))
         has_x = info.primal_solution_status == 2  # kSolutionStatusFeasible
         x = np.asarray(h.getSolution().col_value, dtype=np.float64) if has_x else None
-        bound = float(info.mip_dual_bound) if status in ("optimal", "time_limit") else None
-        if bound is not None and not math.isfinite(bound):
-            bound = None
+        bound = proven_bound(status, info.mip_dual_bound)
         return BackendOutcome(
             status=status,
             x=x,

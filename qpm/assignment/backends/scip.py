@@ -19,7 +19,13 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from qpm.assignment.backends.base import Backend, BackendOutcome, Session
+from qpm.assignment.backends.base import (
+    Backend,
+    BackendOutcome,
+    Session,
+    classify,
+    proven_bound,
+)
 from qpm.assignment.compile import MatrixForm
 
 
@@ -220,15 +226,11 @@ class ScipSession(Session):
         m.optimize()
         seconds = time.perf_counter() - t0
         raw = m.getStatus()
-        if raw in ("optimal", "gaplimit"):
-            status = "optimal"
-        elif raw in ("timelimit", "userinterrupt", "nodelimit", "totalnodelimit", "stallnodelimit",
-                     "memlimit", "sollimit", "bestsollimit", "restartlimit"):
-            status = "time_limit"
-        elif raw in ("infeasible", "inforunbd"):
-            status = "infeasible"
-        else:
-            status = "error"
+        status = classify(raw, ("optimal", "gaplimit"),
+                          ("timelimit", "userinterrupt", "nodelimit", "totalnodelimit",
+                           "stallnodelimit", "memlimit", "sollimit", "bestsollimit",
+                           "restartlimit"),
+                          ("infeasible", "inforunbd"))
         x = objective = None
         if m.getNSols() > 0 and status != "infeasible":
             best = m.getBestSol()
@@ -237,9 +239,7 @@ class ScipSession(Session):
                 x = self._solution_from_file()
             else:
                 x = np.array([m.getSolVal(best, v) for v in self._vars], dtype=np.float64)
-        bound = float(m.getDualbound()) if status in ("optimal", "time_limit") else None
-        if bound is not None and not (math.isfinite(bound) and abs(bound) < 1e19):
-            bound = None
+        bound = proven_bound(status, m.getDualbound(), infinity=1e19)
         return BackendOutcome(
             status=status,
             x=x,
