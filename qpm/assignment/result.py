@@ -11,7 +11,9 @@ import numpy as np
 
 from qpm.errors import QPMError
 
-STATUSES = ("optimal", "time_limit", "infeasible", "error")
+# "feasible": a verified assignment from a method that proves no bound (the greedy heuristic);
+# "time_limit": an exact solver stopped by its limit (with its best assignment, if any).
+STATUSES = ("optimal", "feasible", "time_limit", "infeasible", "error")
 
 
 @dataclass

@@ -212,7 +212,7 @@ def solve_greedy(problem: AssignmentProblem, backend, opts: SolveOptions) -> Ass
     h = backend.run(problem, opts.remaining())
     times = SolveTimes(solve=time.perf_counter() - t0)
     answer = (selection_mask(problem, h.selected), h.matrix)
-    return _result(problem, backend.name, "time_limit", answer, None, times,
+    return _result(problem, backend.name, "feasible", answer, None, times,
                    "heuristic solution; optimality not proven")
 
 

@@ -18,7 +18,9 @@ import scipy.sparse as sp
 
 from qpm.assignment.compile import MatrixForm, ModelCompiler
 
-STATUSES = ("optimal", "time_limit", "infeasible", "error")
+# "feasible": a verified assignment from a method that proves no bound (the greedy heuristic);
+# "time_limit": an exact solver stopped by its limit (with its best assignment, if any).
+STATUSES = ("optimal", "feasible", "time_limit", "infeasible", "error")
 
 
 @dataclass

@@ -55,7 +55,7 @@ class GreedyBackend(Backend):
         h = self.run(problem, time_limit)
         set_start(model, problem, selection_mask(problem, h.selected), h.matrix)
         return BackendOutcome(
-            status="time_limit",
+            status="feasible",
             objective=float(h.objective),
             solve_seconds=time.perf_counter() - t0,
             message="heuristic solution; optimality not proven",
