@@ -202,13 +202,12 @@ class ModelCompiler:
                 f"The model has {len(objectives)} active objectives; exactly one is needed.",
                 "Deactivate the extra objectives in the preset.",
             )
-        columns = [
-            v for v in model.component_data_objects(pyo.Var, descend_into=True) if not v.fixed
-        ]
+        self._complete: dict[int, int] = {}  # component id -> members taken, all of them
+        # Through _unvisited so that update() skips these variable blocks later.
+        columns = [v for v in self._unvisited(pyo.Var) if not v.fixed]
         self._col = {id(v): j for j, v in enumerate(columns)}
         self._columns = columns
         self._rows: set[int] = set()
-        self._complete: dict[int, int] = {}  # component id -> members taken, all of them
         #: the constraint behind each compiled row, in row order
         self.row_constraints: list = []
         self._objective = objectives[0]
