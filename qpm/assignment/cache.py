@@ -3,14 +3,12 @@
 SIMS.npz holds ``A`` (F, C), optionally ``R`` (F, F), ``b`` (F,), ``class_names`` and
 ``feature_names`` (unicode arrays, never object arrays) and ``format_version`` = 1.
 FEATURES.npz holds ``features`` (N, F), ``labels`` (N,) and optionally ``b`` (F,).
-Both are read with ``allow_pickle=False``; every way a file can be unusable is a QPMError.
+Both are read through :func:`qpm.io.read_npz` (declared shapes, dtypes and memory checked
+before anything is allocated; never pickle); every way a file can be unusable is a QPMError.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 
 from qpm.assignment.problem import AssignmentProblem
 from qpm.errors import QPMError
+from qpm.io import Header, read_npz, save_npz
 
 FORMAT_VERSION = 1
 
@@ -54,20 +53,6 @@ def _names(values, what: str) -> np.ndarray | None:
     return arr
 
 
-def atomic_savez(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an uncompressed .npz atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_similarities(
     path: str | Path,
     A: np.ndarray,
@@ -90,50 +75,15 @@ def save_similarities(
         names = _names(values, key)
         if names is not None:
             arrays[key] = names
-    atomic_savez(path, arrays)
+    save_npz(path, **arrays)
     return Path(path)
-
-
-def _open_npz(path: str | Path, what: str, fix: str) -> dict[str, np.ndarray]:
-    """All arrays of an .npz file, or a QPMError saying why it cannot be read safely."""
-    path = Path(path)
-    if not path.exists():
-        raise QPMError(f"{what} file {path} does not exist.", fix)
-    if path.is_dir():
-        raise QPMError(f"{what} path {path} is a folder, not an .npz file.", fix)
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except OSError as exc:
-        raise QPMError(f"{what} file {path} cannot be read ({exc.strerror}).", fix) from None
-    if not magic.startswith(b"PK"):
-        kind = "a single .npy array" if magic.startswith(b"\x93NUMPY") else "not a zip archive"
-        raise QPMError(f"{what} file {path} is not an .npz file ({kind}).", fix)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
-            raise QPMError(
-                f"{what} file {path} contains object arrays that need pickle to load, "
-                "which is refused for safety.",
-                "Rewrite it with plain numeric arrays and names as unicode string arrays.",
-            ) from None
-        raise QPMError(f"{what} file {path} is not a valid .npz file ({exc}).", fix) from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise QPMError(
-            f"{what} file {path} is corrupt or truncated ({type(exc).__name__}: {exc}).", fix
-        ) from None
-    for key, value in arrays.items():
-        if not isinstance(value, np.ndarray):  # a zip member that is not a .npy array
-            raise QPMError(f"{what} file {path} is corrupt: member {key!r} is not an array.", fix)
-    return arrays
 
 
 def load_similarities(path: str | Path) -> SimilarityFile:
     """Read SIMS.npz written by :func:`save_similarities` (or by hand, same keys)."""
     fix = "Recreate it with `qpm similarities FEATURES.npz -o SIMS.npz`."
-    data = _open_npz(path, "Similarity", fix)
+    data = read_npz(path, SIMS_KEYS, what="Similarity", fix=fix,
+                    check=lambda h: _check_sims_shapes(h, path, fix), factor=2.0)
     version = data.get("format_version")
     if version is None or version.shape != () or not np.issubdtype(version.dtype, np.integer):
         raise QPMError(f"Similarity file {path} has no integer format_version.", fix)
@@ -151,7 +101,8 @@ def load_similarities(path: str | Path) -> SimilarityFile:
         if arr is not None:
             if arr.ndim != 1 or arr.dtype.kind not in "US":
                 raise QPMError(f"{key} in {path} must be a 1-D string array.", fix)
-            names[key] = tuple(str(x) for x in arr.tolist())
+            names[key] = tuple(x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+                               for x in arr.tolist())
     for key in ("A", "R", "b"):
         arr = data.get(key)
         if arr is not None and not np.issubdtype(arr.dtype, np.number):
@@ -177,11 +128,68 @@ class FeatureFile:
 def load_features(path: str | Path) -> FeatureFile:
     """Read FEATURES.npz: ``features`` (N, F), ``labels`` (N,), optional ``b`` (F,)."""
     fix = "Check the path; save features with numpy.savez(path, features=X, labels=y)."
-    data = _open_npz(path, "Features", fix)
-    for key in ("features", "labels"):
-        if key not in data:
-            raise QPMError(f"Features file {path} has no array '{key}'.", fix)
+    data = read_npz(path, ("features", "labels", "b"), what="Features", fix=fix,
+                    required=("features", "labels"),
+                    check=lambda h: _check_feature_shapes(h, path, fix), factor=2.0)
+    labels = _checked_labels(data["labels"], path, fix)
     b = data.get("b")
-    if b is not None and (b.ndim != 1 or not np.issubdtype(b.dtype, np.number)):
-        raise QPMError(f"'b' in {path} must be a 1-D numeric array.", fix)
-    return FeatureFile(data["features"], data["labels"], None if b is None else b.astype(float))
+    return FeatureFile(data["features"], labels, None if b is None else b.astype(float))
+
+
+SIMS_KEYS = ("A", "R", "b", "class_names", "feature_names", "format_version")
+NUMERIC = "biuf"
+
+
+def _check_sims_shapes(h: dict[str, Header], path, fix: str) -> None:
+    """Refuse declared shapes that do not fit together, before anything is allocated."""
+    if "A" not in h:
+        return  # reported with the other content checks
+    if len(h["A"].shape) != 2:
+        raise QPMError(f"'A' in {path} must be 2-D (features x classes), got shape "
+                       f"{h['A'].shape}.", fix)
+    F, C = h["A"].shape
+    expected = {"R": (F, F), "b": (F,), "class_names": (C,), "feature_names": (F,)}
+    for key, shape in expected.items():
+        if key in h and h[key].shape != shape:
+            raise QPMError(f"{key} has shape {h[key].shape} in {path}, but A is {F} x {C}, "
+                           f"so it must be {shape}.", fix)
+    for key in ("A", "R", "b"):
+        if key in h and h[key].dtype.kind not in NUMERIC:
+            raise QPMError(f"'{key}' in {path} is not numeric (dtype {h[key].dtype}).", fix)
+
+
+def _check_feature_shapes(h: dict[str, Header], path, fix: str) -> None:
+    from qpm.io import require_memory
+
+    X, y = h["features"], h["labels"]
+    if len(X.shape) != 2 or X.dtype.kind not in NUMERIC:
+        raise QPMError(f"'features' in {path} must be a 2-D numeric array (samples x features), "
+                       f"got shape {X.shape} dtype {X.dtype}.", fix)
+    N, F = X.shape
+    if y.shape != (N,) or y.dtype.kind not in NUMERIC:
+        raise QPMError(f"'labels' in {path} must be 1-D numeric with one entry per sample "
+                       f"({N}), got shape {y.shape} dtype {y.dtype}.", fix)
+    if "b" in h and (h["b"].shape != (F,) or h["b"].dtype.kind not in NUMERIC):
+        raise QPMError(f"'b' in {path} must be a 1-D numeric array of {F} values, got shape "
+                       f"{h['b'].shape}.", fix)
+    # A (F x C) and R (F x F) in float64, each with a temporary of the same size.
+    require_memory(2 * 8 * (F * F + N * F), f"Similarities of {F} features from {N} samples",
+                   "Use fewer features (e.g. only the backbone's last layer) or more memory.")
+
+
+def _checked_labels(y: np.ndarray, path, fix: str) -> np.ndarray:
+    """Integer class indices 0..C-1 with C at most the number of samples, as int64."""
+    if y.size == 0:
+        return y.astype(np.int64)
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise QPMError(f"'labels' in {path} holds non-integer values.",
+                           "Store the class index of every sample as an integer 0..C-1.")
+    lo, hi = y.min().item(), y.max().item()  # Python numbers: exact even for uint64
+    if lo < 0:
+        raise QPMError(f"'labels' in {path} holds a negative class index ({lo}).",
+                       "Store class indices 0..C-1.")
+    if hi >= y.size:
+        raise QPMError(f"'labels' in {path} go up to {hi}, but there are only {y.size} samples, "
+                       "so most classes would have none.", "Store class indices 0..C-1.")
+    return y.astype(np.int64)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,11 +85,9 @@ class AssignmentResult:
 
     def save_json(self, path: str | Path) -> None:
         """Write the JSON result atomically (a kill never leaves half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
+        from qpm.io import write_json
+
+        write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict, n_total: int | None = None) -> AssignmentResult:
@@ -149,11 +146,7 @@ class AssignmentResult:
         path = Path(path)
         if not path.is_file():
             raise QPMError(f"Result file {path} does not exist.", "Run `qpm solve` first.")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise QPMError(
-                f"Result file {path} is not valid JSON ({exc}).",
-                "Re-run `qpm solve` to write a fresh result file.",
-            ) from None
+        from qpm.io import read_json
+
+        data = read_json(path, "Re-run `qpm solve` to write a fresh result file.", "Result")
         return cls.from_dict(data, n_total=n_total)

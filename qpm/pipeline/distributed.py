@@ -431,7 +431,8 @@ def dump_state_for_tests(model: torch.nn.Module, tag: str, params_only: bool = F
     if not out_dir:
         return
     import hashlib
-    import json
+
+    from qpm.io import write_json
 
     ctx = get_context()
     module = unwrap(model)
@@ -439,8 +440,4 @@ def dump_state_for_tests(model: torch.nn.Module, tag: str, params_only: bool = F
     sums = {name: hashlib.sha256(
                 t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
             ).hexdigest() for name, t in tensors.items()}
-    path = os.path.join(out_dir, f"{tag}.rank{ctx.rank}.json")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(sums, fh, indent=0, sort_keys=True)
-    os.replace(tmp, path)
+    write_json(os.path.join(out_dir, f"{tag}.rank{ctx.rank}.json"), dict(sorted(sums.items())))
