@@ -80,3 +80,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TINY_RUN_FLAGS = ("--dataset", "imagefolder", "--arch", "small-cnn", "--image-size", "16",
+                  "--epochs", "1", "--ft-epochs", "1", "--n-features", "6", "--per-class", "2",
+                  "--batch-size", "8", "--solver", "highs", "--time-limit", "20",
+                  "--device", "cpu")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_imagefolder) -> Path:
+    """A finished tiny QPM run folder (tiny_imagefolder, 16 px, one epoch each), trained once.
+
+    Read it freely; copy it (``shutil.copytree``) before anything that writes into it.
+    Train it again with ``TINY_RUN_FLAGS`` plus ``--data-root`` and ``--run-dir``.
+    """
+    import torch
+
+    from qpm.cli import main
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["train", *TINY_RUN_FLAGS, "--data-root", str(tiny_imagefolder),
+                     "--run-dir", str(run_dir)])
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    return run_dir

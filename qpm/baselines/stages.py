@@ -18,6 +18,7 @@ from qpm.baselines.glm import GLMConfig, require_glm_saga
 from qpm.baselines.head import SparseHead
 from qpm.baselines.layer import SparseLayer
 from qpm.pipeline import distributed as dist
+from qpm.pipeline import run_folder as rf
 from qpm.pipeline.artifacts import ArtifactError, load_npz, save_npz
 from qpm.pipeline.stages import DENSE_FIELDS, RunContext, Stage, register_model_type, validate_model
 
@@ -68,7 +69,7 @@ def _plot(ctx: RunContext, head: SparseHead, name: str) -> None:
         from qpm.explain.figures import plot_assignment
 
         plot_assignment(head.weight.detach().cpu().numpy(), head.selected.cpu().numpy(),
-                        ctx.class_names(), ctx.path(f"{name}_assignment.png"))
+                        ctx.class_names(), ctx.path(rf.plot_file(name)))
 
 
 def _head_metrics(head: SparseHead) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def run_sldd_layer(ctx: RunContext) -> dict[str, Any]:
     c, f = ctx.config, ctx.features()
     layer = sldd_sparsify(f["features"], f["labels"], len(ctx.class_names()), c.n_features,
                           c.per_class, _glm_config(ctx))
-    save_layer(ctx.path("sldd_layer.npz"), layer)
+    save_layer(ctx.path(rf.SLDD_LAYER), layer)
     ctx.log(f"SLDD layer: {layer.selection.size} features, glm-saga path step "
             f"{layer.info['path_step'] + 1}/{layer.info['path_length']}")
     return {"sldd": {"sparsifier": "sldd (glm-saga)", **{k: v for k, v in layer.info.items()
@@ -96,12 +97,12 @@ def run_sldd_layer(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_sldd(ctx: RunContext) -> dict[str, Any]:
-    layer = load_layer(ctx.path("sldd_layer.npz"))
+    layer = load_layer(ctx.path(rf.SLDD_LAYER))
     model = ctx.load_dense()
     model.classifier = SparseHead.from_layer(layer).to(ctx.device)
     before, acc = ctx.finetune(model, "sldd", "SLDD")
     head = dist.unwrap(model).classifier
-    ctx.save_model("sldd.pt", model, {
+    ctx.save_model(rf.model_file("sldd"), model, {
         "accuracy": acc, "accuracy_before_finetune": before, "sparsifier": "sldd",
         "class_names": ctx.class_names(),
         "assignment": {str(k): v for k, v in head.assignment().items()},
@@ -154,7 +155,7 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
               QSENN_ROUNDS, cfg=_glm_config(ctx), log=ctx.log)
     head = dist.unwrap(model).classifier
     acc = rounds[-1]["accuracy"]
-    ctx.save_model("qsenn.pt", model, {
+    ctx.save_model(rf.model_file("qsenn"), model, {
         "accuracy": acc, "sparsifier": "qsenn", "rounds": rounds,
         "class_names": ctx.class_names(),
         "assignment": {str(k): v for k, v in head.assignment().items()},
@@ -168,14 +169,14 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
 
 def sldd_stages() -> list[Stage]:
     return [
-        Stage("sldd-layer", "sldd_layer.npz", SPARSE_FIELDS, run_sldd_layer, validate_layer,
+        Stage("sldd-layer", rf.SLDD_LAYER, SPARSE_FIELDS, run_sldd_layer, validate_layer,
               main_only=True),
-        Stage("sldd", "sldd.pt", TUNE_FIELDS, run_sldd, validate_model),
+        Stage("sldd", rf.model_file("sldd"), TUNE_FIELDS, run_sldd, validate_model),
     ]
 
 
 def qsenn_stages() -> list[Stage]:
-    return [Stage("qsenn", "qsenn.pt", TUNE_FIELDS, run_qsenn_stage, validate_model)]
+    return [Stage("qsenn", rf.model_file("qsenn"), TUNE_FIELDS, run_qsenn_stage, validate_model)]
 
 
 register_model_type("sldd", sldd_stages)

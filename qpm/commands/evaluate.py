@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from qpm.commands._common import add_run_folder_arguments
+from qpm.pipeline.run_folder import holding_lock
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,11 +24,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+@holding_lock
 def run(args: argparse.Namespace) -> int:
     from qpm.errors import QPMError
     from qpm.metrics.model_eval import evaluate_model, format_table
     from qpm.metrics.run_folder import class_attributes_for, open_run
     from qpm.pipeline import distributed as dist
+    from qpm.pipeline import run_folder as rf
     from qpm.pipeline.data import build_data
     from qpm.pipeline.run import merge_metrics
 
@@ -43,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
     c = run.config
     device = dist.get_context(args.device).device
     data = build_data(c.dataset, c.data_root, c.image_size, c.crop_gt)
+    rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), args.data_root)
     attrs = class_attributes_for(c)
     results = {}
     for name in names:
         try:
+            rf.check_model_file(run.path, name)
             model, _ = run.load(name, device)
         except QPMError as exc:  # one stale or corrupt model file should not hide the rest
             print(f"skipping {name}: {exc}", file=sys.stderr)
@@ -57,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         raise QPMError(f"No model in {run.path} could be loaded.",
                        "Re-run qpm train there to recompute the unusable model files.")
-    merge_metrics(run.path, results)
     print(format_table(results))
+    try:
+        merge_metrics(run.path, results)
+    except OSError as exc:
+        raise QPMError(f"Could not record the metrics in {run.path / rf.METRICS} "
+                       f"({exc.strerror or exc}).",
+                       "The table above holds them; make the run folder writable to record "
+                       "them.") from None
     return 0

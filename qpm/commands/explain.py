@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from qpm.commands._common import add_run_folder_arguments
+from qpm.pipeline.run_folder import holding_lock
 
 SPARSE_TYPES = ("qpm", "qsenn", "sldd")
 
@@ -31,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+@holding_lock
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from qpm.metrics.model_eval import collect_outputs, head_weights
     from qpm.metrics.run_folder import open_run
     from qpm.pipeline import distributed as dist
+    from qpm.pipeline import run_folder as rf
     from qpm.pipeline.data import build_data, get_dataset
 
     run = open_run(args.run_dir, args.data_root)
@@ -55,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     c = run.config
     device = dist.get_context(args.device).device
     data = build_data(c.dataset, c.data_root, c.image_size, c.crop_gt)
+    rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), args.data_root)
     spec = get_dataset(c.dataset)
     dataset = data.train_eval if args.split == "train" else data.test
+    rf.check_model_file(run.path, mt)
     model, meta = run.load(mt, device)
     weight, used = head_weights(model)
     sel = np.arange(weight.shape[1]) if used is None else used
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         max_figures=args.max_figures,
         extra={"run_dir": str(run.path), "split": args.split, "accuracy": meta.get("accuracy")},
     )
-    plot_name = "assignment.png" if mt == "qpm" else f"{mt}_assignment.png"
+    plot_name = rf.plot_file(mt)
     if not (run.path / plot_name).exists():
         plot_assignment(weight, sel, data.class_names, run.path / plot_name)
     n_fig = len(list((out_dir / "figures").glob("*.png"))) if (out_dir / "figures").exists() else 0

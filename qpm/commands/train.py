@@ -125,6 +125,7 @@ def explanation_lines(assignment: dict[int, list[int]], class_names: list[str],
 
 
 def format_summary(summary) -> str:
+    from qpm.pipeline import run_folder as rf
     from qpm.pipeline.artifacts import ArtifactError, read_json
 
     m = summary.metrics
@@ -136,7 +137,7 @@ def format_summary(summary) -> str:
     out.append("seconds per stage: " + ", ".join(
         f"{s.name} {'-' if s.seconds is None else f'{s.seconds:.1f}'}"
         + (" (skipped)" if s.status == "skipped" else "") for s in summary.stages))
-    path = summary.run_dir / "assignment.json"
+    path = summary.run_dir / rf.ASSIGNMENT
     if cfg.model_type == "qpm" and path.exists():
         try:
             data = read_json(path)
@@ -151,7 +152,8 @@ def format_summary(summary) -> str:
 
 
 def _class_names(summary) -> list[str]:
+    from qpm.pipeline import run_folder as rf
     from qpm.pipeline.artifacts import load_npz
 
-    arrays = load_npz(summary.run_dir / "features.npz", ("class_names",))
+    arrays = load_npz(summary.run_dir / rf.FEATURES, ("class_names",))
     return [str(x) for x in arrays["class_names"].tolist()]

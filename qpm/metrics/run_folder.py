@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from qpm.errors import QPMError
+from qpm.pipeline import run_folder as rf
 
 # model type -> the file its last stage writes
-MODEL_FILES = {"dense": "dense.pt", "qpm": "qpm.pt", "qsenn": "qsenn.pt", "sldd": "sldd.pt"}
+MODEL_FILES = {name: rf.model_file(name) for name in ("dense", "qpm", "qsenn", "sldd")}
 CUB_DATASETS = ("cub2011",)
 
 
@@ -38,10 +39,10 @@ def open_run(run_dir: str | Path, data_root: str | None = None) -> RunFolder:
     if not path.is_dir():
         raise QPMError(f"Run folder {path} does not exist.",
                        "Pass the folder qpm train wrote (e.g. runs/mnist-5k/small-cnn/0).")
-    if not (path / "config.json").is_file():
+    if not (path / rf.CONFIG).is_file():
         raise QPMError(f"{path} has no config.json, so it is not a qpm run folder.",
                        "Pass the folder qpm train wrote (e.g. runs/mnist-5k/small-cnn/0).")
-    data = read_json(path / "config.json")
+    data = read_json(path / rf.CONFIG)
     if data_root is not None:
         data["data_root"] = data_root
     config = TrainConfig.from_dict(data)

@@ -9,6 +9,7 @@ import numpy as np
 from qpm.errors import QPMError
 from qpm.models.qpm_layer import QPMLayer
 from qpm.pipeline import distributed as dist
+from qpm.pipeline import run_folder as rf
 from qpm.pipeline.stages import (
     ASSIGNMENT_FIELDS,
     DENSE_FIELDS,
@@ -29,7 +30,7 @@ def run_similarities(ctx: RunContext) -> None:
     f = ctx.features()
     names = [str(x) for x in f["class_names"].tolist()]
     A, R = compute_similarities(f["features"], f["labels"], len(names))
-    save_similarities(ctx.path("similarities.npz"), A, R, f["b"], class_names=names,
+    save_similarities(ctx.path(rf.SIMILARITIES), A, R, f["b"], class_names=names,
                       feature_names=[f"feature {i}" for i in range(A.shape[0])])
     ctx.log(f"similarities: A {A.shape[0]} features x {A.shape[1]} classes, "
             f"{int(np.count_nonzero(R))} redundant pairs, locality bias in "
@@ -41,14 +42,14 @@ def run_assignment(ctx: RunContext) -> dict[str, Any]:
     from qpm.assignment.solving import solve
 
     c = ctx.config
-    problem = load_similarities(ctx.path("similarities.npz")).problem(
+    problem = load_similarities(ctx.path(rf.SIMILARITIES)).problem(
         n_features=c.n_features, per_class=c.per_class, preset=c.preset)
     result = solve(problem, solver=c.solver, time_limit=c.time_limit, mip_gap=c.mip_gap)
     if result.matrix is None or not result.selected_features:
         raise QPMError(f"The assignment solve found no solution ({result.status}: "
                        f"{result.message}).",
                        "Give it more time with --time-limit, or relax --n-features/--per-class.")
-    result.save_json(ctx.path("assignment.json"))
+    result.save_json(ctx.path(rf.ASSIGNMENT))
     gap = result.gap
     ctx.log(f"assignment: {result.status} with {result.solver}"
             + (f" (fell back: {result.fallback})" if result.fallback else "")
@@ -63,7 +64,7 @@ def build_qpm_model(ctx: RunContext):
     from qpm.assignment.result import AssignmentResult
 
     f = ctx.features()
-    result = AssignmentResult.load_json(ctx.path("assignment.json"), n_total=f["features"].shape[1])
+    result = AssignmentResult.load_json(ctx.path(rf.ASSIGNMENT), n_total=f["features"].shape[1])
     model = ctx.load_dense()
     layer = QPMLayer.from_assignment(result.matrix, result.selected_features, f["features"])
     model.classifier = layer.to(ctx.device)
@@ -75,7 +76,7 @@ def run_finetune(ctx: RunContext) -> dict[str, Any]:
     model = build_qpm_model(ctx)
     before, acc = ctx.finetune(model, "qpm", "QPM")
     layer = dist.unwrap(model).classifier
-    ctx.save_model("qpm.pt", model, {
+    ctx.save_model(rf.model_file("qpm"), model, {
         "accuracy": acc, "accuracy_before_finetune": before,
         "class_names": ctx.class_names(),
         "assignment": {str(k): v for k, v in layer.assignment().items()},
@@ -87,18 +88,18 @@ def run_finetune(ctx: RunContext) -> dict[str, Any]:
 
         plot_assignment(layer.weight.detach().cpu().numpy(), layer.selected.cpu().numpy(),
                         ctx.class_names(),
-                        ctx.path("assignment.png"))
+                        ctx.path(rf.plot_file("qpm")))
     return {"qpm": {"accuracy": acc, "accuracy_before_finetune": before,
                     "n_features": layer.n_features, "per_class": c.per_class}}
 
 
 def qpm_stages() -> list[Stage]:
     return [
-        Stage("similarities", "similarities.npz", DENSE_FIELDS, run_similarities,
+        Stage("similarities", rf.SIMILARITIES, DENSE_FIELDS, run_similarities,
               validate_similarities, main_only=True),
-        Stage("assignment", "assignment.json", ASSIGNMENT_FIELDS, run_assignment,
+        Stage("assignment", rf.ASSIGNMENT, ASSIGNMENT_FIELDS, run_assignment,
               validate_assignment, main_only=True),
-        Stage("qpm", "qpm.pt", FINETUNE_FIELDS, run_finetune, validate_model),
+        Stage("qpm", rf.model_file("qpm"), FINETUNE_FIELDS, run_finetune, validate_model),
     ]
 
 

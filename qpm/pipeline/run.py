@@ -1,15 +1,15 @@
 """The stage runner: skip finished stages, recompute stale or corrupt ones, record everything.
 
-stages.json records, per finished stage, the config fields it depends on, its seconds and a
-token; a stage counts as finished only if its artifact loads, its record exists and the
-tokens of the stages before it are the ones it was built on (so re-running the dense stage
-also re-runs everything after it, for every model type).
+One process at a time writes a run folder: it holds the folder's lock for the whole run
+(:class:`qpm.pipeline.run_folder.RunLock`). A stage counts as finished only if its artifact
+loads and its record (``stages/<stage>.json``) names the sha256 of that very file and of the
+data and upstream artifacts it was computed from; anything else (a hand-edited or copied
+artifact, a half-finished other run) is recomputed together with every later stage.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +17,11 @@ from typing import Any
 
 from qpm.errors import QPMError
 from qpm.pipeline import distributed as dist
+from qpm.pipeline import run_folder as rf
 from qpm.pipeline.artifacts import ArtifactError, read_json, write_json
 from qpm.pipeline.config import TrainConfig, describe_diff
+from qpm.pipeline.run_folder import StageRecord
 from qpm.pipeline.stages import RunContext, Stage, pipeline_stages
-
-RECORDS = "stages.json"
 
 
 @dataclass
@@ -56,8 +56,8 @@ def _read_optional(path: Path, what: str, log: Callable[[str], None]) -> dict:
 
 def merge_metrics(run_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
     """Merge ``update`` into metrics.json one level deep (per model type) and write it."""
-    path = Path(run_dir) / "metrics.json"
-    metrics = _read_optional(path, "metrics.json", print)
+    path = Path(run_dir) / rf.METRICS
+    metrics = _read_optional(path, rf.METRICS, print)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(metrics.get(key), dict):
             metrics[key].update(value)
@@ -70,10 +70,10 @@ def merge_metrics(run_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
 def check_compatible(cfg: TrainConfig, stages: list[Stage], records: dict, run_dir: Path) -> None:
     """Refuse to mix: a finished stage whose recorded fields differ from ``cfg``'s."""
     for i, stage in enumerate(stages):
-        rec = records.get(stage.name)
+        rec = records[stage.name][0]
         if rec is None or not (run_dir / stage.artifact).exists():
             continue
-        old, new = rec.get("fields", {}), cfg.fingerprint(stage.fields)
+        old, new = rec.fields, cfg.fingerprint(stage.fields)
         if old != new:
             later = [s.artifact for s in stages[i:] if (run_dir / s.artifact).exists()]
             raise QPMError(
@@ -124,68 +124,143 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = print,
     ctx = RunContext(cfg, run_dir, log, dict(hooks or {}))
     dist.per_process_batch(cfg.batch_size, dctx.world_size)  # fail before any work
     _check_static(cfg, ctx)
-    records_path = run_dir / RECORDS
+    lock = rf.RunLock(run_dir)
+    # Rank 0 holds the lock; every rank must learn of a refusal (else collectives hang).
+    refused = None
+    if dctx.is_main:
+        try:
+            lock.acquire()
+        except QPMError as exc:
+            refused = (exc.problem, exc.fix)
+    refused = dist.broadcast_object(refused)
+    if refused:
+        raise QPMError(*refused)
+    try:
+        return _run_locked(cfg, ctx, stages, log)
+    finally:
+        lock.release()
+
+
+def _prepare_folder(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None]) -> str:
+    """Rank 0, under the lock: clean up, check and record the data; returns the data hash."""
+    run_dir = ctx.run_dir
+    for path in rf.remove_stale_temporaries(run_dir):
+        log(f"removed {path.relative_to(run_dir)}, left by a writer that was killed")
+    fingerprint = rf.data_fingerprint(ctx.data(), cfg.data_root)
+    if rf.check_data(run_dir, fingerprint, cfg.data_root):
+        write_json(run_dir / rf.DATA, fingerprint)
+    write_json(run_dir / rf.CONFIG, cfg.to_dict())
+    return rf.fingerprint_hash(fingerprint)
+
+
+def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage],
+                log: Callable[[str], None]) -> RunSummary:
+    run_dir, is_main = ctx.run_dir, ctx.is_main
     # Every rank must take the same branches below (else collectives deadlock): use rank 0's
     # view of the run folder, which may differ on a lagging network file system.
-    records = dist.broadcast_object(_read_optional(records_path, RECORDS, log))
+    records = dist.broadcast_object(
+        {s.name: rf.read_record(run_dir, s.name) for s in stages} if is_main else None)
     check_compatible(cfg, stages, records, run_dir)
-    if dctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", cfg.to_dict())
+    data_hash = dist.run_on_main(lambda c: _prepare_folder(cfg, c, log), ctx,
+                                 what="checking the run folder")
+    data_hash = dist.broadcast_object(data_hash)
+    metrics_ok = is_main and _metrics_readable(run_dir)
     summary = RunSummary(run_dir, cfg)
     dirty = False
-    upstream: list[str] = []
-    for stage in stages:
+    upstream: dict[str, str] = {"data": data_hash}
+    for i, stage in enumerate(stages):
         path = run_dir / stage.artifact
-        rec = records.get(stage.name)
-        reason = None
+        rec, why = records[stage.name]
         exists = not dirty and path.exists()
-        if exists:
-            reason = _why_stale(stage, path, rec, upstream)
-        exists, reason = dist.broadcast_object((exists, reason))
+        reason = None
+        if exists and is_main:
+            rec, reason = _check_finished(cfg, stage, stages[i + 1:], records, upstream, log)
+        exists, reason, rec = dist.broadcast_object((exists, reason, rec))
         if exists:
             if reason is None:
                 log(f"[{stage.name}] {stage.artifact} is finished; skipping")
                 summary.stages.append(StageReport(stage.name, stage.artifact, "skipped",
-                                                  rec.get("seconds")))
-                upstream.append(rec["token"])
+                                                  rec.seconds))
+                upstream[stage.artifact] = rec.output
+                if is_main and not metrics_ok and rec.extra.get("metrics"):
+                    merge_metrics(run_dir, rec.extra["metrics"])  # metrics.json was lost
                 continue
             log(f"[{stage.name}] {reason}; recomputing it and every later stage")
         dirty = True
         log(f"[{stage.name}] computing {stage.artifact}")
         # What this stage's result depends on: a training checkpoint made for anything else
         # (other settings, other upstream artifacts) must not be resumed.
-        ctx.identity = {"fields": cfg.fingerprint(stage.fields), "upstream": list(upstream)}
+        fields = cfg.fingerprint(stage.fields)
+        ctx.identity = {"fields": fields, "inputs": dict(upstream)}
         start = time.perf_counter()
         if stage.main_only:  # the other ranks wait (and stop if rank 0 fails)
             update = dist.run_on_main(stage.run, ctx, what=f"stage {stage.name}")
         else:
             update = stage.run(ctx)
         seconds = time.perf_counter() - start
-        token = str(dist.broadcast_object(uuid.uuid4().hex))
-        records[stage.name] = {"artifact": stage.artifact, "fields": cfg.fingerprint(stage.fields),
-                               "seconds": seconds, "token": token, "upstream": list(upstream)}
-        upstream.append(token)
-        if dctx.is_main:
-            write_json(records_path, records)
+        output = dist.broadcast_object(rf.file_hash(path) if is_main else None)
+        if is_main:
+            rf.write_record(run_dir, StageRecord(stage.name, stage.artifact, fields,
+                                                 dict(upstream), output, seconds,
+                                                 {"metrics": update or {}}))
             merge_metrics(run_dir, {**(update or {}), "seconds": {stage.name: round(seconds, 3)}})
+        upstream[stage.artifact] = output
         summary.stages.append(StageReport(stage.name, stage.artifact, "ran", seconds))
         log(f"[{stage.name}] done in {seconds:.1f}s")
     dist.barrier()
-    summary.metrics = _read_optional(run_dir / "metrics.json", "metrics.json", log)
+    summary.metrics = _read_optional(run_dir / rf.METRICS, rf.METRICS, log)
     return summary
 
 
-def _why_stale(stage: Stage, path: Path, rec: dict | None, upstream: list[str]) -> str | None:
-    """None if ``stage``'s artifact can be re-used, else why not."""
-    if rec is None or "token" not in rec:
-        return f"{stage.artifact} has no record in {RECORDS}"
-    if rec.get("upstream") != upstream:
-        return f"{stage.artifact} was built from older upstream artifacts"
+def _metrics_readable(run_dir: Path) -> bool:
+    try:
+        return isinstance(read_json(run_dir / rf.METRICS), dict)
+    except ArtifactError:
+        return False
+
+
+def _check_finished(cfg: TrainConfig, stage: Stage, later: list[Stage], records: dict,
+                    upstream: dict[str, str], log: Callable[[str], None]
+                    ) -> tuple[StageRecord | None, str | None]:
+    """(record, None) if ``stage``'s artifact can be re-used, else (record or None, why not).
+
+    Without a usable record of its own, a later stage's record that was computed from this
+    very file (same hash, same inputs, same settings) vouches for it and the record is
+    rebuilt: an unreadable record does not cost a finished training.
+    """
+    run_dir = Path(cfg.run_dir)
+    path = run_dir / stage.artifact
+    rec, why = records[stage.name]
+    digest = rf.file_hash(path)
+    if rec is None:
+        rec = _vouched(cfg, stage, later, records, upstream, digest)
+        if rec is None:
+            return None, f"{stage.artifact} has no usable record ({why})"
+        rf.write_record(run_dir, rec)
+        log(f"[{stage.name}] rebuilt its record from a later stage's record")
+    if rec.inputs != upstream:
+        changed = sorted(k for k in set(rec.inputs) | set(upstream)
+                         if rec.inputs.get(k) != upstream.get(k))
+        return rec, f"{stage.artifact} was computed from other {', '.join(changed)}"
     try:
         stage.validate(path)
     except ArtifactError as exc:
-        return f"{stage.artifact} is corrupt ({exc.problem})"
+        return rec, f"{stage.artifact} is corrupt ({exc.problem})"
+    if digest != rec.output:
+        return rec, (f"{stage.artifact} changed after its stage finished (edited, or copied "
+                     "from another run)")
+    return rec, None
+
+
+def _vouched(cfg: TrainConfig, stage: Stage, later: list[Stage], records: dict,
+             upstream: dict[str, str], digest: str) -> StageRecord | None:
+    fields = cfg.fingerprint(stage.fields)
+    for other in later:
+        rec = records[other.name][0]
+        if (rec is not None and rec.inputs.get(stage.artifact) == digest
+                and all(rec.inputs.get(k) == v for k, v in upstream.items())
+                and all(rec.fields.get(k) == v for k, v in fields.items())):
+            return StageRecord(stage.name, stage.artifact, fields, dict(upstream), digest)
     return None
 
 

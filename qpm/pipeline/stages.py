@@ -20,6 +20,7 @@ from qpm.errors import QPMError
 from qpm.models.backbones import Backbone, create_backbone
 from qpm.models.checkpoint import load_model, model_state
 from qpm.pipeline import distributed as dist
+from qpm.pipeline import run_folder as rf
 from qpm.pipeline.artifacts import ArtifactError, load_npz, save_npz, save_torch
 from qpm.pipeline.config import TrainConfig
 from qpm.pipeline.data import DataBundle, build_data
@@ -35,6 +36,7 @@ ASSIGNMENT_FIELDS = DENSE_FIELDS + ("solver", "preset", "n_features", "per_class
 FINETUNE_FIELDS = ASSIGNMENT_FIELDS + ("ft_epochs", "ft_lr", "ft_momentum", "ft_weight_decay",
                                        "ft_step_size", "ft_gamma")
 FEATURES_REQUIRED = ("features", "labels", "test_features", "test_labels", "b", "class_names")
+FEATURES_OPTIONAL = ("train_logits", "test_logits", "locality", "edge", "map_size")
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,12 @@ class RunContext:
     def features(self) -> dict[str, np.ndarray]:
         """The arrays of features.npz (train 'features'/'labels', 'test_*', 'b', ...)."""
         if self._features is None:
-            self._features = load_npz(self.path("features.npz"), FEATURES_REQUIRED)
+            self._features = load_npz(self.path(rf.FEATURES), FEATURES_REQUIRED,
+                                      FEATURES_OPTIONAL)
         return self._features
 
     def load_dense(self) -> Backbone:
-        model, _ = load_model(self.path("dense.pt"), self.device)
+        model, _ = load_model(self.path(rf.DENSE), self.device)
         return model
 
     def fit_settings(self, finetune: bool) -> FitSettings:
@@ -106,7 +109,7 @@ class RunContext:
             on_epoch_end=None if hook is None else (lambda epoch: hook(stage, epoch)))
 
     def ckpt_path(self, stage: str) -> Path:
-        return self.path(f"{stage}.ckpt")
+        return self.path(rf.checkpoint_file(stage))
 
     def evaluate(self, model: Backbone, desc: str = "test") -> float:
         return accuracy(model, self.data().test, batch_size=self.config.batch_size * 2,
@@ -186,7 +189,7 @@ def run_dense(ctx: RunContext) -> dict[str, Any]:
     ctx.train(model, "dense", ctx.fit_settings(finetune=False))
     acc = ctx.evaluate(model, "dense test")
     ctx.log(f"dense test accuracy {acc:.2f}%")
-    ctx.save_model("dense.pt", model, {"accuracy": acc, "class_names": data.class_names,
+    ctx.save_model(rf.DENSE, model, {"accuracy": acc, "class_names": data.class_names,
                                        "dataset": c.dataset, "image_size": data.image_size})
     ctx.drop_ckpt("dense")
     return {"dense": {"accuracy": acc}}
@@ -203,7 +206,7 @@ def run_features(ctx: RunContext) -> dict[str, Any]:
                    desc="features test")
     b = locality_bias(train.locality, train.edge)
     if ctx.is_main:
-        save_npz(ctx.path("features.npz"), features=train.features, labels=train.labels,
+        save_npz(ctx.path(rf.FEATURES), features=train.features, labels=train.labels,
                  train_logits=train.logits, test_features=test.features, test_labels=test.labels,
                  test_logits=test.logits, b=b, locality=train.locality, edge=train.edge,
                  map_size=np.asarray(train.map_size, dtype=np.int64),
@@ -215,8 +218,8 @@ def run_features(ctx: RunContext) -> dict[str, Any]:
 
 def shared_stages() -> list[Stage]:
     return [
-        Stage("dense", "dense.pt", DENSE_FIELDS, run_dense, validate_model),
-        Stage("features", "features.npz", DENSE_FIELDS, run_features, validate_features),
+        Stage("dense", rf.DENSE, DENSE_FIELDS, run_dense, validate_model),
+        Stage("features", rf.FEATURES, DENSE_FIELDS, run_features, validate_features),
     ]
 
 

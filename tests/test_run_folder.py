@@ -1,0 +1,173 @@
+"""The run folder's owner: lock, content-hash records, data fingerprint, stale temporaries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import TINY_RUN_FLAGS
+
+from qpm.cli import main
+from qpm.errors import QPMError
+from qpm.pipeline import run_folder as rf
+from qpm.pipeline.artifacts import load_torch, save_torch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def train(run_dir, data_root, capsys, *extra) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["train", *TINY_RUN_FLAGS, "--data-root", str(data_root), "--run-dir",
+                 str(run_dir), *extra])
+    return code, capsys.readouterr().err
+
+
+def statuses(err: str) -> dict[str, str]:
+    out = {}
+    for line in err.splitlines():
+        for word in ("skipping", "computing"):
+            if line.startswith("[") and word in line:
+                out[line[1:line.index("]")]] = "ran" if word == "computing" else "skipped"
+    return out
+
+
+def consistent(run_dir) -> bool:
+    """Every artifact is the file its record names, built from the recorded upstream."""
+    records = {p.stem: json.loads(p.read_text()) for p in (run_dir / rf.RECORDS).glob("*.json")}
+    outputs = {r["artifact"]: r["output"] for r in records.values()}
+    for r in records.values():
+        if rf.file_hash(run_dir / r["artifact"]) != r["output"]:
+            return False
+        if any(outputs.get(k, v) != v for k, v in r["inputs"].items() if k != "data"):
+            return False
+    return True
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(trained_run, dst)
+    return dst
+
+
+def test_the_lock_refuses_a_second_writer_and_names_the_holder(tmp_path):
+    with rf.RunLock(tmp_path / "r", command="qpm train --seed 0"):
+        with pytest.raises(QPMError) as info:
+            rf.RunLock(tmp_path / "r").acquire()
+        message = str(info.value)
+        assert "is in use by pid" in message and "qpm train --seed 0" in message
+        assert "another --run-dir" in message
+    with rf.RunLock(tmp_path / "r"):  # released: the next writer gets it
+        pass
+    assert (tmp_path / "r" / rf.LOCK).read_text() == ""  # no stale holder shown
+
+
+def test_a_run_dir_that_is_a_file_is_refused_up_front(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(QPMError, match="is a file"):
+        rf.RunLock(tmp_path / "file").acquire()
+
+
+def test_trained_folder_is_consistent_and_a_rerun_skips_everything(trained_run, run_copy,
+                                                                   tiny_imagefolder, capsys):
+    assert consistent(trained_run)
+    assert json.loads((trained_run / rf.DATA).read_text())["counts"] == {"train": 24, "test": 9}
+    code, err = train(run_copy, tiny_imagefolder, capsys)
+    assert code == 0 and set(statuses(err).values()) == {"skipped"}
+
+
+def test_a_model_from_another_run_is_detected_and_only_its_stage_recomputed(
+        run_copy, tiny_imagefolder, capsys):
+    ckpt = load_torch(run_copy / "qpm.pt")  # a valid model file, but not the recorded one
+    ckpt["state_dict"]["classifier.mean"] += 1.0
+    save_torch(run_copy / "qpm.pt", ckpt)
+    assert "changed after its stage finished" in str(
+        pytest.raises(QPMError, rf.check_model_file, run_copy, "qpm").value)
+    code, err = train(run_copy, tiny_imagefolder, capsys)
+    assert code == 0 and "qpm.pt changed after its stage finished" in err
+    assert statuses(err) == {"dense": "skipped", "features": "skipped",
+                             "similarities": "skipped", "assignment": "skipped", "qpm": "ran"}
+    assert consistent(run_copy)
+
+
+def test_a_hand_edited_assignment_is_recomputed_with_the_model(run_copy, tiny_imagefolder,
+                                                               capsys):
+    path = run_copy / "assignment.json"
+    data = json.loads(path.read_text())
+    original = dict(data["assignment"])
+    data["assignment"]["0"], data["assignment"]["1"] = original["1"], original["0"]
+    path.write_text(json.dumps(data))
+    code, err = train(run_copy, tiny_imagefolder, capsys)
+    assert code == 0 and "assignment.json changed after its stage finished" in err
+    assert statuses(err)["assignment"] == "ran" and statuses(err)["qpm"] == "ran"
+    assert json.loads(path.read_text())["assignment"] == original  # the solver's answer again
+    assert consistent(run_copy)
+
+
+def test_a_mixed_folder_recomputes_from_the_foreign_artifact_on(run_copy, tiny_imagefolder,
+                                                                capsys):
+    ckpt = load_torch(run_copy / "dense.pt")
+    ckpt["meta"]["accuracy"] = -1.0  # as if dense.pt came from another run
+    save_torch(run_copy / "dense.pt", ckpt)
+    code, err = train(run_copy, tiny_imagefolder, capsys)
+    assert code == 0 and set(statuses(err).values()) == {"ran"}
+    assert consistent(run_copy)
+    assert load_torch(run_copy / "dense.pt")["meta"]["accuracy"] >= 0
+
+
+def test_an_unreadable_record_or_metrics_file_costs_no_training(run_copy, tiny_imagefolder,
+                                                                capsys):
+    (run_copy / rf.RECORDS / "dense.json").write_text("{ not json")
+    (run_copy / rf.RECORDS / "qpm.json").write_text(json.dumps({"stage": "qpm", "artifact": 3}))
+    metrics = json.loads((run_copy / rf.METRICS).read_text())
+    (run_copy / rf.METRICS).unlink()
+    code, err = train(run_copy, tiny_imagefolder, capsys)
+    assert code == 0
+    # dense.pt is vouched for by the features record; qpm.pt has nobody to vouch for it.
+    assert "rebuilt its record" in err and statuses(err)["dense"] == "skipped"
+    assert statuses(err)["features"] == "skipped" and statuses(err)["qpm"] == "ran"
+    rebuilt = json.loads((run_copy / rf.METRICS).read_text())
+    assert rebuilt["dense"]["accuracy"] == metrics["dense"]["accuracy"]
+    assert consistent(run_copy)
+
+
+def test_other_data_is_refused_and_moved_data_accepted(run_copy, tiny_imagefolder, tmp_path,
+                                                       capsys):
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_imagefolder, moved)
+    code, err = train(run_copy, moved, capsys)
+    assert code == 0 and set(statuses(err).values()) == {"skipped"}
+    next(iter(sorted((moved / "train").rglob("*.png")))).unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in run_copy.iterdir() if p.name != rf.LOCK}
+    for argv in (["train", *TINY_RUN_FLAGS, "--run-dir", str(run_copy)],
+                 ["evaluate", str(run_copy), "--device", "cpu"],
+                 ["explain", str(run_copy), "--device", "cpu"]):
+        assert main([*argv, "--data-root", str(moved)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "was trained on other data" in err[0], err
+        assert "other image counts" in err[0]
+    assert before == {p.name: p.stat().st_mtime_ns for p in run_copy.iterdir()
+                      if p.name != rf.LOCK}
+
+
+def test_stale_temporaries_are_removed_at_start(run_copy, tiny_imagefolder, capsys):
+    stale = run_copy / ".assignment.png.k2j3h4.tmp"
+    stale.write_bytes(b"half a png")
+    keep = run_copy / "notes.tmp"
+    keep.write_text("not ours")
+    code, err = train(run_copy, tiny_imagefolder, capsys)
+    assert code == 0 and not stale.exists() and keep.exists()
+    assert "removed .assignment.png.k2j3h4.tmp" in err
+
+
+def test_evaluate_and_explain_refuse_a_foreign_model(run_copy, capsys):
+    state = torch.load(run_copy / "qpm.pt", weights_only=True)
+    save_torch(run_copy / "qpm.pt", state)  # same content, new file: same hash, accepted
+    assert rf.check_model_file(run_copy, "qpm") is None
+    state["state_dict"]["classifier.mean"] += 1
+    save_torch(run_copy / "qpm.pt", state)
+    assert main(["explain", str(run_copy), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be trusted" in err[0]
