@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -52,16 +54,33 @@ def run_copy(trained_run, tmp_path):
     return dst
 
 
+HOLD = """
+import sys, time
+from qpm.pipeline.run_folder import RunLock
+RunLock(sys.argv[1], command="qpm train --seed 0").acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
 def test_the_lock_refuses_a_second_writer_and_names_the_holder(tmp_path):
-    with rf.RunLock(tmp_path / "r", command="qpm train --seed 0"):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "r")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(QPMError) as info:
             rf.RunLock(tmp_path / "r").acquire()
         message = str(info.value)
-        assert "is in use by pid" in message and "qpm train --seed 0" in message
+        assert f"is in use by pid {holder.pid}" in message and "qpm train --seed 0" in message
         assert "another --run-dir" in message
-    with rf.RunLock(tmp_path / "r"):  # released: the next writer gets it
-        pass
-    assert (tmp_path / "r" / rf.LOCK).read_text() == ""  # no stale holder shown
+    finally:
+        holder.kill()
+        holder.wait()
+    with rf.RunLock(tmp_path / "r"):  # the holder died: the next writer gets the lock at once
+        with rf.RunLock(tmp_path / "r"):  # re-entrant within one process
+            pass
+        assert "pid" in (tmp_path / "r" / rf.LOCK).read_text()
+    assert (tmp_path / "r" / rf.LOCK).read_text() == ""  # released: no stale holder shown
 
 
 def test_a_run_dir_that_is_a_file_is_refused_up_front(tmp_path):

@@ -77,7 +77,21 @@ def config_from_args(args: argparse.Namespace):
     )
 
 
+def _early_lock(args: argparse.Namespace):
+    """The lock of an existing --run-dir, taken before torch is even imported, so a second
+    writer is refused at once (the runner takes it, re-entrantly, in any case)."""
+    import os
+    from pathlib import Path
+
+    from qpm.pipeline.run_folder import RunLock
+
+    if not args.run_dir or not Path(args.run_dir).is_dir() or os.environ.get("RANK", "0") != "0":
+        return None
+    return RunLock(args.run_dir).acquire()
+
+
 def run(args: argparse.Namespace) -> int:
+    lock = _early_lock(args)
     from qpm.pipeline import distributed as dist
     from qpm.pipeline.run import run_pipeline
 
@@ -90,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             print(format_summary(summary))
     finally:
         dist.cleanup()  # under torchrun: leave the process group cleanly
+        if lock is not None:
+            lock.release()
     return 0
 
 

@@ -64,7 +64,7 @@ def checkpoint_file(stage: str) -> str:
 # --- the lock -------------------------------------------------------------------------------
 
 
-def _printable(text: str, limit: int = 160) -> str:
+def _printable(text: str, limit: int = 300) -> str:
     # The holder line is shown to another user: no control characters, bounded length.
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -72,55 +72,79 @@ def _printable(text: str, limit: int = 160) -> str:
 
 class RunLock:
     """An exclusive OS lock (flock) on ``FOLDER/.lock``, held for as long as the process
-    writes the folder. The lock file names its holder for whoever is refused."""
+    writes the folder. The lock file names its holder for whoever is refused. Within one
+    process the lock is re-entrant: a command may take it early and the runner again."""
 
     def __init__(self, folder: str | Path, command: str | None = None, *,
                  create: bool = True) -> None:
         self.folder = Path(folder)
         self.command = command or " ".join(["qpm", *sys.argv[1:]])
         self.create = create  # False: a folder that cannot hold a lock is read unlocked
-        self._fd: int | None = None
+        self._key: str | None = None
 
     def acquire(self) -> RunLock:
-        import fcntl
-
-        path = self.folder / LOCK
-        try:
-            if self.create:
-                self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            if not self.create:
-                return self  # e.g. read-only: nobody can write it, the command reports later
-            what = "is a file" if self.folder.is_file() else f"cannot be written ({exc.strerror})"
-            raise QPMError(f"Run folder {self.folder} {what}.",
-                           "Pass a writable folder with --run-dir.") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise QPMError(f"Run folder {self.folder} is in use by {holder}.",
-                           "Wait for it to finish, or use another --run-dir.") from None
+        key = os.path.realpath(self.folder)
+        if key in _HELD:
+            _HELD[key][1] += 1
+            self._key = key
+            return self
+        fd = self._open()
+        if fd is None:
+            return self
+        _take(fd, self.folder)
         since = time.strftime("%Y-%m-%d %H:%M:%S")
         note = (f"pid {os.getpid()} on {socket.gethostname()} "
                 f"({_printable(self.command)}, since {since})")
         os.ftruncate(fd, 0)
         os.pwrite(fd, note.encode("utf-8", "replace"), 0)
-        self._fd = fd
+        _HELD[key] = [fd, 1]
+        self._key = key
         return self
 
+    def _open(self) -> int | None:
+        try:
+            if self.create:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            return os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            if not self.create:
+                return None  # e.g. read-only: nobody can write it, the command reports later
+            what = "is a file" if self.folder.is_file() else f"cannot be written ({exc.strerror})"
+            raise QPMError(f"Run folder {self.folder} {what}.",
+                           "Pass a writable folder with --run-dir.") from None
+
     def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)  # a later reader sees no holder
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
+        if self._key is None:
+            return
+        held = _HELD[self._key]
+        held[1] -= 1
+        if held[1] == 0:
+            os.ftruncate(held[0], 0)  # a later reader sees no holder
+            os.close(held[0])  # closing drops the flock
+            del _HELD[self._key]
+        self._key = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# realpath of a locked folder -> [lock file descriptor, depth], for this process
+_HELD: dict[str, list[int]] = {}
+
+
+def _take(fd: int, folder: Path) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise QPMError(f"Run folder {folder} is in use by {holder}.",
+                       "Wait for it to finish, or use another --run-dir.") from None
 
 
 def holding_lock(run: Callable[[Any], int]) -> Callable[[Any], int]:
