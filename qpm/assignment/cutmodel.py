@@ -28,8 +28,8 @@ too little time is left for the MIP to get through its own root.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 
 import numpy as np
@@ -59,23 +59,28 @@ STALL = 2e-4
 _TOL = 1e-6
 
 
+log = logging.getLogger("qpm.solve.cuts")
+
+
 def _say(progress: bool, text: str) -> None:
-    if progress:
-        print(f"[qpm cuts] {text}", file=sys.stderr, flush=True)
+    log.log(logging.INFO if progress else logging.DEBUG, text)
 
 
 class _Incumbent:
-    """The best verified-feasible assignment seen so far."""
+    """The best verified-feasible assignment seen so far (each improvement goes to ``trace``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace=None) -> None:
         self.mask: np.ndarray | None = None
         self.W: np.ndarray | None = None
         self.value = -math.inf
+        self.trace = trace
 
     def offer(self, problem: AssignmentProblem, mask: np.ndarray, W: np.ndarray) -> float:
         value = problem.objective(mask, W)
         if value > self.value + 1e-9 * max(1.0, abs(value)):
             self.mask, self.W, self.value = mask.copy(), np.asarray(W, dtype=np.uint8), value
+            if self.trace is not None:
+                self.trace.incumbent(value)
         return value
 
 
@@ -102,7 +107,7 @@ class CutSolver:
         self.rel = Relaxation(self.F, self.C)
         p = problem.pairs()
         self.pairs = PairModel(self.rel, p.i, p.j, p.weight * problem.redundancy_weight, self.n)
-        self.best = _Incumbent()
+        self.best = _Incumbent(opts.trace)
         self.bound = math.inf
         self.wcol: dict[int, int] = {}  # class -> first of its F explicit w columns
         self.nogoods: set[tuple[int, int, tuple[int, ...]]] = set()
@@ -176,6 +181,8 @@ class CutSolver:
             value = out.objective
             if out.status == "optimal":  # an LP optimum of a relaxation bounds the problem
                 self.bound = min(self.bound, value)
+                if self.opts.trace is not None:
+                    self.opts.trace.bound(value)
                 if self.gap_closed():
                     break
             cuts, _ = self.tk.separate(s, theta)
@@ -269,6 +276,15 @@ class CutSolver:
                           kind="nogood")
         return True
 
+    def price(self, x: np.ndarray) -> None:
+        """Offer the assignment a MIP point stands for (its top-k sets, repaired to unique
+        classes) as an incumbent, priced from the arrays."""
+        mask = np.zeros(self.F, dtype=bool)
+        mask[np.argsort(-x[: self.F], kind="stable")[: self.n]] = True
+        W = unique_columns(self.problem.A, np.flatnonzero(mask), self.k) if self.unique \
+            else self.tk.decode(mask)
+        self.best.offer(self.problem, mask, W)
+
     def examine(self, x: np.ndarray, relaxed_value: float | None) -> bool:
         """Price a MIP answer, update the incumbent, add what it violates; True if exact."""
         F, C = self.F, self.C
@@ -315,6 +331,10 @@ class CutSolver:
         form = self.rel.form(integral=True, keep=keep)
         t0 = time.perf_counter()
         session = backend.load(form)
+        if self.opts.trace is not None:
+            # Solver bounds are valid; its solutions are priced and repaired like answers.
+            session.on_bound = self.opts.trace.bound
+            session.on_solution = lambda x, _obj: self.price(x)
         self.times.handoff += time.perf_counter() - t0
         cursor = self.rel.cursor()
         status = "time_limit"

@@ -45,6 +45,8 @@ class AssignmentResult:
     verified: bool = False
     fallback: str | None = None  # why another solver than the one asked for was used
     message: str = ""
+    # [seconds, "incumbent" | "bound", value] over the solve, when it was traced
+    trace: list | None = None
 
     @property
     def assignment(self) -> dict[int, list[int]]:
@@ -81,6 +83,7 @@ class AssignmentResult:
             "shape": None if self.matrix is None else [int(x) for x in self.matrix.shape],
             "times": asdict(self.times),
             "message": self.message,
+            **({} if self.trace is None else {"trace": self.trace}),
         }
 
     def save_json(self, path: str | Path) -> None:
@@ -138,6 +141,7 @@ class AssignmentResult:
             verified=bool(d.get("verified", False)),
             fallback=d.get("fallback"),
             message=str(d.get("message") or ""),
+            trace=d.get("trace") if isinstance(d.get("trace"), list) else None,
         )
 
     @classmethod

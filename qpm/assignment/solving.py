@@ -10,19 +10,23 @@ the independent verifier before it is returned.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 
 import numpy as np
 
 from qpm.assignment import model as qmodel
 from qpm.assignment.backends import DEFAULT_BACKEND, LicenceLimit, SolveOptions, get_backend
+from qpm.assignment.backends.greedy import selection_mask
 from qpm.assignment.compile import ModelCompiler
 from qpm.assignment.presets import get_preset
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.result import AssignmentResult, SolveTimes
+from qpm.assignment.trace import Trace
 from qpm.assignment.verifier import check_result
 from qpm.errors import QPMError
+
+log = logging.getLogger("qpm.solve")
 
 FORMULATIONS = ("auto", "full", "cuts")
 FALLBACK = "highs"
@@ -32,8 +36,8 @@ HEURISTIC_CAP = 30.0
 
 
 def _say(progress: bool, text: str) -> None:
-    if progress:
-        print(f"[qpm solve] {text}", file=sys.stderr, flush=True)
+    # Each solve round: shown with `progress` (qpm solve --progress) or at -v.
+    log.log(logging.INFO if progress else logging.DEBUG, text)
 
 
 # Presets whose rules the cut formulation builds itself; a user preset's apply() acts on the
@@ -75,7 +79,7 @@ def _pick_backend(solver: str, strict: bool):
         return backend, None
     if solver == "gurobi" and not strict:
         note = _licence_line("gurobi", why.rstrip("."))
-        print(f"qpm: {note}", file=sys.stderr)
+        log.warning(note)
         return get_backend(FALLBACK), note
     raise QPMError(
         f"Solver {solver!r} is not usable: {why}", "Install it or choose another --solver."
@@ -126,6 +130,7 @@ def solve_full(problem: AssignmentProblem, backend, opts: SolveOptions) -> Assig
     form = compiler.form
     backend.check_size(form.n_cols, form.n_rows)
     session = backend.load(form)
+    _follow_full(session, compiler, m, problem, rules, opts.trace)
     times.handoff = time.perf_counter() - t0
     _say(opts.progress, f"{form.n_cols} variables, {form.n_rows} rows, handed over in "
          f"{times.handoff:.1f} s")
@@ -154,6 +159,8 @@ def solve_full(problem: AssignmentProblem, backend, opts: SolveOptions) -> Assig
         bad, dup = qmodel.violations(problem, rules, s, W)
         if not bad and not dup:
             answer = (s, W)
+            if opts.trace is not None:
+                opts.trace.incumbent(problem.objective(s, W))
             break
         _say(opts.progress, f"round {rounds}: {len(bad)} class(es) without k features, "
              f"{len(dup)} identical class pair(s); adding them and re-solving")
@@ -183,6 +190,22 @@ def solve_full(problem: AssignmentProblem, backend, opts: SolveOptions) -> Assig
     return _result(problem, backend.name, status, answer, bound, times, message)
 
 
+def _follow_full(session, compiler, m, problem, rules, trace: Trace | None) -> None:
+    """Record the solver's bounds, and its solutions that break no rule, into ``trace``."""
+    if trace is None:
+        return
+
+    def solution(x: np.ndarray, _objective: float) -> None:
+        compiler.store(x)
+        s, W = qmodel.decode(m, problem)
+        bad, dup = qmodel.violations(problem, rules, s, W)
+        if not bad and not dup:
+            trace.incumbent(problem.objective(s, W))
+
+    session.on_bound = trace.bound
+    session.on_solution = solution
+
+
 def _result(problem, solver, status, answer, bound, times, message) -> AssignmentResult:
     if answer is None:
         if status in ("optimal", "time_limit"):
@@ -206,12 +229,12 @@ def _result(problem, solver, status, answer, bound, times, message) -> Assignmen
 
 
 def solve_greedy(problem: AssignmentProblem, backend, opts: SolveOptions) -> AssignmentResult:
-    from qpm.assignment.backends.greedy import selection_mask
-
     t0 = time.perf_counter()
     h = backend.run(problem, opts.remaining())
     times = SolveTimes(solve=time.perf_counter() - t0)
     answer = (selection_mask(problem, h.selected), h.matrix)
+    if opts.trace is not None:
+        opts.trace.incumbent(problem.objective(*answer))
     return _result(problem, backend.name, "feasible", answer, None, times,
                    "heuristic solution; optimality not proven")
 
@@ -236,12 +259,15 @@ def solve(
     strict_solver: bool = False,
     formulation: str = "auto",
     progress: bool = False,
+    trace: Trace | None = None,
 ) -> AssignmentResult:
     """Solve ``problem`` under its preset and return a VERIFIED result (else QPMError).
 
-    ``solver`` gurobi falls back to HiGHS (noted in ``result.fallback``, one line on stderr)
-    when gurobipy is missing, unlicensed or its licence is too small for the model, unless
-    ``strict_solver``. ``time_limit`` (seconds) covers the whole call.
+    ``solver`` gurobi falls back to HiGHS (noted in ``result.fallback``, a warning on the
+    ``qpm.solve`` logger) when gurobipy is missing, unlicensed or its licence is too small for
+    the model, unless ``strict_solver``. ``time_limit`` (seconds) covers the whole call.
+    ``trace`` (a :class:`~qpm.assignment.trace.Trace`) records the incumbent and the bound
+    over time; it is also returned as ``result.trace``.
     """
     if time_limit is not None and not time_limit > 0:
         raise QPMError(f"time_limit must be positive, got {time_limit}.", "Use e.g. 300.")
@@ -257,10 +283,14 @@ def solve(
         warm_start=warm_start,
         progress=progress,
         deadline=None if time_limit is None else begin + float(time_limit),
+        trace=trace,
     )
     if warm_start and backend.exact:
         opts.start = _heuristic(problem, opts)
         _say(progress, f"heuristic warm start: objective {opts.start.objective:.4f}")
+        if trace is not None:
+            trace.incumbent(problem.objective(selection_mask(problem, opts.start.selected),
+                                              opts.start.matrix))
     try:
         result = _run(problem, backend, formulation, opts)
     except LicenceLimit as exc:
@@ -271,7 +301,7 @@ def solve(
                 "(without --strict-solver gurobi falls back to HiGHS).",
             ) from None
         fallback = _licence_line(backend.name, str(exc))
-        print(f"qpm: {fallback}", file=sys.stderr)
+        log.warning(fallback)
         backend = get_backend(FALLBACK)
         result = _run(problem, backend, formulation, opts)
     result.solver = backend.name
@@ -279,5 +309,10 @@ def solve(
     result.fallback = fallback
     result.preset = problem.preset
     result.tau = problem.tau
-    return check_result(problem, result)
+    result = check_result(problem, result)
+    if trace is not None:
+        trace.incumbent(result.objective if result.verified else None)
+        trace.bound(result.bound)
+        result.trace = trace.to_list()
+    return result
 

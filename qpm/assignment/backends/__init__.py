@@ -20,6 +20,7 @@ __all__ = [
     "BackendOutcome",
     "LicenceLimit",
     "Session",
+    "backend_factory",
     "backend_names",
     "get_backend",
     "register_backend",
@@ -39,6 +40,12 @@ _BACKENDS: dict[str, str | Callable[[], Backend]] = {
 def register_backend(name: str, factory: str | Callable[[], Backend]) -> None:
     """Register a backend: a zero-argument factory (e.g. the class) or ``"module:Class"``."""
     _BACKENDS[name] = factory
+
+
+def backend_factory(name: str) -> str | Callable[[], Backend] | None:
+    """The registry entry of ``name`` (None if unknown): lets a child process that runs one
+    solver register a backend that was registered only in its parent."""
+    return _BACKENDS.get(name)
 
 
 def backend_names() -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,10 +67,30 @@ class LicenceLimit(Exception):
 
 
 class Session(ABC):
-    """A model held by one solver; grows by columns and rows between solves."""
+    """A model held by one solver; grows by columns and rows between solves.
+
+    A solve loop that follows progress sets ``on_bound(value)`` (called with each dual bound
+    the solver proves while it runs) and ``on_solution(x, objective)`` (each improving
+    solution of THIS model); backends call them from their callbacks through
+    :meth:`report_bound` / :meth:`report_solution`.
+    """
 
     #: seconds spent handing data to the solver so far (load plus every addition)
     handoff_seconds: float = 0.0
+    on_bound: Callable[[float], None] | None = None
+    on_solution: Callable[[np.ndarray, float], None] | None = None
+
+    @property
+    def following(self) -> bool:
+        return self.on_bound is not None or self.on_solution is not None
+
+    def report_bound(self, value) -> None:
+        if self.on_bound is not None and value is not None and math.isfinite(float(value)):
+            self.on_bound(float(value))
+
+    def report_solution(self, x, objective) -> None:
+        if self.on_solution is not None and x is not None:
+            self.on_solution(np.asarray(x, dtype=np.float64), float(objective))
 
     @property
     @abstractmethod
@@ -166,6 +187,7 @@ class SolveOptions:
     progress: bool = False
     start: object | None = None
     deadline: float | None = None
+    trace: object | None = None  # a qpm.assignment.trace.Trace to record progress into
 
     def remaining(self) -> float | None:
         """Seconds left before ``deadline`` (None without a limit, never below 0)."""

@@ -102,6 +102,25 @@ class GurobiSession(Session):
             self._m.addMConstr(sp.csr_matrix(part), x, sense, rhs)
         self.handoff_seconds += time.perf_counter() - t0
 
+    def _callback(self):
+        """Gurobi's MIP callback: its dual bound while it branches, each new incumbent."""
+        GRB = self._gp.GRB
+        variables = self._vars
+
+        def bound(value: float) -> None:
+            if abs(value) < GRB.INFINITY:
+                self.report_bound(value)
+
+        def callback(model, where) -> None:
+            if where == GRB.Callback.MIP:
+                bound(model.cbGet(GRB.Callback.MIP_OBJBND))
+            elif where == GRB.Callback.MIPSOL:
+                bound(model.cbGet(GRB.Callback.MIPSOL_OBJBND))
+                self.report_solution(model.cbGetSolution(variables),
+                                     model.cbGet(GRB.Callback.MIPSOL_OBJ))
+
+        return callback
+
     def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
         gp, m = self._gp, self._m
         GRB = gp.GRB
@@ -115,7 +134,7 @@ class GurobiSession(Session):
             x.Start = np.where(np.isfinite(start), start, GRB.UNDEFINED)
         t0 = time.perf_counter()
         try:
-            m.optimize()
+            m.optimize(self._callback() if self.following else None)
         except gp.GurobiError as exc:
             if exc.errno == TOO_LARGE:
                 raise LicenceLimit(str(exc)) from exc

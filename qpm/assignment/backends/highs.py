@@ -94,6 +94,28 @@ class HighsSession(Session):
     def n_cols(self) -> int:
         return self._n
 
+    def _follow(self, on: bool) -> None:
+        """Report bounds and improving solutions from HiGHS's MIP callbacks (or stop)."""
+        kinds = (self._hs.cb.HighsCallbackType.kCallbackMipInterrupt,
+                 self._hs.cb.HighsCallbackType.kCallbackMipImprovingSolution)
+        if not on:
+            if getattr(self, "_following", False):
+                for kind in kinds:
+                    self._h.stopCallback(kind)
+                self._following = False
+            return
+        improving = kinds[1]
+
+        def callback(kind, _message, out, _inp, _user) -> None:
+            self.report_bound(out.mip_dual_bound)
+            if kind == improving:
+                self.report_solution(out.mip_solution, out.mip_primal_bound)
+
+        self._h.setCallback(callback, None)
+        for kind in kinds:
+            self._h.startCallback(kind)
+        self._following = True
+
     def add_columns(self, lo, hi, integer, c=None) -> None:
         t0 = time.perf_counter()
         hs, n = self._hs, len(lo)
@@ -137,7 +159,11 @@ class HighsSession(Session):
             if known.size:
                 h.setSolution(known.size, known, start[known])
         t0 = time.perf_counter()
-        h.run()
+        self._follow(self.following)
+        try:
+            h.run()
+        finally:
+            self._follow(False)
         seconds = time.perf_counter() - t0
         ms = h.getModelStatus()
         info = h.getInfo()

@@ -158,6 +158,38 @@ class ScipSession(Session):
                         x[int(parts[0][1:])] = float(parts[1])
         return x
 
+    def _follow(self) -> None:
+        """An event handler (once per model): the dual bound after each solved node and
+        every new best solution."""
+        if getattr(self, "_events", None) is not None:
+            return
+        import pyscipopt
+
+        session = self
+        kinds = pyscipopt.SCIP_EVENTTYPE
+
+        class Events(pyscipopt.Eventhdlr):
+            def eventinit(self):
+                self.model.catchEvent(kinds.NODESOLVED, self)
+                self.model.catchEvent(kinds.BESTSOLFOUND, self)
+
+            def eventexit(self):
+                self.model.dropEvent(kinds.NODESOLVED, self)
+                self.model.dropEvent(kinds.BESTSOLFOUND, self)
+
+            def eventexec(self, event):
+                m = self.model
+                bound = m.getDualbound()
+                if abs(bound) < m.infinity():
+                    session.report_bound(bound)
+                if event.getType() == kinds.BESTSOLFOUND and session.on_solution is not None:
+                    best = m.getBestSol()
+                    x = np.array([m.getSolVal(best, v) for v in session._variables()])
+                    session.report_solution(x, m.getSolObjVal(best))
+
+        self._events = Events()
+        self._m.includeEventhdlr(self._events, "qpm-progress", "bounds and incumbents")
+
     def _editable(self) -> None:
         # Changes need the original problem stage; solutions are passed again as starts.
         if self._m.getStage() > 1:  # SCIP_STAGE_PROBLEM
@@ -223,6 +255,8 @@ class ScipSession(Session):
                         m.setSolVal(sol, v, value)
                 m.addSol(sol, free=True)  # a partial one is completed by SCIP
         t0 = time.perf_counter()
+        if self.following:
+            self._follow()
         m.optimize()
         seconds = time.perf_counter() - t0
         raw = m.getStatus()
