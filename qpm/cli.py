@@ -1,14 +1,16 @@
 """The ``qpm`` command line.
 
 Each sub-command lives in its own module under :mod:`qpm.commands` and exposes
-``add_parser(subparsers)`` and ``run(args) -> int``; modules are imported lazily so that
-``qpm solve`` never pays for importing torch.
+``add_parser(subparsers)`` and ``run(args) -> int``; modules are imported lazily, and none of
+them imports numpy, torch, Pyomo or a solver at module level, so ``qpm --help`` starts in a
+fraction of a second (``benchmarks/startup.py`` prints the figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from qpm.errors import QPMError
@@ -17,17 +19,58 @@ from qpm.errors import QPMError
 COMMANDS: dict[str, str] = {
     "train": "qpm.commands.train",
     "solve": "qpm.commands.solve",
+    "compare": "qpm.commands.compare",
     "similarities": "qpm.commands.similarities",
     "evaluate": "qpm.commands.evaluate",
     "explain": "qpm.commands.explain",
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default, unless it is None/False or its help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def common_options() -> argparse.ArgumentParser:
+    """-q/-v/--progress, shared by every sub-command (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("messages")
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="only warnings and errors on stderr")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more detail on stderr (-vv: even more)")
+    g.add_argument("--progress", action="store_true",
+                   help="progress bars even when stderr is not a terminal "
+                   "(default: bars only on a terminal; TQDM_DISABLE=1 turns them off)")
+    return p
+
+
+def _version() -> str:
+    from qpm import __version__
+
+    return f"qpm {__version__}"
+
+
 def _build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict]:
     parser = argparse.ArgumentParser(
-        prog="qpm", description="Globally interpretable image classification (QPM)."
+        prog="qpm", description="Globally interpretable image classification (QPM).",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parent = common_options()
     wanted = next((a for a in argv if not a.startswith("-")), None)
     modules = {}
     for name, module_name in COMMANDS.items():
@@ -35,15 +78,33 @@ def _build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict]:
         if wanted is not None and wanted != name and wanted in COMMANDS:
             sub.add_parser(name)
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("qpm.commands"):
-                continue  # command not built yet
-            raise
-        module.add_parser(sub)
+        module = importlib.import_module(module_name)
+        module.add_parser(_Subparsers(sub, parent))
         modules[name] = module
     return parser, modules
+
+
+class _Subparsers:
+    """Wraps argparse's sub-parser action so every command gets the common options and the
+    defaults-showing help formatter without each module repeating them."""
+
+    def __init__(self, sub, parent: argparse.ArgumentParser) -> None:
+        self._sub, self._parent = sub, parent
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs["parents"] = [*kwargs.get("parents", []), self._parent]
+        return self._sub.add_parser(name, **kwargs)
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null so the interpreter's final flush stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from qpm import logs
+
+    logs.configure(-1 if args.quiet else args.verbose, True if args.progress else None)
     try:
-        return int(modules[args.command].run(args) or 0)
+        code = int(modules[args.command].run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
+        return code
     except QPMError as exc:
         print(f"qpm {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `qpm solve ... | head`: the reader left; end quietly
+        _quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         print(f"qpm {args.command}: interrupted; finished artifacts are kept.", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from qpm.assignment.cache import load_similarities
 from qpm.cli import main
 from qpm.errors import QPMError
 from qpm.models.checkpoint import load_model
@@ -118,13 +119,26 @@ def test_digits_pipeline_resume_skip_corrupt_and_config_guard(tmp_path):
     assert fifth.epochs == [("qpm", 1), ("qpm", 2)]
 
 
-def test_cub_layout_with_crop_via_cli(tiny_cub, tmp_path, capsys):
+def test_cub_layout_with_crop_via_cli(tiny_cub, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     run_dir = tmp_path / "cub"
-    code = main(["train", "--dataset", "cub2011", "--data-root", str(tiny_cub), "--crop-gt",
-                 *FAST, "--n-features", "6", "--per-class", "2", "--batch-size", "6",
-                 "--run-dir", str(run_dir)])
-    out = capsys.readouterr().out
+    args = ["train", "--dataset", "cub2011", "--data-root", str(tiny_cub), "--crop-gt",
+            *FAST, "--n-features", "6", "--per-class", "2", "--batch-size", "6",
+            "--run-dir", str(run_dir)]
+    code = main(args)
+    out, err = capsys.readouterr()
     assert code == 0
+    # stderr is captured (not a terminal): no progress bar, one plain line per epoch
+    assert "\r" not in err and "it/s" not in err
+    epochs = [line for line in err.splitlines() if " epoch " in line]
+    assert len(epochs) == 2 and all(": loss " in line for line in epochs)  # dense + ft
+    assert "[assignment] done in" in err
+    # the run's problem travels with its similarities (qpm solve/compare solve the same one)
+    sims = load_similarities(run_dir / "similarities.npz")
+    assert sims.settings == {"n_features": 6, "per_class": 2, "preset": "qpm",
+                             "tau_rule": "tight"}
+    assert main([*args, "-q"]) == 0  # every stage finished: -q says nothing
+    assert capsys.readouterr().err == ""
     assert "dense accuracy:" in out and "qpm accuracy:" in out and "seconds per stage:" in out
     assert "class 001.red_disc: features" in out and "shared" in out
     check_qpm_model(run_dir, n=6, k=2, n_classes=3)

@@ -1,15 +1,18 @@
 """The cached-similarity file (SIMS.npz) and the features file (FEATURES.npz).
 
 SIMS.npz holds ``A`` (F, C), optionally ``R`` (F, F), ``b`` (F,), ``class_names`` and
-``feature_names`` (unicode arrays, never object arrays) and ``format_version`` = 1.
-FEATURES.npz holds ``features`` (N, F), ``labels`` (N,) and optionally ``b`` (F,).
+``feature_names`` (unicode arrays, never object arrays), optionally the settings of the run
+that wrote it (:data:`SETTINGS`: ``n_features``, ``per_class``, ``preset``, ``tau_rule`` as
+0-d arrays, so ``qpm solve``/``qpm compare`` solve that run's problem) and ``format_version`` = 1.
+FEATURES.npz holds ``features`` (N, F), ``labels`` (N,) and optionally ``b`` (F,) and
+``class_names`` (C,).
 Both are read through :func:`qpm.io.read_npz` (declared shapes, dtypes and memory checked
 before anything is allocated; never pickle); every way a file can be unusable is a QPMError.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,8 @@ from qpm.errors import QPMError
 from qpm.io import Header, read_npz, save_npz
 
 FORMAT_VERSION = 1
+# The run settings a SIMS.npz may record, with their types.
+SETTINGS: dict[str, type] = {"n_features": int, "per_class": int, "preset": str, "tau_rule": str}
 
 
 @dataclass
@@ -30,6 +35,7 @@ class SimilarityFile:
     b: np.ndarray | None = None
     class_names: tuple[str, ...] | None = None
     feature_names: tuple[str, ...] | None = None
+    settings: dict[str, int | str] = field(default_factory=dict)  # the writer's, if recorded
 
     def problem(self, **kwargs) -> AssignmentProblem:
         """An :class:`AssignmentProblem` from these arrays; kwargs set n_features, preset, ..."""
@@ -60,8 +66,10 @@ def save_similarities(
     b: np.ndarray | None = None,
     class_names=None,
     feature_names=None,
+    settings: dict | None = None,
 ) -> Path:
-    """Write SIMS.npz (atomically). Names are stored as unicode arrays."""
+    """Write SIMS.npz (atomically). Names are stored as unicode arrays; ``settings`` (keys of
+    :data:`SETTINGS`) records the n, k, preset and tau rule of the run that made it."""
     A = np.asarray(A, dtype=np.float64)
     if A.ndim != 2:
         raise QPMError(f"A must be 2-D (features x classes), got shape {A.shape}.",
@@ -75,6 +83,12 @@ def save_similarities(
         names = _names(values, key)
         if names is not None:
             arrays[key] = names
+    for key, value in (settings or {}).items():
+        if key not in SETTINGS:
+            raise QPMError(f"Unknown similarity-file setting {key!r}.",
+                           f"Record only: {', '.join(SETTINGS)}.")
+        if value is not None:
+            arrays[key] = np.array(SETTINGS[key](value))
     save_npz(path, **arrays)
     return Path(path)
 
@@ -107,12 +121,23 @@ def load_similarities(path: str | Path) -> SimilarityFile:
         arr = data.get(key)
         if arr is not None and not np.issubdtype(arr.dtype, np.number):
             raise QPMError(f"'{key}' in {path} is not numeric (dtype {arr.dtype}).", fix)
+    settings: dict[str, int | str] = {}
+    for key, kind in SETTINGS.items():
+        arr = data.get(key)
+        if arr is None:
+            continue
+        ok = arr.shape == () and (arr.dtype.kind in "US" if kind is str
+                                  else np.issubdtype(arr.dtype, np.integer))
+        if not ok:
+            raise QPMError(f"'{key}' in {path} must be a single {kind.__name__}.", fix)
+        settings[key] = kind(arr.item())
     return SimilarityFile(
         A=data["A"].astype(np.float64),
         R=None if "R" not in data else data["R"].astype(np.float64),
         b=None if "b" not in data else data["b"].astype(np.float64),
         class_names=names.get("class_names"),
         feature_names=names.get("feature_names"),
+        settings=settings,
     )
 
 
@@ -123,20 +148,26 @@ class FeatureFile:
     features: np.ndarray
     labels: np.ndarray
     b: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 def load_features(path: str | Path) -> FeatureFile:
-    """Read FEATURES.npz: ``features`` (N, F), ``labels`` (N,), optional ``b`` (F,)."""
+    """Read FEATURES.npz: ``features`` (N, F), ``labels`` (N,), optional ``b`` (F,) and
+    ``class_names`` (C,)."""
     fix = "Check the path; save features with numpy.savez(path, features=X, labels=y)."
-    data = read_npz(path, ("features", "labels", "b"), what="Features", fix=fix,
+    data = read_npz(path, ("features", "labels", "b", "class_names"), what="Features", fix=fix,
                     required=("features", "labels"),
                     check=lambda h: _check_feature_shapes(h, path, fix), factor=2.0)
     labels = _checked_labels(data["labels"], path, fix)
     b = data.get("b")
-    return FeatureFile(data["features"], labels, None if b is None else b.astype(float))
+    names = data.get("class_names")
+    if names is not None and (names.ndim != 1 or names.dtype.kind not in "US"):
+        raise QPMError(f"class_names in {path} must be a 1-D string array.", fix)
+    return FeatureFile(data["features"], labels, None if b is None else b.astype(float),
+                       None if names is None else tuple(str(x) for x in names.tolist()))
 
 
-SIMS_KEYS = ("A", "R", "b", "class_names", "feature_names", "format_version")
+SIMS_KEYS = ("A", "R", "b", "class_names", "feature_names", "format_version", *SETTINGS)
 NUMERIC = "biuf"
 
 

@@ -9,5 +9,5 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
     """RUN_DIR plus where its data lives and how to run the model over it."""
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by qpm train")
     p.add_argument("--data-root", metavar="DIR", help="dataset folder, if it moved")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")

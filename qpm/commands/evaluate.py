@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from qpm import logs
 from qpm.commands._common import add_run_folder_arguments
 from qpm.pipeline.run_folder import holding_lock
+
+log = logs.get("evaluate")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
             rf.check_model_file(run.path, name)
             model, _ = run.load(name, device)
         except QPMError as exc:  # one stale or corrupt model file should not hide the rest
-            print(f"skipping {name}: {exc}", file=sys.stderr)
+            log.warning(f"skipping {name}: {exc}")
             continue
-        print(f"evaluating {name} ...", file=sys.stderr, flush=True)
+        log.info(f"evaluating {name} ...")
         results[name] = evaluate_model(model, data.train_eval, data.test, device,
                                        args.batch_size, attrs, seed=c.seed)
     if not results:

@@ -6,8 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from qpm.errors import QPMError
 
 
@@ -15,16 +13,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "similarities",
         help="compute the A and R similarities from saved features",
-        description="Read FEATURES.npz (arrays 'features' N x F, 'labels' N, optional 'b' F), "
-        "compute A and R as in the QPM paper and write the cached-similarity file that "
-        "`qpm solve` reads.",
+        description="Read FEATURES.npz (arrays 'features' N x F, 'labels' N, optional 'b' F "
+        "and 'class_names' C), compute A and R as in the QPM paper and write the "
+        "cached-similarity file that `qpm solve` and `qpm compare` read (class names kept).",
     )
     p.add_argument("features", metavar="FEATURES.npz", help="features and labels of the train set")
     p.add_argument("-o", "--output", required=True, metavar="SIMS.npz", help="file to write")
     p.add_argument(
         "--class-names",
         metavar="FILE",
-        help="text file with one class name per line (its length sets the number of classes)",
+        help="text file with one class name per line (its length sets the number of "
+        "classes; default: the features file's class_names, else class indices)",
     )
     return p
 
@@ -48,12 +47,14 @@ def _read_names(path: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from qpm.assignment.cache import load_features, save_similarities
     from qpm.assignment.similarities import compute_similarities
 
     start = time.perf_counter()
     data = load_features(args.features)
-    names = _read_names(args.class_names) if args.class_names else None
+    names = _read_names(args.class_names) if args.class_names else data.class_names
     A, R = compute_similarities(data.features, data.labels, None if names is None else len(names))
     F, C = A.shape
     if data.b is not None and data.b.shape != (F,):
@@ -65,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if not np.all(np.isfinite(b)):
         raise QPMError(f"'b' in {args.features} has NaN or infinite values.", "Fix the bias.")
     save_similarities(args.output, A, R, b, class_names=names)
-    print(
+    print(  # the command's result (stdout), not progress
         f"wrote {args.output}: {F} features x {C} classes from {data.features.shape[0]} samples, "
         f"{int(np.count_nonzero(R))} redundant pairs (R > 0), "
         f"b {'from file' if data.b is not None else 'zero'}, "
+        f"class names {'kept' if names is not None else 'none'}, "
         f"{time.perf_counter() - start:.1f}s"
     )
     return 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from itertools import combinations
 
+from qpm import logs
 from qpm.errors import QPMError
+
+log = logs.get("train")
 
 DEFAULTS_NOTE = "(default: the dataset's; the paper's schedule for the natural-image sets)"
 
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="mnist-5k",
-                   help="mnist-5k (offline default), digits, cub2011, stanford-cars, "
+                   help="mnist-5k (offline), digits, cub2011, stanford-cars, "
                    "travelingbirds, imagenet or imagefolder")
     d.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed offline)")
     d.add_argument("--crop-gt", action="store_true", help="crop CUB images to their boxes")
@@ -45,8 +47,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--preset", default="qpm", help="constraint preset (see qpm solve)")
     a.add_argument("--n-features", type=int, default=50, help="features kept (n)")
     a.add_argument("--per-class", type=int, default=5, help="features per class (k)")
-    a.add_argument("--time-limit", type=float, metavar="S", help="seconds for the solve")
+    from qpm.assignment.limits import LARGE_CELLS, LARGE_TIME_LIMIT
+
+    a.add_argument("--time-limit", type=float, metavar="S",
+                   help=f"seconds for the solve (default: none; {LARGE_TIME_LIMIT:.0f} s for "
+                   f"problems of {LARGE_CELLS:,} or more features x classes, printed when used)")
     a.add_argument("--mip-gap", type=float, default=1e-4, help="relative MIP gap")
+    a.add_argument("--strict-solver", action="store_true",
+                   help="fail instead of falling back to HiGHS when Gurobi cannot take the model")
     t = p.add_argument_group("training " + DEFAULTS_NOTE)
     t.add_argument("--epochs", type=int, help="dense epochs")
     t.add_argument("--ft-epochs", type=int, help="fine-tuning epochs")
@@ -56,7 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int,
                    help="training batch size (global: split evenly over torchrun processes)")
     t.add_argument("--beta", type=float, default=0.196, help="feature-diversity loss weight")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed (also names the run folder)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/DATASET/ARCH/SEED)")
     return p
@@ -70,7 +78,8 @@ def config_from_args(args: argparse.Namespace):
         image_size=args.image_size, arch=args.arch, weights=args.weights,
         reduced_strides=args.reduced_strides, model_type=args.model_type, solver=args.solver,
         preset=args.preset, n_features=args.n_features, per_class=args.per_class,
-        time_limit=args.time_limit, mip_gap=args.mip_gap, epochs=args.epochs, lr=args.lr,
+        time_limit=args.time_limit, mip_gap=args.mip_gap, strict_solver=args.strict_solver,
+        epochs=args.epochs, lr=args.lr,
         classifier_lr=args.classifier_lr, batch_size=args.batch_size, beta=args.beta,
         ft_epochs=args.ft_epochs, ft_lr=args.ft_lr, seed=args.seed, device=args.device,
         workers=args.workers, run_dir=args.run_dir,
@@ -95,11 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from qpm.pipeline import distributed as dist
     from qpm.pipeline.run import run_pipeline
 
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
-        summary = run_pipeline(config_from_args(args), log=log)
+        summary = run_pipeline(config_from_args(args), log=log.info)
         if dist.get_context().is_main:
             print(format_summary(summary))
     finally:

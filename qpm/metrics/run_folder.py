@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,5 +62,5 @@ def class_attributes_for(config) -> np.ndarray | None:
     try:
         return load_cub_class_attributes(config.data_root)
     except QPMError as exc:
-        print(f"note: Structural Grounding skipped: {exc}", file=sys.stderr)
+        logging.getLogger("qpm.evaluate").warning(f"note: Structural Grounding skipped: {exc}")
         return None

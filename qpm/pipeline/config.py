@@ -33,8 +33,9 @@ class TrainConfig:
     preset: str = "qpm"
     n_features: int = 50
     per_class: int = 5
-    time_limit: float | None = None
+    time_limit: float | None = None  # None: qpm.assignment.limits' default for the size
     mip_gap: float = 1e-4
+    strict_solver: bool = False  # fail instead of falling back from Gurobi to HiGHS
     # dense training
     epochs: int | None = None
     lr: float | None = None

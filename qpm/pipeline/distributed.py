@@ -409,12 +409,16 @@ def channels_last(obj, device: torch.device | str):
 
 
 def main_only(iterable: Iterable, ctx: DistContext | None = None, **tqdm_kwargs):
-    """A tqdm progress bar shown on rank 0 only."""
+    """A tqdm progress bar shown on rank 0 only, and only where bars belong (a terminal or
+    --progress, not TQDM_DISABLE: :func:`qpm.logs.show_bars`); the loops log one plain line
+    per epoch or stage either way."""
     ctx = ctx or get_context()
     from tqdm.auto import tqdm
 
+    from qpm.logs import show_bars
+
     # Always a tqdm object (disabled off rank 0) so callers may use set_postfix() freely.
-    disable = (not ctx.is_main) or bool(tqdm_kwargs.pop("disable", False))
+    disable = (not ctx.is_main) or bool(tqdm_kwargs.pop("disable", False)) or not show_bars()
     return tqdm(iterable, disable=disable, **tqdm_kwargs)
 
 

@@ -22,16 +22,26 @@ from qpm.pipeline.stages import (
     validate_similarities,
 )
 
+# The threshold rule of the redundancy term that this run's problem uses (recorded in
+# similarities.npz): "tight" is the binary search of qpm.assignment.redundancy.default_tau.
+TAU_RULE = "tight"
+
 
 def run_similarities(ctx: RunContext) -> None:
     from qpm.assignment.cache import save_similarities
     from qpm.assignment.similarities import compute_similarities
 
     f = ctx.features()
+    c = ctx.config
     names = [str(x) for x in f["class_names"].tolist()]
     A, R = compute_similarities(f["features"], f["labels"], len(names))
+    # The run's problem settings travel with the arrays: `qpm solve`/`qpm compare` on this
+    # file solve the same problem as the run.
+    settings = {"n_features": c.n_features, "per_class": c.per_class, "preset": c.preset,
+                "tau_rule": TAU_RULE}
     save_similarities(ctx.path(rf.SIMILARITIES), A, R, f["b"], class_names=names,
-                      feature_names=[f"feature {i}" for i in range(A.shape[0])])
+                      feature_names=[f"feature {i}" for i in range(A.shape[0])],
+                      settings=settings)
     ctx.log(f"similarities: A {A.shape[0]} features x {A.shape[1]} classes, "
             f"{int(np.count_nonzero(R))} redundant pairs, locality bias in "
             f"[{f['b'].min():.3f}, {f['b'].max():.3f}]")
@@ -39,12 +49,21 @@ def run_similarities(ctx: RunContext) -> None:
 
 def run_assignment(ctx: RunContext) -> dict[str, Any]:
     from qpm.assignment.cache import load_similarities
+    from qpm.assignment.limits import default_time_limit
     from qpm.assignment.solving import solve
 
     c = ctx.config
     problem = load_similarities(ctx.path(rf.SIMILARITIES)).problem(
         n_features=c.n_features, per_class=c.per_class, preset=c.preset)
-    result = solve(problem, solver=c.solver, time_limit=c.time_limit, mip_gap=c.mip_gap)
+    limit = c.time_limit
+    if limit is None:
+        limit = default_time_limit(problem.n_total, problem.n_classes)
+        if limit is not None:
+            ctx.log(f"assignment: no --time-limit given: using {limit:.0f} s for this "
+                    f"{problem.n_total} x {problem.n_classes} problem (pass --time-limit to "
+                    "change it)")
+    result = solve(problem, solver=c.solver, time_limit=limit, mip_gap=c.mip_gap,
+                   strict_solver=c.strict_solver)
     if result.matrix is None or not result.selected_features:
         raise QPMError(f"The assignment solve found no solution ({result.status}: "
                        f"{result.message}).",

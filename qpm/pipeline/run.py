@@ -9,6 +9,7 @@ artifact, a half-finished other run) is recomputed together with every later sta
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from qpm.pipeline.artifacts import ArtifactError, read_json, write_json
 from qpm.pipeline.config import TrainConfig, describe_diff
 from qpm.pipeline.run_folder import StageRecord
 from qpm.pipeline.stages import RunContext, Stage, pipeline_stages
+
+_log = logging.getLogger("qpm.train")
 
 
 @dataclass
@@ -57,7 +60,7 @@ def _read_optional(path: Path, what: str, log: Callable[[str], None]) -> dict:
 def merge_metrics(run_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
     """Merge ``update`` into metrics.json one level deep (per model type) and write it."""
     path = Path(run_dir) / rf.METRICS
-    metrics = _read_optional(path, rf.METRICS, print)
+    metrics = _read_optional(path, rf.METRICS, _log.warning)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(metrics.get(key), dict):
             metrics[key].update(value)
@@ -112,7 +115,7 @@ def _check_static(cfg: TrainConfig, ctx: RunContext) -> None:
                 f"{cfg.n_features} features.", "Raise --n-features or --per-class.")
 
 
-def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = print,
+def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
                  hooks: dict[str, Callable] | None = None) -> RunSummary:
     """Run (or resume) every stage of ``config.model_type`` in its run folder."""
     cfg = config.resolve()

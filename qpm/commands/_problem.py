@@ -1,0 +1,124 @@
+"""The problem and solver-limit arguments that ``qpm solve`` and ``qpm compare`` share.
+
+n, k and the preset default to what SIMS.npz records (``qpm train`` records its run's), else
+to the defaults below, and the command says which it used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from qpm import logs
+from qpm.errors import QPMError
+
+DEFAULTS = {"n_features": 50, "per_class": 5, "preset": "qpm", "tau_rule": "tight"}
+log = logs.get("problem")
+
+
+def add_problem_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("problem (default: what SIMS.npz records, else the value shown)")
+    g.add_argument("--n-features", type=int, default=None, metavar="N",
+                   help=f"features to select, n (default: recorded, else {DEFAULTS['n_features']})")
+    g.add_argument("--per-class", type=int, default=None, metavar="K",
+                   help=f"features per class, k (default: recorded, else {DEFAULTS['per_class']})")
+    g.add_argument("--preset", default=None,
+                   help=f"constraint preset (default: recorded, else {DEFAULTS['preset']})")
+    g.add_argument("--formulation", default="auto",
+                   help="auto (cuts where the preset allows it), full or cuts")
+    g.add_argument("--redundancy-threshold", type=float, default=None, metavar="T",
+                   help="tau: pairs with R >= T are penalised (default: the smallest tau at "
+                   "which n features without a penalised pair exist)")
+    g.add_argument("--redundancy-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the redundancy penalty")
+
+
+def add_limit_arguments(p: argparse.ArgumentParser) -> None:
+    from qpm.assignment.limits import LARGE_CELLS, LARGE_TIME_LIMIT
+
+    g = p.add_argument_group("limits")
+    g.add_argument("--time-limit", type=float, default=None, metavar="S",
+                   help=f"seconds (default: none; {LARGE_TIME_LIMIT:.0f} s for problems of "
+                   f"{LARGE_CELLS:,} or more features x classes, printed when used)")
+    g.add_argument("--mip-gap", type=float, default=1e-4, metavar="G",
+                   help="relative MIP gap to stop at")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="solver threads (default: the solver's choice)")
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    from qpm.assignment.presets import get_preset
+    from qpm.assignment.solving import FORMULATIONS
+
+    if args.preset is not None:
+        get_preset(args.preset)
+    if args.formulation not in FORMULATIONS:
+        raise QPMError(
+            f"Unknown formulation {args.formulation!r}.",
+            f"Choose one of: {', '.join(FORMULATIONS)}.",
+        )
+    if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
+        raise QPMError(f"--time-limit must be a positive number, got {args.time_limit}.",
+                       "Use e.g. --time-limit 300.")
+    if not (math.isfinite(args.mip_gap) and 0 <= args.mip_gap < 1):
+        raise QPMError(f"--mip-gap must be in [0, 1), got {args.mip_gap}.", "Use e.g. 1e-4.")
+    if args.threads is not None and args.threads < 1:
+        raise QPMError(f"--threads must be at least 1, got {args.threads}.", "Use e.g. 4.")
+
+
+def check_solver(name: str) -> None:
+    from qpm.assignment.backends import backend_names
+
+    if name not in backend_names():
+        raise QPMError(f"Unknown solver {name!r}.", f"Choose one of: {', '.join(backend_names())}.")
+
+
+def load_problem(args: argparse.Namespace):
+    """(problem, settings, source line) for SIMS.npz and the arguments.
+
+    ``settings`` holds the n, k, preset and tau rule in use; the line says where each came from
+    (the command line, the file's record, or the defaults for a file that records none).
+    """
+    from qpm.assignment.cache import load_similarities
+
+    sims = load_similarities(args.sims)
+    recorded = sims.settings
+    settings, origin = {}, {}
+    for key, default in DEFAULTS.items():
+        given = getattr(args, key, None)
+        if given is not None:
+            settings[key], origin[key] = given, "given"
+        elif key in recorded:
+            settings[key], origin[key] = recorded[key], "recorded"
+        else:
+            settings[key], origin[key] = default, "default"
+    problem = sims.problem(
+        n_features=settings["n_features"], per_class=settings["per_class"],
+        tau=args.redundancy_threshold, redundancy_weight=args.redundancy_weight,
+        preset=settings["preset"],
+    )
+    line = ", ".join(f"{_short(k)}={settings[k]}" for k in DEFAULTS)
+    if not recorded:
+        line += f" ({Path(args.sims).name} records no run settings: defaults unless given)"
+    else:
+        where = {o: [_short(k) for k in DEFAULTS if origin[k] == o] for o in set(origin.values())}
+        line += " (" + "; ".join(f"{o}: {', '.join(v)}" for o, v in sorted(where.items())) + ")"
+    return problem, settings, line
+
+
+def time_limit_for(args: argparse.Namespace, problem) -> float | None:
+    """--time-limit, or the default for a large problem (logged)."""
+    from qpm.assignment.limits import default_time_limit
+
+    if args.time_limit is not None:
+        return args.time_limit
+    limit = default_time_limit(problem.n_total, problem.n_classes)
+    if limit is not None:
+        log.info(f"no --time-limit given: using {limit:.0f} s for this {problem.n_total} x "
+                 f"{problem.n_classes} problem (pass --time-limit to change it)")
+    return limit
+
+
+def _short(key: str) -> str:
+    return {"n_features": "n", "per_class": "k", "tau_rule": "tau rule"}.get(key, key)
