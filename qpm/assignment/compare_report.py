@@ -1,0 +1,151 @@
+"""A :class:`~qpm.assignment.compare.Comparison` as a table, compare.json, .csv and .png."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from qpm.assignment.compare import Comparison, Row
+from qpm.assignment.trace import BOUND, INCUMBENT
+
+COLUMNS = ("solver", "form", "status", "objective", "bound", "gap %", "to best bound %",
+           "first s", "final s", "build+handoff s", "peak MB", "verified", "note")
+
+
+def _f(x, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.3f}"
+
+
+def table_rows(cmp: Comparison) -> list[tuple[str, ...]]:
+    """One tuple of strings per row; ``*`` marks the best objective and the best bound."""
+    best_obj, best_bound = cmp.best_objective, cmp.best_bound
+    out = []
+    for r in cmp.rows:
+        obj = _f(r.objective, ".4f")
+        if r.verified and best_obj is not None and r.objective is not None \
+                and r.objective >= best_obj - 1e-9 * max(1.0, abs(best_obj)):
+            obj += "*"
+        bound = _f(r.bound, ".4f")
+        if best_bound is not None and r.bound is not None \
+                and r.bound <= best_bound + 1e-9 * max(1.0, abs(best_bound)):
+            bound += "*"
+        out.append((
+            r.label, r.formulation, r.status, obj, bound, _pct(r.gap), _pct(cmp.to_bound(r)),
+            _f(r.first_answer, ".1f"), _f(r.final_answer, ".1f"), _f(r.build_handoff, ".1f"),
+            _f(r.peak_mb, ".0f"), "yes" if r.verified else "no", r.note.replace("\n", " "),
+        ))
+    return out
+
+
+def format_table(cmp: Comparison) -> str:
+    """A plain aligned table (the note column last and never cut) plus a legend."""
+    lines = [COLUMNS, *table_rows(cmp)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS) - 1)]
+    text = "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+        for line in lines
+    )
+    return text.rstrip() + (
+        "\n* best verified objective / best (lowest) proven bound of all runs; "
+        "'to best bound %': how far each answer lies below that bound; first s / final s: "
+        "seconds to the first verified answer / to the returned answer.")
+
+
+def to_json(cmp: Comparison) -> dict:
+    return {**cmp.header, "best_objective": cmp.best_objective, "best_bound": cmp.best_bound,
+            "rows": [{**r.to_dict(), "to_best_bound": cmp.to_bound(r)} for r in cmp.rows]}
+
+
+def to_csv(cmp: Comparison) -> str:
+    buf = io.StringIO()
+    keys = [k for k in Row.__dataclass_fields__ if k != "trace"]
+    writer = csv.writer(buf)
+    writer.writerow(["label", *keys, "to_best_bound"])
+    for r in cmp.rows:
+        d = r.to_dict()
+        writer.writerow([d["label"], *(d[k] for k in keys), cmp.to_bound(r)])
+    return buf.getvalue()
+
+
+def _steps(points: list, kind: str, end: float) -> tuple[list[float], list[float]]:
+    pts = [(t, v) for t, k, v in points if k == kind]
+    if not pts:
+        return [], []
+    ts = [max(t, 1e-2) for t, _ in pts] + [max(end, pts[-1][0], 1e-2)]
+    vs = [v for _, v in pts] + [pts[-1][1]]
+    return ts, vs
+
+
+def plot(cmp: Comparison, path: str | Path, title: str = "") -> Path:
+    """Objective (solid) and proven bound (dashed) over time, one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    colours = plt.get_cmap("tab10")
+    lows, highs = [], []
+    for n, r in enumerate(cmp.rows):
+        colour = colours(n % 10)
+        end = r.final_answer or 0.0
+        ts, vs = _steps(r.trace, INCUMBENT, end)
+        if ts:
+            ax.step(ts, vs, where="post", color=colour, lw=2, label=f"{r.label}: objective")
+            ax.plot(ts[-1], vs[-1], "o", color=colour)
+            lows.append(min(vs))
+            highs.append(max(vs))
+        ts, vs = _steps(r.trace, BOUND, end)
+        if ts:
+            ax.step(ts, vs, where="post", color=colour, lw=1.5, ls="--",
+                    label=f"{r.label}: bound")
+            highs.append(vs[-1])
+        if not r.trace:
+            ax.plot([], [], " ", label=f"{r.label}: {r.status} (no trace)")
+    best_obj, best_bound = cmp.best_objective, cmp.best_bound
+    if best_bound is not None:
+        ax.axhline(best_bound, color="black", lw=0.8, ls=":", label="best bound")
+    if lows and best_obj is not None:
+        # Frame the interesting band: from the worst answer to a little above the best bound.
+        top = max(highs + [best_obj]) if best_bound is None else best_bound
+        span = max(top - min(lows), 1e-6 * max(1.0, abs(top)))
+        ax.set_ylim(min(lows) - 0.05 * span, top + 0.25 * span)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds since the solve started (log scale)")
+    ax.set_ylabel("objective (higher is better)")
+    import textwrap
+
+    ax.set_title(textwrap.fill(title, 90) + "\n" if title else "", fontsize=9, loc="left")
+    ax.set_title("incumbent (solid), proven bound (dashed)", fontsize=9, loc="right")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write(cmp: Comparison, out_dir: str | Path, title: str = "") -> list[Path]:
+    """compare.json, compare.csv and compare.png in ``out_dir`` (each written atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in (("compare.json", json.dumps(to_json(cmp), indent=2, allow_nan=False)),
+                       ("compare.csv", to_csv(cmp))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
+        paths.append(out / name)
+    tmp = out / ".compare.tmp.png"
+    plot(cmp, tmp, title)
+    tmp.replace(out / "compare.png")
+    paths.append(out / "compare.png")
+    return paths

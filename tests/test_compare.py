@@ -1,0 +1,131 @@
+"""``qpm compare``: every solver in its own process; crashing, hanging and missing solvers get
+rows of their own while the others still run; one table and three files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from qpm.assignment import backends as registry
+from qpm.assignment.backends.base import Backend
+from qpm.assignment.cache import load_similarities, save_similarities
+from qpm.assignment.compare import Limits, compare
+from qpm.assignment.compare_report import format_table
+from qpm.assignment.synthetic import make_instance
+from qpm.assignment.trace import Trace
+from qpm.cli import main
+
+
+# Test backends: module-level classes, so the spawned child can import them by reference.
+class _Crash(Backend):
+    name = "crash"
+
+    def available(self):
+        os.abort()  # the process dies without a Python exception
+
+    def version(self):
+        return ""
+
+    def load(self, form):
+        raise AssertionError
+
+
+class _Missing(Backend):
+    name = "missing"
+
+    def available(self):
+        return False, "its package is not installed; pip install it."
+
+    def version(self):
+        return ""
+
+    def load(self, form):
+        raise AssertionError
+
+
+class _Hang(Backend):
+    name = "hang"
+
+    def available(self):
+        return True, ""
+
+    def version(self):
+        return ""
+
+    def load(self, form):
+        time.sleep(3600)  # ignores every limit
+
+
+@pytest.fixture()
+def test_backends(monkeypatch):
+    for name, cls in (("crash", _Crash), ("missing", _Missing), ("hang", _Hang)):
+        monkeypatch.setitem(registry._BACKENDS, name, cls)
+
+
+def test_crashing_missing_and_hanging_solvers_get_rows_and_the_others_run(test_backends):
+    problem = make_instance("tiny", seed=0)
+    runs = [("crash", "auto"), ("highs", "auto"), ("missing", "auto"), ("hang", "auto")]
+    limits = Limits(time_limit=1.0, grace=2.0, memory_gb=8.0)
+    t0 = time.perf_counter()
+    cmp = compare(problem, runs, limits, jobs=4)
+    assert time.perf_counter() - t0 < 60
+    rows = {r.asked: r for r in cmp.rows}
+    assert [r.asked for r in cmp.rows] == [s for s, _ in runs]  # the order asked for
+    assert rows["crash"].status == "crashed" and "died" in rows["crash"].note
+    assert rows["missing"].status == "missing" and "not installed" in rows["missing"].note
+    assert rows["hang"].status == "killed" and not rows["hang"].verified
+    r = rows["highs"]
+    assert r.verified and r.objective is not None and r.ran == "highs" and r.peak_mb > 0
+    assert r.first_answer is not None and r.first_answer <= r.final_answer
+    assert r.trace and r.trace[-1][0] <= r.final_answer + 1e-6
+    assert cmp.best_bound == r.bound and cmp.best_objective == r.objective
+    assert cmp.to_bound(r) == pytest.approx(max(0.0, r.bound - r.objective) / r.objective)
+    table = format_table(cmp)
+    assert len([line for line in table.splitlines() if line.startswith("crash")]) == 1
+    assert "*" in table
+
+
+def test_trace_keeps_improvements_only():
+    t = Trace()
+    for v in (1.0, 0.5, 2.0, 2.0):
+        t.incumbent(v)
+    for v in (9.0, 10.0, 3.0, float("inf")):
+        t.bound(v)
+    assert [p[2] for p in t.points if p[1] == "incumbent"] == [1.0, 2.0]
+    assert [p[2] for p in t.points if p[1] == "bound"] == [9.0, 3.0]
+    assert t.first("incumbent") <= t.now()
+
+
+def test_compare_cli_uses_the_recorded_problem_and_writes_three_files(tmp_path, capsys):
+    p = make_instance("tiny", seed=0)
+    sims = save_similarities(tmp_path / "sims.npz", p.A, p.R, p.b,
+                             settings={"n_features": 10, "per_class": 3, "preset": "qpm",
+                                       "tau_rule": "tight"})
+    assert load_similarities(sims).settings["n_features"] == 10
+    out = tmp_path / "cmp"
+    code = main(["compare", str(sims), "--solvers", "highs,greedy", "--time-limit", "20",
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "n=10, k=3" in captured.out and "recorded" in captured.out
+    assert captured.out.count("solver  form") == 1  # one table
+    data = json.loads((out / "compare.json").read_text())
+    assert [r["asked"] for r in data["rows"]] == ["highs", "greedy"]
+    assert data["settings"]["n_features"] == 10 and data["time_limit"] == 20
+    assert all(r["verified"] for r in data["rows"])
+    greedy = data["rows"][1]
+    assert greedy["bound"] is None and greedy["trace"][-1][1] == "incumbent"
+    assert greedy["to_best_bound"] >= 0
+    assert (out / "compare.csv").read_text().count("\n") == 3
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_bad_input_is_one_line(tmp_path, capsys):
+    p = make_instance("tiny", seed=0)
+    sims = save_similarities(tmp_path / "sims.npz", p.A, p.R, p.b)
+    assert main(["compare", str(sims), "--solvers", "highs,cplex"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Unknown solver 'cplex'" in err
