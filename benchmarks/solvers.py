@@ -1,185 +1,105 @@
-"""Compare the solver backends (and formulations) on one instance with the same limits.
+"""Compare the solver backends (and formulations) on generated instances: a loop over sizes
+around :func:`qpm.assignment.compare.compare` (the code behind ``qpm compare``).
 
-    python benchmarks/solvers.py --size small --solvers highs,scip,gurobi,greedy \
+    python benchmarks/solvers.py --size small,medium --solvers highs,scip,gurobi,greedy \
         --formulations full,cuts --time-limit 300 --out results.json
 
-Every run goes through :func:`qpm.assignment.solve` (so through the verifier); a backend that
-fails or falls back is reported as such and the benchmark goes on.
+Every run goes through :func:`qpm.assignment.solve` (so through the verifier) in its own
+process with the time limit and a memory limit; a backend that crashes, hangs, is missing or
+falls back is reported as such and the benchmark goes on. ``--instance SIMS.npz`` runs a
+cached file instead (n, k and preset from the file's record unless given, as qpm compare).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qpm.assignment.cache import load_similarities, save_similarities  # noqa: E402
-from qpm.assignment.solving import solve  # noqa: E402
+from qpm.assignment.compare import Limits, compare  # noqa: E402
+from qpm.assignment.compare_report import format_table, to_json  # noqa: E402
 from qpm.assignment.synthetic import SIZES, make_instance  # noqa: E402
-from qpm.errors import QPMError  # noqa: E402
+from qpm.commands.compare import describe, memory_default  # noqa: E402
 
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="small", choices=sorted(SIZES))
-    p.add_argument("--instance", help="a SIMS.npz to use instead of a synthetic instance")
+    p.add_argument("--size", default="small",
+                   help=f"comma-separated sizes of {', '.join(SIZES)} (default small)")
+    p.add_argument("--instance", help="a SIMS.npz to use instead of generated instances")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--solvers", default="highs,scip,gurobi,greedy")
     p.add_argument("--formulations", default="full,cuts")
-    p.add_argument("--preset", default="qpm")
-    p.add_argument("--n-features", type=int, help="n (default: the size's)")
-    p.add_argument("--per-class", type=int, help="k (default: the size's)")
+    p.add_argument("--preset", default=None, help="default: qpm (or the file's record)")
+    p.add_argument("--n-features", type=int, help="n (default: the size's or the file's)")
+    p.add_argument("--per-class", type=int, help="k (default: the size's or the file's)")
     p.add_argument("--time-limit", type=float, default=300.0)
     p.add_argument("--mip-gap", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--hard-timeout", type=float, default=None,
-                   help="kill a run after this many seconds (default: 1.5 x time limit + 120); "
-                   "each run is its own process, so a solver that ignores its limit is reported")
+                   help="kill a run after this many seconds (default: time limit + 120)")
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time (default 1)")
     p.add_argument("--memory-limit", type=float, default=None, metavar="GB",
-                   help="address-space limit per run (a run over it ends with MemoryError)")
-    p.add_argument("--write-instance", metavar="PATH", help="save the instance as SIMS.npz")
+                   help="address-space limit per run (default: 3/4 of the memory)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per solver and formulation")
+    p.add_argument("--write-instance", metavar="PATH",
+                   help="save the (last) instance as SIMS.npz, with its n, k and preset")
     p.add_argument("--out", metavar="results.json")
     return p.parse_args(argv)
 
 
-def load_problem(args):
-    size = SIZES[args.size]
-    kw = {
-        "n_features": args.n_features or size.n_features,
-        "per_class": args.per_class or size.per_class,
-        "preset": args.preset,
-    }
+def instances(args):
+    """(name, problem) for each size, or the one file."""
     if args.instance:
-        return load_similarities(args.instance).problem(**kw)
-    return make_instance(args.size, seed=args.seed, **kw)
-
-
-def run_one(problem, solver: str, formulation: str, args) -> dict:
-    row = {"solver": solver, "formulation": formulation}
-    t0 = time.perf_counter()
-    try:
-        r = solve(problem, solver=solver, formulation=formulation, time_limit=args.time_limit,
-                  mip_gap=args.mip_gap, threads=args.threads)
-    except QPMError as exc:
-        row.update(status="error", error=str(exc))
-        return row
-    except Exception as exc:  # a crashing backend is a finding, not the end of the benchmark
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}",
-                   traceback=traceback.format_exc())
-        return row
-    row.update(
-        status=r.status, objective=r.objective, bound=r.bound, gap=r.gap, verified=r.verified,
-        used=r.solver, version=r.solver_version, fallback=r.fallback, message=r.message,
-        build=r.times.build, handoff=r.times.handoff, solve=r.times.solve,
-        wall=time.perf_counter() - t0,
-    )
-    return row
-
-
-def _child(problem, solver, formulation, args, queue) -> None:
-    import resource
-
-    if args.memory_limit:
-        cap = int(args.memory_limit * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    row = run_one(problem, solver, formulation, args)
-    row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(row)
-
-
-def run_isolated(problem, jobs: list[tuple[str, str]], args) -> list[dict]:
-    """Each run in its own (forked) process, ``args.jobs`` at a time, killed at the hard
-    timeout; rows come back in the order of ``jobs``."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork")
-    limit = args.hard_timeout or 1.5 * args.time_limit + 120.0
-    pending, running, rows = list(enumerate(jobs)), {}, {}
-    while pending or running:
-        while pending and len(running) < max(1, args.jobs):
-            i, (solver, form) = pending.pop(0)
-            q = ctx.Queue()
-            proc = ctx.Process(target=_child, args=(problem, solver, form, args, q))
-            proc.start()
-            running[i] = (proc, q, time.perf_counter(), solver, form)
-        time.sleep(0.5)
-        for i, (proc, q, t0, solver, form) in list(running.items()):
-            row = None
-            try:
-                row = q.get_nowait()
-            except Exception:  # queue.Empty: still running
-                pass
-            if row is None and proc.is_alive() and time.perf_counter() - t0 < limit:
-                continue
-            if row is None:
-                if proc.is_alive():
-                    proc.kill()
-                    why = f"killed at the hard timeout ({limit:.0f} s): the solver did not return"
-                else:
-                    why = f"the run died (exit code {proc.exitcode})"
-                row = {"solver": solver, "formulation": form, "status": "error", "error": why,
-                       "wall": time.perf_counter() - t0}
-            proc.join(timeout=5)
-            del running[i]
-            row["formulation"] = "-" if solver == "greedy" else form
-            rows[i] = row
-            print(table([row]).splitlines()[1], flush=True)
-    return [rows[i] for i in range(len(jobs))]
-
-
-def _f(x, spec):
-    return "-" if x is None else format(x, spec)
-
-
-def table(rows: list[dict]) -> str:
-    head = ("solver", "form", "status", "objective", "bound", "gap %", "build", "handoff",
-            "solve", "wall", "peak MB", "verified", "note")
-    lines = [head]
-    for r in rows:
-        note = r.get("error") or r.get("fallback") or ""
-        if r.get("used") and r["used"] != r["solver"]:
-            note = f"ran {r['used']}: {note}"
-        lines.append((
-            r["solver"], r["formulation"], r["status"], _f(r.get("objective"), ".4f"),
-            _f(r.get("bound"), ".4f"), _f(None if r.get("gap") is None else 100 * r["gap"], ".4f"),
-            _f(r.get("build"), ".1f"), _f(r.get("handoff"), ".1f"), _f(r.get("solve"), ".1f"),
-            _f(r.get("wall"), ".1f"), _f(r.get("peak_mb"), ".0f"), str(r.get("verified", False)),
-            note[:70],
-        ))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)) for line in lines
-    )
+        sims = load_similarities(args.instance)
+        rec = sims.settings
+        yield Path(args.instance).name, sims.problem(
+            n_features=args.n_features or rec.get("n_features", 50),
+            per_class=args.per_class or rec.get("per_class", 5),
+            preset=args.preset or rec.get("preset", "qpm"))
+        return
+    for size in [s for s in args.size.split(",") if s]:
+        kw = {"preset": args.preset or "qpm"}
+        if args.n_features:
+            kw["n_features"] = args.n_features
+        if args.per_class:
+            kw["per_class"] = args.per_class
+        yield f"size={size} seed={args.seed}", make_instance(size, seed=args.seed, **kw)
 
 
 def main(argv=None) -> int:
     args = parse(argv)
-    problem = load_problem(args)
-    if args.write_instance:
-        save_similarities(args.write_instance, problem.A, problem.R, problem.b)
-    F, C = problem.A.shape
-    print(f"instance: size={args.size} seed={args.seed} F={F} C={C} n={problem.n_features} "
-          f"k={problem.per_class} pairs={len(problem.pairs())} tau={problem.tau:.4g} "
-          f"preset={problem.preset} time limit={args.time_limit} s, "
-          f"cpus={os.cpu_count()}", flush=True)
-    jobs = []
+    limits = Limits(time_limit=args.time_limit, mip_gap=args.mip_gap, threads=args.threads,
+                    memory_gb=args.memory_limit or memory_default(), grace=120.0,
+                    hard_timeout=args.hard_timeout)
+    runs = []
     for solver in [s for s in args.solvers.split(",") if s]:
-        forms = ["-"] if solver == "greedy" else [f for f in args.formulations.split(",") if f]
-        jobs.extend((solver, "auto" if form == "-" else form) for form in forms)
-    rows = run_isolated(problem, jobs, args)
-    print()
-    print(table(rows))
+        forms = ["auto"] if solver == "greedy" else [f for f in args.formulations.split(",") if f]
+        runs.extend((solver, form) for form in forms)
+    results = []
+    for name, problem in instances(args):
+        if args.write_instance:
+            save_similarities(args.write_instance, problem.A, problem.R, problem.b,
+                              settings={"n_features": problem.n_features,
+                                        "per_class": problem.per_class,
+                                        "preset": problem.preset, "tau_rule": "tight"})
+        header = describe(name, problem, {}, limits)
+        print(f"{header['title']}\n  {header['limits']}", flush=True)
+        cmp = compare(problem, runs, limits, repeat=args.repeat, jobs=args.jobs,
+                      on_row=lambda r: print(f"  done: {r.label} {r.formulation} {r.status}",
+                                             flush=True))
+        cmp.header = header
+        print(format_table(cmp), flush=True)
+        print()
+        results.append(to_json(cmp))
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps({"args": vars(args), "F": F, "C": C, "rows": rows}, indent=2))
+        tmp.write_text(json.dumps({"args": vars(args), "instances": results}, indent=2))
         tmp.replace(out)
     return 0
 

@@ -129,3 +129,22 @@ def test_compare_bad_input_is_one_line(tmp_path, capsys):
     assert main(["compare", str(sims), "--solvers", "highs,cplex"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Unknown solver 'cplex'" in err
+
+
+@pytest.mark.parametrize("solver, formulation", [("highs", "full"), ("scip", "full"),
+                                                 ("highs", "cuts"), ("scip", "cuts")])
+def test_traced_solves_record_valid_bounds_and_incumbents(solver, formulation):
+    from qpm.assignment.solving import solve
+
+    problem = make_instance("tiny", seed=0)
+    trace = Trace()
+    r = solve(problem, solver=solver, formulation=formulation, time_limit=60, mip_gap=0,
+              trace=trace)
+    assert r.status == "optimal" and r.trace == trace.to_list()
+    inc, bounds = trace.series("incumbent"), trace.series("bound")
+    assert inc and bounds
+    tol = 1e-6 * max(1.0, abs(r.objective))
+    # every incumbent is a feasible value (never above the optimum), every bound valid
+    assert all(v <= r.objective + tol for _, v in inc) and inc[-1][1] == pytest.approx(r.objective)
+    assert all(v >= r.objective - tol for _, v in bounds)
+    assert [t for t, _ in inc] == sorted(t for t, _ in inc)
