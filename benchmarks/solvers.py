@@ -13,7 +13,6 @@ cached file instead (n, k and preset from the file's record unless given, as qpm
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from qpm.assignment.compare import Limits, compare  # noqa: E402
 from qpm.assignment.compare_report import format_table, to_json  # noqa: E402
 from qpm.assignment.synthetic import SIZES, make_instance  # noqa: E402
 from qpm.commands.compare import describe, memory_default  # noqa: E402
+from qpm.io import write_json  # noqa: E402
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -97,10 +97,7 @@ def main(argv=None) -> int:
         print()
         results.append(to_json(cmp))
     if args.out:
-        out = Path(args.out)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps({"args": vars(args), "instances": results}, indent=2))
-        tmp.replace(out)
+        write_json(args.out, {"args": vars(args), "instances": results})
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
@@ -83,7 +82,7 @@ def _steps(points: list, kind: str, end: float) -> tuple[list[float], list[float
     return ts, vs
 
 
-def plot(cmp: Comparison, path: str | Path, title: str = "") -> Path:
+def plot(cmp: Comparison, path, title: str = ""):
     """Objective (solid) and proven bound (dashed) over time, one colour per run."""
     import matplotlib
 
@@ -127,25 +126,16 @@ def plot(cmp: Comparison, path: str | Path, title: str = "") -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
+    fig.savefig(path, format="png")  # a path or an open binary file
     plt.close(fig)
-    return path
 
 
 def write(cmp: Comparison, out_dir: str | Path, title: str = "") -> list[Path]:
     """compare.json, compare.csv and compare.png in ``out_dir`` (each written atomically)."""
+    from qpm.io import atomic_write, write_json, write_text
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in (("compare.json", json.dumps(to_json(cmp), indent=2, allow_nan=False)),
-                       ("compare.csv", to_csv(cmp))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
-        paths.append(out / name)
-    tmp = out / ".compare.tmp.png"
-    plot(cmp, tmp, title)
-    tmp.replace(out / "compare.png")
-    paths.append(out / "compare.png")
-    return paths
+    return [write_json(out / "compare.json", to_json(cmp)),
+            write_text(out / "compare.csv", to_csv(cmp)),
+            atomic_write(out / "compare.png", lambda fh: plot(cmp, fh, title))]
