@@ -16,7 +16,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "evaluate",
         help="accuracy and interpretability metrics of a run folder's models",
         description="Compute accuracy, number of features, features per class, SID@5, "
-        "Class-Independence, Contrastiveness, Correlation and Structural Grounding (CUB only) "
+        "Q-SENN's diversity@5, Class-Independence, Contrastiveness, Correlation, Dependence, "
+        "Structural Grounding and Alignment (both CUB only) as the QPM reference code does, "
         "for every finished model (dense, qpm, qsenn, sldd) in RUN_DIR; merge them into "
         "RUN_DIR/metrics.json and print a table.",
     )
@@ -30,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from qpm.errors import QPMError
     from qpm.metrics.model_eval import evaluate_model, format_table
-    from qpm.metrics.run_folder import class_attributes_for, open_run
+    from qpm.metrics.run_folder import class_attributes_for, image_attributes_for, open_run
     from qpm.pipeline import distributed as dist
     from qpm.pipeline import run_folder as rf
     from qpm.pipeline.data import build_data
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     data = build_data(c.dataset, c.data_root, c.image_size, c.crop_gt)
     rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), args.data_root)
     attrs = class_attributes_for(c)
+    image_attrs = image_attributes_for(c)
     results = {}
     for name in names:
         try:
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         log.info(f"evaluating {name} ...")
         results[name] = evaluate_model(model, data.train_eval, data.test, device,
-                                       args.batch_size, attrs, seed=c.seed)
+                                       args.batch_size, attrs, seed=c.seed,
+                                       image_attributes=image_attrs)
     if not results:
         raise QPMError(f"No model in {run.path} could be loaded.",
                        "Re-run qpm train there to recompute the unusable model files.")

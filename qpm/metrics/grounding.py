@@ -47,23 +47,23 @@ def class_similarity_from_weights(weight: np.ndarray) -> np.ndarray:
 def structural_grounding(
     weight: np.ndarray, class_attributes: np.ndarray, top: int = 50
 ) -> float:
-    """Agreement of the model's class similarity with the attribute-based one, on top pairs.
+    """Agreement of the model's class similarity with the attribute-based one (reference).
 
-    Ground truth: cosine similarity of the classes' attribute vectors (C, A). Take the ``top``
-    class pairs (i < j) most similar by attributes; the metric is the model's similarity
-    summed over those pairs divided by the attribute similarity summed over them (the QPM
-    reference's ratio). 0 when the most similar classes share no features, 1 when the model
-    reproduces the attribute similarity on them.
+    Both (C, C) similarity matrices are symmetric with a zero diagonal: the model's is the
+    cosine similarity of the classes' weight rows, the ground truth the cosine similarity of
+    their attribute vectors (C, A). Flatten both, take the ``top`` entries (default 50, i.e.
+    25 class pairs, each pair counted twice) where the ground truth is largest, and divide
+    the model's sum over them by the ground truth's. 0 when the most similar classes share
+    no features, 1 when the model reproduces the attribute similarity on them.
     """
     w = np.asarray(weight, dtype=np.float64)
     attrs = np.asarray(class_attributes, dtype=np.float64)
     if w.shape[0] != attrs.shape[0]:
         raise ValueError(f"{w.shape[0]} classes in the weights but {attrs.shape[0]} in attributes")
-    model_sim = class_similarity_from_weights(w)
-    gt_sim = _cosine_rows(attrs)
-    i, j = np.triu_indices(w.shape[0], k=1)
-    order = np.argsort(-gt_sim[i, j], kind="stable")[:top]
-    denom = gt_sim[i[order], j[order]].sum()
+    model_sim = class_similarity_from_weights(w).ravel()
+    gt_sim = _cosine_rows(attrs).ravel()
+    order = np.argsort(gt_sim, kind="stable")[::-1][:top]
+    denom = gt_sim[order].sum()
     if denom <= 0:
         raise ValueError("the attribute vectors of the top class pairs are not similar at all")
-    return float(model_sim[i[order], j[order]].sum() / denom)
+    return float(model_sim[order].sum() / denom)

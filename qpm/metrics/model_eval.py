@@ -1,5 +1,5 @@
-"""Compute every metric for one trained model: one pass over the test set (accuracy, SID@5)
-and one over the training images (the feature metrics), streaming the feature maps."""
+"""Compute every metric for one trained model: one pass over the test set (accuracy, SID@5,
+diversity@5) and one over the training images (the feature metrics), as in the reference."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from qpm.metrics.alignment import ImageAttributes, cub_alignment
 from qpm.metrics.basic import accuracy, features_per_class, n_features
-from qpm.metrics.diversity import sid_at_k
-from qpm.metrics.features import class_independence, contrastiveness, correlation
+from qpm.metrics.diversity import sid_per_sample
+from qpm.metrics.features import class_independence, contrastiveness, correlation, dependence
 from qpm.metrics.grounding import structural_grounding
 
 METRIC_NAMES = (
@@ -19,10 +20,13 @@ METRIC_NAMES = (
     ("n_features", "Features"),
     ("per_class", "Features / class"),
     ("sid@5", "SID@5"),
+    ("diversity@5", "Diversity@5 (Q-SENN)"),
     ("class_independence", "Class-Independence"),
     ("contrastiveness", "Contrastiveness"),
     ("correlation", "Correlation"),
+    ("dependence", "Dependence"),
     ("structural_grounding", "Structural Grounding"),
+    ("alignment", "Alignment"),
 )
 
 
@@ -33,36 +37,56 @@ def head_weights(model) -> tuple[np.ndarray, np.ndarray | None]:
     return w, None if used is None else used.detach().cpu().numpy()
 
 
+def head_input(classifier, features: torch.Tensor) -> torch.Tensor:
+    """What the final layer multiplies with its weights, for pooled backbone features (B, F).
+
+    A dense head takes the pooled features as they are; a sparse head (QPM, SLDD, Q-SENN)
+    its selected features normalised with its effective (mean, std). The reference computes
+    Correlation, Dependence and the other feature metrics on exactly this input.
+    """
+    normalisation = getattr(classifier, "normalisation", None)
+    if normalisation is None:
+        return features
+    mean, std = normalisation()
+    return (features.index_select(1, classifier.selected) - mean) / std
+
+
 @torch.no_grad()
 def collect_outputs(model, dataset: Dataset, device, batch_size: int, used,
                     weight: np.ndarray | None, k: int = 5) -> dict[str, Any]:
-    """Logits, labels and pooled ``used`` features (None: all) over ``dataset`` in order;
-    with ``weight`` also the mean SID@k of the images that count (else None)."""
+    """One pass over ``dataset`` in order: logits, labels, the pooled ``used`` features
+    (None: all) and the head's input; with ``weight`` also the mean SID@k and diversity@k of
+    the samples that count (else None)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     model.eval()
-    logits, labels, feats = [], [], []
-    sid_total, sid_count = 0.0, 0
-    enough = None if weight is None else np.count_nonzero(weight, axis=1) >= k
+    logits, labels, feats, inputs = [], [], [], []
+    sid: dict[str, list[np.ndarray]] = {"mean_abs": [], "none": []}
     idx = None if used is None else torch.as_tensor(used, dtype=torch.long, device=device)
     for images, y in loader:
         out = model(images.to(device))
-        maps = out.feature_maps if idx is None else out.feature_maps.index_select(1, idx)
         pooled = out.features if idx is None else out.features.index_select(1, idx)
         logits.append(out.logits.float().cpu())
         labels.append(y.cpu())
         feats.append(pooled.float().cpu())
+        inputs.append(head_input(model.classifier, out.features).float().cpu())
         if weight is not None:
+            maps = out.feature_maps if idx is None else out.feature_maps.index_select(1, idx)
+            maps = maps.float().cpu().numpy()
             pred = out.logits.argmax(1).cpu().numpy()
-            count = int(enough[pred].sum())
-            if count:
-                sid = sid_at_k(maps.float().cpu().numpy(), weight, pred, k=k)
-                sid_total += sid * count
-                sid_count += count
+            for normalise, values in sid.items():
+                values.append(sid_per_sample(maps, weight, pred, k, normalise))
+
+    def mean(values: list[np.ndarray]) -> float | None:
+        v = np.concatenate(values) if values else np.zeros(0)
+        return float(v.mean()) if v.size else None
+
     return {
         "logits": torch.cat(logits).numpy(),
         "labels": torch.cat(labels).numpy(),
         "features": torch.cat(feats).numpy(),
-        "sid": sid_total / sid_count if sid_count else None,
+        "head_input": torch.cat(inputs).numpy(),
+        "sid": mean(sid["mean_abs"]),
+        "diversity": mean(sid["none"]),
     }
 
 
@@ -75,28 +99,34 @@ def evaluate_model(
     class_attributes: np.ndarray | None = None,
     k: int = 5,
     seed: int = 0,
+    image_attributes: ImageAttributes | None = None,
 ) -> dict[str, Any]:
     """Every metric of :data:`METRIC_NAMES` for ``model`` (a Backbone with its head).
 
-    Accuracy and SID@k use the test set; Class-Independence, Contrastiveness and Correlation
-    the training images (evaluation transform) restricted to the features the head uses;
-    Structural Grounding needs ``class_attributes`` (CUB) and is None otherwise.
+    Accuracy, SID@k and diversity@k use the test set. Class-Independence, Contrastiveness,
+    Correlation, Dependence and Alignment use the training images (evaluation transform) as
+    the final layer sees them (:func:`head_input`); Dependence uses the predicted classes
+    there. Structural Grounding needs ``class_attributes`` and Alignment
+    ``image_attributes`` (CUB); each is None without.
     """
     weight, used = head_weights(model)
     te = collect_outputs(model, test, device, batch_size, used, weight, k)
     tr = collect_outputs(model, train, device, batch_size, used, None, k)
-    x, y = tr["features"], tr["labels"]
+    x, y = tr["head_input"], tr["labels"]
     return {
         "accuracy": 100.0 * accuracy(te["logits"], te["labels"]),
         "n_features": n_features(weight),
         "per_class": features_per_class(weight),
         "sid@5": te["sid"],
+        "diversity@5": te["diversity"],
         "class_independence": class_independence(x, y),
         "contrastiveness": contrastiveness(x, seed=seed),
         "correlation": correlation(x),
+        "dependence": dependence(x, weight, tr["logits"].argmax(1)),
         "structural_grounding": None
         if class_attributes is None
         else structural_grounding(weight, class_attributes),
+        "alignment": None if image_attributes is None else cub_alignment(x, image_attributes),
     }
 
 

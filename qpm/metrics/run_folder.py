@@ -64,3 +64,20 @@ def class_attributes_for(config) -> np.ndarray | None:
     except QPMError as exc:
         logging.getLogger("qpm.evaluate").warning(f"note: Structural Grounding skipped: {exc}")
         return None
+
+
+def image_attributes_for(config):
+    """CUB's per-image attribute labels of the training images for Alignment, or None."""
+    from qpm.metrics.alignment import read_cub_image_attributes
+    from qpm.pipeline.datasets import read_cub_metadata
+
+    if config.dataset not in CUB_DATASETS or not config.data_root:
+        return None
+    try:
+        base, meta = read_cub_metadata(Path(config.data_root), config.dataset)
+        # the training features are the training images in image-id order
+        train_ids = [i for i in meta["ids"] if meta["split"][i][0] == "1"]
+        return read_cub_image_attributes(base, train_ids)
+    except QPMError as exc:
+        print(f"note: Alignment skipped: {exc}", file=sys.stderr)
+        return None
