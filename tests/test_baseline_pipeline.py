@@ -34,6 +34,10 @@ def cub_run(tiny_cub, tmp_path_factory):
     # classes 0 and 1 alike, class 2 different
     (attrs / "class_attribute_labels_continuous.txt").write_text(
         "90 10 50\n80 20 40\n5 95 0\n")
+    # per image (ids 1..27, 9 per class): attribute c present on class c's images
+    (attrs / "image_attribute_labels.txt").write_text("".join(
+        f"{i} {a} {int((i - 1) // 9 == a - 1)} 4 1.0\n" for i in range(1, 28)
+        for a in (1, 2, 3)))
     run_dir = tmp_path_factory.mktemp("run") / "cub"
     import torch
 
@@ -75,16 +79,43 @@ def test_evaluate_table_and_metrics_json(cub_run, capsys):
     table = capsys.readouterr().out
     header = table.splitlines()[0].split()
     assert header[-4:] == ["dense", "qpm", "qsenn", "sldd"]
-    assert "SID@5" in table and "Structural Grounding" in table
+    for label in ("SID@5", "Diversity@5", "Dependence", "Structural Grounding", "Alignment"):
+        assert label in table
     metrics = json.loads((cub_run / "metrics.json").read_text())
     for name in ("dense", "qpm", "qsenn", "sldd"):
         m = metrics[name]
         for key in ("accuracy", "n_features", "per_class", "class_independence",
-                    "contrastiveness", "correlation", "structural_grounding"):
+                    "contrastiveness", "correlation", "dependence", "structural_grounding",
+                    "alignment"):
             assert m[key] is not None, (name, key)
         assert 0 <= m["class_independence"] <= 1 and 0 <= m["contrastiveness"] <= 1
+        assert 1 / m["n_features"] <= m["dependence"] <= 1
     assert metrics["qpm"]["n_features"] <= N and metrics["qpm"]["per_class"] == K
     assert metrics["dense"]["per_class"] == metrics["dense"]["n_features"]
+
+
+def test_qsenn_fine_tunes_10_10_10_then_the_full_epochs(cub_run, tmp_path, monkeypatch):
+    import qpm.pipeline.stages as stages
+
+    run_dir = tmp_path / "qsenn"
+    shutil.copytree(cub_run, run_dir)
+    (run_dir / "qsenn.pt").unlink()  # dense.pt and features.npz are reused
+    epochs, lrs = [], {}
+    real_fit = stages.fit
+
+    def spy(model, data, settings, **kw):
+        lrs[kw["desc"]] = settings.lr
+        return real_fit(model, data, settings, **kw)
+
+    monkeypatch.setattr(stages, "fit", spy)
+    hooks = {**HOOKS, "on_epoch_end": lambda stage, epoch: epochs.append(stage)}
+    cfg = json.loads((cub_run / "config.json").read_text())
+    cfg.update(model_type="qsenn", ft_epochs=11, run_dir=str(run_dir))
+    run_pipeline(TrainConfig.from_dict(cfg), log=lambda _m: None, hooks=hooks)
+    rounds = [f"qsenn-round{r}" for r in range(1, 5)]
+    assert [epochs.count(r) for r in rounds] == [10, 10, 10, 11]
+    ft_lr = TrainConfig.from_dict(cfg).ft_lr
+    assert [lrs[r] / ft_lr for r in rounds] == pytest.approx([1, 0.9, 0.81, 0.729])
 
 
 def test_explain_writes_json_figures_and_page(cub_run, capsys):

@@ -62,8 +62,10 @@ class GLMConfig:
     lookbehind: int = 5
     batch_size: int = 256
     seed: int = 0
+    # the one-at-a-time feature selection (qpm.baselines.selection)
     selection_alpha: float = 0.8
     selection_lookbehind: int = 3
+    selection_lambda_factor: float = 0.1
 
 
 @dataclass
@@ -81,7 +83,7 @@ class GLMPath:
 
 
 @contextlib.contextmanager
-def _one_thread():
+def one_thread():
     """glm-saga's many tiny tensor ops run several times faster on one thread."""
     import torch
 
@@ -102,14 +104,14 @@ class _Quiet(contextlib.ExitStack):
 
     def __enter__(self):
         super().__enter__()
-        self.enter_context(_one_thread())
+        self.enter_context(one_thread())
         self.enter_context(contextlib.redirect_stdout(self.buffer))
         self.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message=".*Implicit dimension choice.*")
         return self
 
 
-class _BatchLoader:
+class BatchLoader:
     """Shuffled mini-batches ``(X, y, index)`` as glm-saga expects, sliced from tensors.
 
     A torch DataLoader over an IndexedTensorDataset does the same item by item, which costs
@@ -140,7 +142,7 @@ def _setup(X: np.ndarray, y: np.ndarray, n_classes: int, cfg: GLMConfig):
     en = require_glm_saga()
     Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
     yt = torch.as_tensor(np.asarray(y, dtype=np.int64))
-    loader = _BatchLoader(Xt, yt, cfg.batch_size, cfg.seed)
+    loader = BatchLoader(Xt, yt, cfg.batch_size, cfg.seed)
     linear = torch.nn.Linear(X.shape[1], n_classes)
     with torch.no_grad():
         linear.weight.zero_()
@@ -153,43 +155,6 @@ def _accuracy(linear, Xt, yt) -> float:
 
     with torch.no_grad():
         return float((linear(Xt).argmax(1) == yt).float().mean())
-
-
-def select_features(
-    X: np.ndarray, y: np.ndarray, n_select: int, n_classes: int, cfg: GLMConfig | None = None
-) -> np.ndarray:
-    """Indices of ``n_select`` features chosen by a group-sparse (per-feature) glm-saga path.
-
-    Walks the group-lasso path from the lambda that zeroes every feature downwards, warm
-    started, until at least ``n_select`` feature columns are non-zero. Features are ranked by
-    the path step at which they entered, then by their column norm at the last step; the
-    first ``n_select`` are returned (sorted). ``X`` should be standardised.
-    """
-    import torch
-
-    cfg = cfg or GLMConfig()
-    F = X.shape[1]
-    if n_select >= F:
-        return np.arange(F)
-    en, Xt, yt, loader, linear = _setup(X, y, n_classes, cfg)
-    alpha = cfg.selection_alpha
-    entered = np.full(F, np.iinfo(np.int64).max)
-    with _Quiet():
-        max_lam = en.maximum_reg_loader(loader, group=True) / max(1e-3, alpha)
-        lams = np.logspace(math.log10(max_lam), math.log10(max_lam * cfg.epsilon), cfg.n_lambdas)
-        state = None
-        for step, lam in enumerate(lams):
-            state = en.train_saga(
-                linear, loader, cfg.lr, cfg.max_epochs, float(lam), alpha, group=True,
-                state=state, n_ex=X.shape[0], n_classes=n_classes, tol=cfg.tol,
-                lookbehind=cfg.selection_lookbehind, logger=lambda *_: None,
-            )
-            norms = torch.linalg.vector_norm(linear.weight.detach(), dim=0).numpy()
-            entered[(norms > 0) & (entered == np.iinfo(np.int64).max)] = step
-            if np.count_nonzero(norms > 0) >= n_select:
-                break
-    order = np.lexsort((-norms, entered))  # last key is primary: entry step, then norm
-    return np.sort(order[:n_select])
 
 
 def glm_path(

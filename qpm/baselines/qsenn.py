@@ -1,10 +1,12 @@
 """Q-SENN (Norrenbrock et al., 2024): iterated glm-saga sparsification and quantisation.
 
-Each of ``rounds`` rounds: glm-saga path on the current (selected) features -> take its
+Each of ``rounds`` (4) rounds: glm-saga path on the current (selected) features -> take its
 least regularised solution -> keep the ``C * per_class`` largest weights -> quantise them to
 {-v, 0, +v} (v = mean magnitude of the kept weights) with a class bias from each class's
-count of positive minus negative weights -> fine-tune the backbone (10 epochs, learning rate
-scaled by 0.9 per round). Feature selection (as in SLDD) happens in the first round only.
+count of positive minus negative weights -> fine-tune the backbone with the learning rate
+scaled by 0.9 per round, for 10 epochs in every round but the last, which runs the full
+fine-tuning schedule (the reference's QSENNScheduler: 10, 10, 10, 40 epochs with the
+paper's 40). Feature selection (as in SLDD) happens in the first round only.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qpm.baselines.glm import GLMConfig, glm_path, select_features, standardise
+from qpm.baselines.glm import GLMConfig, glm_path, standardise
 from qpm.baselines.layer import SparseLayer, keep_largest
+from qpm.baselines.selection import select_features
 
 
 def quantise(
@@ -56,7 +59,8 @@ def qsenn_layer(
     cfg = cfg or GLMConfig()
     st = standardise(features)
     if selection is None:
-        selection = select_features(st.X, labels, min(n_features, st.X.shape[1]), n_classes, cfg)
+        n_select = min(n_features, st.X.shape[1])
+        selection = select_features(features, labels, n_select, n_classes, cfg)
     selection = np.asarray(selection, dtype=np.int64)
     path = glm_path(st.X[:, selection], labels, n_classes, cfg)
     wq, bq, v = quantise(path.weights[-1], path.biases[-1], n_classes * per_class)
@@ -77,40 +81,61 @@ def qsenn_layer(
     )
 
 
+ROUND_EPOCHS = 10  # fine-tuning epochs of every round but the last (reference)
+
+
 @dataclass
 class QSENNRound:
     round: int
     lr_scale: float
+    epochs: int
     layer: SparseLayer
     finetune_info: dict
 
 
+def qsenn_schedule(
+    ft_epochs: int, rounds: int = 4, lr_decay: float = 0.9, round_epochs: int = ROUND_EPOCHS
+) -> list[tuple[int, float]]:
+    """(epochs, learning-rate scale) of each round: lr x ``lr_decay``**round; every round
+    but the last fine-tunes ``round_epochs`` epochs, the last the full ``ft_epochs``.
+
+    With the paper's 40 fine-tuning epochs: 10, 10, 10, 40. A run whose whole fine-tuning is
+    shorter than ``round_epochs`` caps the earlier rounds at ``ft_epochs`` too (the reference
+    has no such runs).
+    """
+    if ft_epochs < 1 or rounds < 1:
+        raise ValueError(f"need ft_epochs >= 1 and rounds >= 1, got {ft_epochs}, {rounds}")
+    early = min(round_epochs, ft_epochs)
+    return [(ft_epochs if r == rounds - 1 else early, lr_decay**r) for r in range(rounds)]
+
+
 def run_qsenn(
     extract: Callable[[SparseLayer | None], tuple[np.ndarray, np.ndarray]],
-    finetune: Callable[[SparseLayer, int, float], dict],
+    finetune: Callable[[SparseLayer, int, float, int], dict],
     n_classes: int,
     per_class: int = 5,
     n_features: int = 50,
-    rounds: int = 4,
-    lr_decay: float = 0.9,
+    schedule: list[tuple[int, float]] | None = None,
     cfg: GLMConfig | None = None,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> list[QSENNRound]:
     """The Q-SENN loop over callbacks, independent of any model code.
 
     ``extract(layer)`` returns the current training features (N, F) of the backbone (all F
-    of them) and labels; ``finetune(layer, round, lr_scale)`` installs the layer, fine-tunes
-    the backbone with the learning rate multiplied by ``lr_scale`` = lr_decay**round, and
-    returns diagnostics. The last round's layer is the model's final layer.
+    of them) and labels; ``finetune(layer, round, lr_scale, epochs)`` installs the layer,
+    fine-tunes the backbone ``epochs`` epochs with the learning rate multiplied by
+    ``lr_scale``, and returns diagnostics. ``schedule`` holds (epochs, lr_scale) per round
+    (default :func:`qsenn_schedule` of 40 epochs). The last round's layer is the model's.
     """
+    schedule = schedule or qsenn_schedule(40)
     history: list[QSENNRound] = []
     layer: SparseLayer | None = None
-    for r in range(rounds):
+    for r, (epochs, scale) in enumerate(schedule):
         X, y = extract(layer)
         selection = None if layer is None else layer.selection
         layer = qsenn_layer(X, y, n_classes, per_class, selection, n_features, cfg)
-        scale = lr_decay**r
-        log(f"Q-SENN round {r + 1}/{rounds}: v={layer.info['v']:.4g}, fine-tune lr x {scale:.3g}")
-        info = finetune(layer, r, scale)
-        history.append(QSENNRound(r, scale, layer, dict(info or {})))
+        log(f"Q-SENN round {r + 1}/{len(schedule)}: v={layer.info['v']:.4g}, fine-tune "
+            f"{epochs} epochs at lr x {scale:.3g}")
+        info = finetune(layer, r, scale, epochs)
+        history.append(QSENNRound(r, scale, epochs, layer, dict(info or {})))
     return history

@@ -1,6 +1,7 @@
 """SLDD (Norrenbrock et al., 2024): glm-saga feature selection, then a sparse glm-saga layer.
 
-1. A group-sparse glm-saga path selects ``n_features`` of the backbone's features.
+1. The reference's one-at-a-time group-lasso selection admits ``n_features`` of the
+   backbone's features (:mod:`qpm.baselines.selection`).
 2. An elastic-net glm-saga path on them; take the densest solution with at most
    ``2 * per_class`` non-zeros per class on average, and keep only its ``C * per_class``
    largest-magnitude weights (``per_class`` per class on average) and its bias.
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from qpm.baselines.glm import GLMConfig, glm_path, select_features, standardise
+from qpm.baselines.glm import GLMConfig, glm_path, standardise
 from qpm.baselines.layer import SparseLayer, keep_largest
+from qpm.baselines.selection import selection_path
 from qpm.errors import QPMError
 
 
@@ -33,7 +35,8 @@ def sldd_sparsify(
             f"Use --n-features {features.shape[1]} or fewer.",
         )
     st = standardise(features)
-    selection = select_features(st.X, labels, n_features, n_classes, cfg)
+    entered = selection_path(features, labels, n_features, n_classes, cfg)
+    selection = entered.selection
     X = st.X[:, selection]
     limit = 2 * per_class
     path = glm_path(
@@ -57,6 +60,7 @@ def sldd_sparsify(
         std=st.std[selection].astype(np.float64),
         sparsifier="sldd",
         info={
+            "selection_order": entered.order,
             "path_step": pick,
             "path_length": len(path.weights),
             "lambda": path.lambdas[pick],

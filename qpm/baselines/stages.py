@@ -117,7 +117,7 @@ def run_sldd(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
-    from qpm.baselines.qsenn import run_qsenn
+    from qpm.baselines.qsenn import qsenn_schedule, run_qsenn
     from qpm.pipeline.extraction import extract
 
     require_glm_saga()
@@ -125,9 +125,7 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
     c, f, data = ctx.config, ctx.features(), ctx.data()
     model = ctx.load_dense()
     base = ctx.fit_settings(finetune=True)
-    # The reference fine-tunes 10 epochs per round for its 40 fine-tuning epochs: keep the
-    # total equal to this run's fine-tuning budget.
-    per_round = max(1, round(base.epochs / QSENN_ROUNDS))
+    schedule = qsenn_schedule(base.epochs, QSENN_ROUNDS)
     rounds: list[dict[str, Any]] = []
 
     def extract_features(layer: SparseLayer | None):
@@ -137,22 +135,22 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
                       logits=False, features=True, desc="qsenn features")
         return out.features, out.labels
 
-    def finetune(layer: SparseLayer, r: int, scale: float) -> dict[str, Any]:
+    def finetune(layer: SparseLayer, r: int, scale: float, epochs: int) -> dict[str, Any]:
         # Under torchrun every rank ran glm-saga; train (and key the checkpoint) on rank 0's.
         layer = dist.broadcast_object(layer)
         model.classifier = SparseHead.from_layer(layer).to(ctx.device)
-        settings = replace(base, epochs=per_round, lr=base.lr * scale)
+        settings = replace(base, epochs=epochs, lr=base.lr * scale)
         key = {"round": r, "selection": layer.selection.tolist(),
                "weight_sum": round(float(np.abs(layer.weight).sum()), 6)}
         ctx.train(model, f"qsenn-round{r + 1}", settings, key=key)
         acc = ctx.evaluate(model, f"qsenn round {r + 1} test")
         ctx.log(f"Q-SENN round {r + 1}: test accuracy {acc:.2f}%")
-        rounds.append({"round": r + 1, "lr_scale": scale, "epochs": per_round, "accuracy": acc,
+        rounds.append({"round": r + 1, "lr_scale": scale, "epochs": epochs, "accuracy": acc,
                        "v": layer.info["v"], "train_acc_glm": layer.info["train_acc_glm"]})
         return {"accuracy": acc}
 
     run_qsenn(extract_features, finetune, len(ctx.class_names()), c.per_class, c.n_features,
-              QSENN_ROUNDS, cfg=_glm_config(ctx), log=ctx.log)
+              schedule, cfg=_glm_config(ctx), log=ctx.log)
     head = dist.unwrap(model).classifier
     acc = rounds[-1]["accuracy"]
     ctx.save_model(rf.model_file("qsenn"), model, {
