@@ -16,6 +16,7 @@ features while the solves run on standardised ones.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 
 from qpm.baselines.glm import BatchLoader, GLMConfig, one_thread, standardise
 from qpm.errors import QPMError
+
+log = logging.getLogger(__name__)
 
 # The reference adds this to each column norm before dividing by it.
 NORM_EPS = 1e-6
@@ -170,6 +173,8 @@ def selection_path(
                     selected |= used  # in place: the prox sees the admitted features
                     path.order.extend(new)
                     path.lambdas.extend([float(lam)] * len(new))
+                    log.debug("feature selection: %d/%d in (feature %s, lambda %.3g, %d solves)",
+                              len(path.order), n_select, new, lam, path.solves)
                     break
             else:
                 raise QPMError(

@@ -79,5 +79,5 @@ def image_attributes_for(config):
         train_ids = [i for i in meta["ids"] if meta["split"][i][0] == "1"]
         return read_cub_image_attributes(base, train_ids)
     except QPMError as exc:
-        print(f"note: Alignment skipped: {exc}", file=sys.stderr)
+        logging.getLogger("qpm.evaluate").warning(f"note: Alignment skipped: {exc}")
         return None
