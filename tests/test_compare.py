@@ -107,19 +107,21 @@ def test_compare_cli_uses_the_recorded_problem_and_writes_three_files(tmp_path, 
     assert load_similarities(sims).settings["n_features"] == 10
     out = tmp_path / "cmp"
     code = main(["compare", str(sims), "--solvers", "highs,greedy", "--time-limit", "20",
-                 "--out", str(out)])
+                 "--formulation", "cuts,full", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0
     assert "n=10, k=3" in captured.out and "recorded" in captured.out
     assert captured.out.count("solver  form") == 1  # one table
     data = json.loads((out / "compare.json").read_text())
-    assert [r["asked"] for r in data["rows"]] == ["highs", "greedy"]
+    # greedy has no formulation: it runs once
+    assert [(r["asked"], r["formulation"]) for r in data["rows"]] == [
+        ("highs", "cuts"), ("highs", "full"), ("greedy", "-")]
     assert data["settings"]["n_features"] == 10 and data["time_limit"] == 20
     assert all(r["verified"] for r in data["rows"])
-    greedy = data["rows"][1]
+    greedy = data["rows"][2]
     assert greedy["bound"] is None and greedy["trace"][-1][1] == "incumbent"
     assert greedy["to_best_bound"] >= 0
-    assert (out / "compare.csv").read_text().count("\n") == 3
+    assert (out / "compare.csv").read_text().count("\n") == 4
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 

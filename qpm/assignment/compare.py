@@ -134,7 +134,7 @@ def _child(conn, problem: AssignmentProblem, solver: str, factory, formulation: 
 
 
 def _solve_row(problem, solver: str, formulation: str, limits: Limits) -> Row:
-    from qpm.assignment.solving import solve
+    from qpm.assignment.solving import resolve_formulation, solve
     from qpm.assignment.trace import Trace
 
     row = Row(asked=solver, formulation=formulation, status=FAILED)
@@ -143,7 +143,7 @@ def _solve_row(problem, solver: str, formulation: str, limits: Limits) -> Row:
     if not ok and solver != "gurobi":  # gurobi falls back to HiGHS, and says so
         row.status, row.note = MISSING, why
         return row
-    form = formulation if backend.exact else "-"
+    form = resolve_formulation(formulation, problem) if backend.exact else "-"
     trace = Trace()
     result = solve(problem, solver=solver, time_limit=limits.time_limit, mip_gap=limits.mip_gap,
                    threads=limits.threads, formulation="auto" if form == "-" else form,

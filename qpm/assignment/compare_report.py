@@ -89,7 +89,7 @@ def plot(cmp: Comparison, path, title: str = ""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 5.5), dpi=110)
     colours = plt.get_cmap("tab10")
     lows, highs = [], []
     for n, r in enumerate(cmp.rows):
@@ -105,7 +105,7 @@ def plot(cmp: Comparison, path, title: str = ""):
         if ts:
             ax.step(ts, vs, where="post", color=colour, lw=1.5, ls="--",
                     label=f"{r.label}: bound")
-            highs.append(vs[-1])
+            highs.append(vs[-1])  # every run's final bound stays in view
         if not r.trace:
             ax.plot([], [], " ", label=f"{r.label}: {r.status} (no trace)")
     best_obj, best_bound = cmp.best_objective, cmp.best_bound
@@ -113,9 +113,9 @@ def plot(cmp: Comparison, path, title: str = ""):
         ax.axhline(best_bound, color="black", lw=0.8, ls=":", label="best bound")
     if lows and best_obj is not None:
         # Frame the interesting band: from the worst answer to a little above the best bound.
-        top = max(highs + [best_obj]) if best_bound is None else best_bound
+        top = max(highs + [best_obj])
         span = max(top - min(lows), 1e-6 * max(1.0, abs(top)))
-        ax.set_ylim(min(lows) - 0.05 * span, top + 0.25 * span)
+        ax.set_ylim(min(lows) - 0.05 * span, top + 0.15 * span)
     ax.set_xscale("log")
     ax.set_xlabel("seconds since the solve started (log scale)")
     ax.set_ylabel("objective (higher is better)")
@@ -124,10 +124,21 @@ def plot(cmp: Comparison, path, title: str = ""):
     ax.set_title(textwrap.fill(title, 90) + "\n" if title else "", fontsize=9, loc="left")
     ax.set_title("incumbent (solid), proven bound (dashed)", fontsize=9, loc="right")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a line
     fig.tight_layout()
     fig.savefig(path, format="png")  # a path or an open binary file
     plt.close(fig)
+
+
+def read(path: str | Path) -> Comparison:
+    """A Comparison back from compare.json (e.g. to re-plot it)."""
+    from qpm.io import read_json
+
+    data = read_json(path)
+    fields = set(Row.__dataclass_fields__)
+    rows = [Row(**{k: v for k, v in r.items() if k in fields}) for r in data["rows"]]
+    header = {k: v for k, v in data.items() if k not in ("rows", "best_objective", "best_bound")}
+    return Comparison(rows, header)
 
 
 def write(cmp: Comparison, out_dir: str | Path, title: str = "") -> list[Path]:

@@ -103,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
                     grace=args.grace, hard_timeout=args.hard_timeout)
     header = describe(args.sims, problem, settings, limits)
     print(f"{header['title']}\n  {line}\n  {header['limits']}", flush=True)
-    runs = [(s, f) for s in solvers for f in forms]
+    from qpm.assignment.backends import get_backend
+
+    # A heuristic has no formulation: one run of it, whatever --formulation lists.
+    runs = [(s, f) for s in solvers for f in (forms if get_backend(s).exact else forms[:1])]
     cmp = compare(problem, runs, limits, repeat=args.repeat, jobs=args.jobs,
                   on_row=lambda r: log.info(
                       f"{r.label}: {r.status}"
