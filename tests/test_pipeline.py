@@ -136,7 +136,7 @@ def test_cub_layout_with_crop_via_cli(tiny_cub, tmp_path, capsys, monkeypatch):
     # the run's problem travels with its similarities (qpm solve/compare solve the same one)
     sims = load_similarities(run_dir / "similarities.npz")
     assert sims.settings == {"n_features": 6, "per_class": 2, "preset": "qpm",
-                             "tau_rule": "tight"}
+                             "tau_rule": "paper"}
     assert main([*args, "-q"]) == 0  # every stage finished: -q says nothing
     assert capsys.readouterr().err == ""
     assert "dense accuracy:" in out and "qpm accuracy:" in out and "seconds per stage:" in out

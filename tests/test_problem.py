@@ -1,4 +1,4 @@
-"""AssignmentProblem construction, the redundancy pairs, R' scaling and the default tau."""
+"""AssignmentProblem construction, the redundancy pairs, R' scaling and the tight tau rule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from qpm.assignment.problem import AssignmentProblem
-from qpm.assignment.redundancy import default_tau, redundancy_pairs, scale_redundancy
+from qpm.assignment.redundancy import (
+    default_tau,
+    redundancy_pairs,
+    scale_redundancy,
+    tight_tau,
+)
 from qpm.errors import QPMError
 
 
@@ -62,7 +67,13 @@ def test_size_errors():
 def test_default_tau_is_filled_in_and_objective_matches_formula():
     A, R, b = _arrays()
     p = AssignmentProblem(A, R, b, n_features=3, per_class=2)
-    assert p.tau == pytest.approx(default_tau(R, 3))
+    assert p.tau == pytest.approx(default_tau(R, 3, "paper")) and p.tau_rule == "paper"
+    tight = AssignmentProblem(A, R, b, n_features=3, per_class=2, tau_rule="tight")
+    assert tight.tau == pytest.approx(tight_tau(R, 3)) and tight.tau_rule == "tight"
+    given = AssignmentProblem(A, R, b, n_features=3, per_class=2, tau=0.5, tau_rule="tight")
+    assert given.tau == 0.5 and given.tau_rule == "fixed"
+    with pytest.raises(QPMError, match="Unknown tau rule 'nope'"):
+        AssignmentProblem(A, R, b, n_features=3, per_class=2, tau_rule="nope")
     sel = np.array([0, 2, 5])
     mask = np.zeros(6, dtype=bool)
     mask[sel] = True
@@ -93,18 +104,18 @@ def test_redundancy_pairs_threshold_and_scaling():
     assert len(redundancy_pairs(R, 1.5)) == 0
 
 
-def test_default_tau_on_a_known_structure():
+def test_tight_tau_on_a_known_structure():
     # Features 0-2 are mutually redundant (0.9), 3-5 form another group (0.8), and across
     # the groups the similarity is 0.1. Candidates are 0.1, 0.8, 0.9 and just above 0.9.
     R = np.full((6, 6), 0.1)
     R[:3, :3] = 0.9
     R[3:, 3:] = 0.8
     R = np.triu(R, k=1)
-    assert default_tau(R, 1) == 0.1  # any single feature: the smallest candidate
-    assert default_tau(R, 2) == 0.8  # one per group; at 0.1 every pair conflicts
-    assert default_tau(R, 3) == 0.9  # needs two of the 0.8 group
-    assert default_tau(R, 4) == 0.9  # the whole 0.8 group plus one of the 0.9 group
-    assert default_tau(R, 5) == np.nextafter(0.9, 1)  # two of the 0.9 group: no conflicts left
+    assert tight_tau(R, 1) == 0.1  # any single feature: the smallest candidate
+    assert tight_tau(R, 2) == 0.8  # one per group; at 0.1 every pair conflicts
+    assert tight_tau(R, 3) == 0.9  # needs two of the 0.8 group
+    assert tight_tau(R, 4) == 0.9  # the whole 0.8 group plus one of the 0.9 group
+    assert tight_tau(R, 5) == np.nextafter(0.9, 1)  # two of the 0.9 group: no conflicts left
 
 
 def _exact_tau(R: np.ndarray, n: int) -> float:
@@ -118,11 +129,11 @@ def _exact_tau(R: np.ndarray, n: int) -> float:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_default_tau_admits_a_set_and_is_near_the_exact_minimum(seed):
+def test_tight_tau_admits_a_set_and_is_near_the_exact_minimum(seed):
     rng = np.random.default_rng(seed)
     F, n = 9, 4
     R = np.triu(rng.uniform(0, 1, size=(F, F)), k=1)
-    tau = default_tau(R, n)
+    tau = tight_tau(R, n)
     sym = np.maximum(R, R.T)
     assert any(
         all(sym[a, b] < tau for a, b in combinations(s, 2)) for s in combinations(range(F), n)

@@ -14,7 +14,7 @@ from qpm.assignment.synthetic import make_instance
 from qpm.cli import main
 
 KEYS = {"status", "objective", "bound", "gap", "verified", "solver", "selected_features",
-        "assignment", "times", "tau"}
+        "assignment", "times", "tau", "tau_rule"}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,8 @@ def test_solve_writes_a_verified_result(tiny_sims, tmp_path, capsys, solver):
     assert KEYS <= set(data)
     assert data["verified"] is True and data["status"] == "optimal"
     assert data["solver"] == solver
+    assert data["tau_rule"] == "paper" and data["tau"] > 0
+    assert "(paper rule)" in out
     assert len(data["selected_features"]) == 10
     assert set(data["assignment"]) == {str(c) for c in range(10)}
     assert all(len(f) == 3 for f in data["assignment"].values())
@@ -94,6 +96,7 @@ def _sims(tmp_path, A, R=None, b=None):
                                                 "cuts"), "cut formulation cannot"),
         (lambda r: (r.random((12, 3)), None), ("--time-limit", "-1"), "--time-limit"),
         (lambda r: (r.random((12, 3)), None), ("--mip-gap", "2"), "--mip-gap"),
+        (lambda r: (r.random((12, 3)), None), ("--tau-rule", "loose"), "Unknown tau rule"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, extra, words):

@@ -5,7 +5,9 @@ Objective (maximised), as in the QPM paper::
     (1000 / (k*C)) * sum_ic A_ic w_ic  -  weight * sum_{(i,j) in P} R'_ij s_i s_j  +  sum_i b_i s_i
 
 with ``P`` the pairs i<j whose ``R_ij >= tau`` and ``R'`` = R min-max scaled over its
-positive entries. Constraints depend on the preset (see :mod:`qpm.assignment.presets`).
+positive entries. Without a given tau, the named ``tau_rule`` picks it
+(:mod:`qpm.assignment.redundancy`; default ``paper``, the reference implementation's search).
+Constraints depend on the preset (see :mod:`qpm.assignment.presets`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ class AssignmentProblem:
     """Inputs of one feature-class assignment.
 
     ``A`` is (F, C), ``R`` (F, F) or None, ``b`` (F,) or None. ``tau`` None means the
-    default threshold (:func:`qpm.assignment.redundancy.default_tau`).
+    threshold of ``tau_rule`` (``paper`` or ``tight``, see
+    :func:`qpm.assignment.redundancy.default_tau`); a given tau sets ``tau_rule`` to
+    ``"fixed"``, so the rule always says where tau came from.
     """
 
     A: np.ndarray
@@ -54,6 +58,7 @@ class AssignmentProblem:
     n_features: int = 50
     per_class: int = 5
     tau: float | None = None
+    tau_rule: str = "paper"
     redundancy_weight: float = 1.0
     preset: str = "qpm"
     class_names: tuple[str, ...] | None = None
@@ -137,10 +142,15 @@ class AssignmentProblem:
                 "Select more features (--n-features), change --per-class, or use a preset "
                 "without uniqueness (--preset unbalanced).",
             )
-        if self.tau is None and R is not None:
-            from qpm.assignment.redundancy import default_tau
+        if self.tau is not None:
+            object.__setattr__(self, "tau", float(self.tau))
+            object.__setattr__(self, "tau_rule", "fixed")
+        else:
+            from qpm.assignment.redundancy import check_tau_rule, default_tau
 
-            object.__setattr__(self, "tau", float(default_tau(R, n)))
+            object.__setattr__(self, "tau_rule", check_tau_rule(str(self.tau_rule)))
+            if R is not None:
+                object.__setattr__(self, "tau", default_tau(R, n, self.tau_rule))
 
     # -- derived quantities ---------------------------------------------------------------
     @property

@@ -1,14 +1,49 @@
-"""The feature-redundancy term: the pairs ``P``, their scaled weights ``R'`` and the default tau.
+"""The feature-redundancy term: the pairs ``P``, their scaled weights ``R'`` and the tau rules.
 
 ``R`` may be given as the paper stores it (upper triangle only, zero diagonal) or symmetric;
 every function here reads the pair ``{i, j}`` as ``max(R_ij, R_ji)`` so both forms agree.
+
+When no tau is given, a named rule picks it (:data:`TAU_RULES`): ``paper`` (the default) is
+the reference implementation's "minimum viable threshold" search, ``tight`` the smallest
+threshold a greedy independent-set search still accepts (it penalises 40-55% more pairs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from qpm.assignment.cliques import clique_removal_independent_size, greedy_clique_size
 from qpm.assignment.problem import Pairs
+from qpm.errors import QPMError
+
+DEFAULT_TAU_RULE = "paper"
+TAU_RULES: dict[str, Callable[[np.ndarray, int], float]] = {}
+
+
+def register_tau_rule(name: str) -> Callable:
+    """Register ``rule(R, n) -> tau`` under ``name`` (a decorator)."""
+
+    def add(rule: Callable[[np.ndarray, int], float]) -> Callable[[np.ndarray, int], float]:
+        TAU_RULES[name] = rule
+        return rule
+
+    return add
+
+
+def check_tau_rule(name: str) -> str:
+    """``name`` if it is a registered rule, else a QPMError listing the rules."""
+    if name not in TAU_RULES:
+        raise QPMError(
+            f"Unknown tau rule {name!r}.", f"Choose one of: {', '.join(sorted(TAU_RULES))}."
+        )
+    return name
+
+
+def default_tau(R: np.ndarray, n: int, rule: str = DEFAULT_TAU_RULE) -> float:
+    """tau under the named rule (:data:`TAU_RULES`) for selecting ``n`` features."""
+    return float(TAU_RULES[check_tau_rule(rule)](R, n))
 
 
 def pair_values(R: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,7 +106,8 @@ def _greedy_independent_size(conflict: np.ndarray, target: int, tie_break: np.nd
 GREEDY_TRIES = 4  # min-degree greedy runs per threshold: index order, then 3 seeded tie-breaks
 
 
-def default_tau(R: np.ndarray, n: int) -> float:
+@register_tau_rule("tight")
+def tight_tau(R: np.ndarray, n: int) -> float:
     """The smallest tau at which n features with all pairwise ``R_ij < tau`` can still be found.
 
     Exactly what is done: the candidate thresholds are the sorted distinct values of the
@@ -111,3 +147,80 @@ def default_tau(R: np.ndarray, n: int) -> float:
         else:
             lo = mid + 1
     return float(candidates[hi])
+
+
+PAPER_STEPS = 100  # quantile steps of the reference's search
+
+
+def _symmetric_pairs(R: np.ndarray) -> np.ndarray:
+    """``max(R, R.T)`` with negatives and the diagonal set to 0: every pair value, twice."""
+    R = np.asarray(R, dtype=np.float64)
+    sym = np.maximum(np.maximum(R, R.T), 0.0)
+    np.fill_diagonal(sym, 0.0)
+    return sym
+
+
+@register_tau_rule("paper")
+def paper_tau(R: np.ndarray, n: int, steps: int = PAPER_STEPS) -> float:
+    """The reference implementation's "minimum viable threshold" for selecting n features.
+
+    Exactly what is done, on the F x F matrix of pair values (both triangles, zero
+    diagonal, sorted as ``v``; a feature pair is non-redundant at threshold t when its value
+    is < t):
+
+    1. Start at the Turan-style estimate ``v[floor(F^2 (n-2)/(n-1))]`` (with that share of
+       entries below it, a graph this dense must hold n mutually non-redundant features) and
+       walk down through the positive entries in ``steps`` equal index steps, to the first
+       positive value. At each new threshold the greedy clique heuristic
+       (:func:`~qpm.assignment.cliques.greedy_clique_size`) looks for n mutually
+       non-redundant features; the walk stops at the first threshold where it finds fewer
+       (keeping the previous one) or exactly n (keeping this one).
+    2. From there, walk back up the same steps until the clique-removal heuristic
+       (:func:`~qpm.assignment.cliques.clique_removal_independent_size`), which the
+       reference uses to build its start solution, finds n features; that threshold is tau.
+
+    For n < 3 the estimate is undefined and the ``tight`` rule answers; so it does when R
+    has so few positive entries that the walk would not move (then hardly any pair is
+    redundant). The penalised pairs are those with ``R_ij >= tau``; tau is scale-free in R
+    (a multiple of R gives the same pairs and the same multiple of tau).
+    """
+    sym = _symmetric_pairs(R)
+    F, n = sym.shape[0], int(n)
+    total = F * F
+    desired = total * (n - 2) / (n - 1) if n >= 3 else 0.0
+    step = (desired - (total - np.count_nonzero(sym))) / steps
+    if F < 3 or n < 3 or step <= 0:
+        return tight_tau(R, n)
+    values = np.sort(sym, axis=None)
+    start = int(np.floor(desired))
+    above_all = float(np.nextafter(values[-1], np.inf))
+
+    def threshold(k: int) -> float:  # k index steps down from the estimate (k < 0: up)
+        idx = start - int(k * step)
+        return above_all if idx >= total else float(values[max(idx, 0)])
+
+    chosen, last_edges = steps - 1, 0
+    for i in range(steps):
+        adjacent = sym < threshold(i)
+        np.fill_diagonal(adjacent, False)
+        edges = int(adjacent.sum())
+        if edges == last_edges:  # same graph as the step before
+            continue
+        last_edges = edges
+        size = greedy_clique_size(adjacent, n)
+        if size < n:
+            chosen = i - 1
+            break
+        if size == n:
+            chosen = i
+            break
+    k = chosen
+    while True:
+        t = threshold(k)
+        if t == above_all:
+            return t
+        conflict = sym >= t
+        np.fill_diagonal(conflict, False)
+        if clique_removal_independent_size(conflict, n) >= n:
+            return t
+        k -= 1

@@ -42,6 +42,7 @@ class AssignmentResult:
     solver_version: str = ""
     preset: str = "qpm"
     tau: float | None = None
+    tau_rule: str | None = None  # the rule that chose tau ("paper", "tight") or "fixed"
     verified: bool = False
     fallback: str | None = None  # why another solver than the one asked for was used
     message: str = ""
@@ -78,6 +79,7 @@ class AssignmentResult:
             "fallback": self.fallback,
             "preset": self.preset,
             "tau": self.tau,
+            "tau_rule": self.tau_rule,
             "selected_features": [int(i) for i in self.selected_features],
             "assignment": {str(c): feats for c, feats in self.assignment.items()},
             "shape": None if self.matrix is None else [int(x) for x in self.matrix.shape],
@@ -138,6 +140,7 @@ class AssignmentResult:
             solver_version=str(d.get("solver_version") or ""),
             preset=str(d.get("preset") or "qpm"),
             tau=num("tau"),
+            tau_rule=None if d.get("tau_rule") is None else str(d["tau_rule"]),
             verified=bool(d.get("verified", False)),
             fallback=d.get("fallback"),
             message=str(d.get("message") or ""),

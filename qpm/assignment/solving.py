@@ -309,6 +309,7 @@ def solve(
     result.fallback = fallback
     result.preset = problem.preset
     result.tau = problem.tau
+    result.tau_rule = problem.tau_rule
     result = check_result(problem, result)
     if trace is not None:
         trace.incumbent(result.objective if result.verified else None)

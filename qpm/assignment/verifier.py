@@ -156,4 +156,6 @@ def check_result(problem: AssignmentProblem, result: AssignmentResult) -> Assign
     result.objective = check.objective
     if result.tau is None:
         result.tau = problem.tau
+    if result.tau_rule is None and problem.tau is not None:
+        result.tau_rule = problem.tau_rule
     return result

@@ -13,7 +13,7 @@ from pathlib import Path
 from qpm import logs
 from qpm.errors import QPMError
 
-DEFAULTS = {"n_features": 50, "per_class": 5, "preset": "qpm", "tau_rule": "tight"}
+DEFAULTS = {"n_features": 50, "per_class": 5, "preset": "qpm", "tau_rule": "paper"}
 log = logs.get("problem")
 
 
@@ -28,8 +28,12 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--formulation", default="auto",
                    help="auto (cuts where the preset allows it), full or cuts")
     g.add_argument("--redundancy-threshold", type=float, default=None, metavar="T",
-                   help="tau: pairs with R >= T are penalised (default: the smallest tau at "
-                   "which n features without a penalised pair exist)")
+                   help="tau: pairs with R >= T are penalised (default: chosen by --tau-rule)")
+    g.add_argument("--tau-rule", default=None, metavar="RULE",
+                   help="how tau is chosen when not given: paper (the reference "
+                   "implementation's minimum viable threshold) or tight (the smallest threshold "
+                   "a greedy search accepts; penalises more pairs) "
+                   f"(default: recorded, else {DEFAULTS['tau_rule']})")
     g.add_argument("--redundancy-weight", type=float, default=1.0, metavar="W",
                    help="weight of the redundancy penalty")
 
@@ -49,10 +53,13 @@ def add_limit_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_limits(args: argparse.Namespace) -> None:
     from qpm.assignment.presets import get_preset
+    from qpm.assignment.redundancy import check_tau_rule
     from qpm.assignment.solving import FORMULATIONS
 
     if args.preset is not None:
         get_preset(args.preset)
+    if getattr(args, "tau_rule", None) is not None:
+        check_tau_rule(args.tau_rule)
     if args.formulation not in FORMULATIONS:
         raise QPMError(
             f"Unknown formulation {args.formulation!r}.",
@@ -95,8 +102,8 @@ def load_problem(args: argparse.Namespace):
             settings[key], origin[key] = default, "default"
     problem = sims.problem(
         n_features=settings["n_features"], per_class=settings["per_class"],
-        tau=args.redundancy_threshold, redundancy_weight=args.redundancy_weight,
-        preset=settings["preset"],
+        tau=args.redundancy_threshold, tau_rule=settings["tau_rule"],
+        redundancy_weight=args.redundancy_weight, preset=settings["preset"],
     )
     line = ", ".join(f"{_short(k)}={settings[k]}" for k in DEFAULTS)
     if not recorded:

@@ -74,7 +74,8 @@ def format_table(result, problem: str = "") -> str:
         ("times (s)", f"build {t.build:.2f}, handoff {t.handoff:.2f}, solve {t.solve:.2f}"),
         ("solver", f"{result.solver} {result.solver_version}".strip()),
         ("preset", result.preset),
-        ("tau", _fmt(result.tau)),
+        ("tau", _fmt(result.tau) + ("" if result.tau_rule is None
+                                    else f" ({result.tau_rule} rule)")),
         ("selected", f"{len(result.selected_features)} features"),
         ("fallback", result.fallback or "-"),
     ]

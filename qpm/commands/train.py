@@ -45,6 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--solver", default="gurobi", help="gurobi (falls back to HiGHS), highs, "
                    "scip or greedy")
     a.add_argument("--preset", default="qpm", help="constraint preset (see qpm solve)")
+    a.add_argument("--tau-rule", default="paper", help="how the redundancy threshold is chosen: "
+                   "paper (default, the reference's search) or tight (see qpm solve)")
     a.add_argument("--n-features", type=int, default=50, help="features kept (n)")
     a.add_argument("--per-class", type=int, default=5, help="features per class (k)")
     from qpm.assignment.limits import LARGE_CELLS, LARGE_TIME_LIMIT
@@ -77,7 +79,8 @@ def config_from_args(args: argparse.Namespace):
         dataset=args.dataset, data_root=args.data_root, crop_gt=args.crop_gt,
         image_size=args.image_size, arch=args.arch, weights=args.weights,
         reduced_strides=args.reduced_strides, model_type=args.model_type, solver=args.solver,
-        preset=args.preset, n_features=args.n_features, per_class=args.per_class,
+        preset=args.preset, tau_rule=args.tau_rule, n_features=args.n_features,
+        per_class=args.per_class,
         time_limit=args.time_limit, mip_gap=args.mip_gap, strict_solver=args.strict_solver,
         epochs=args.epochs, lr=args.lr,
         classifier_lr=args.classifier_lr, batch_size=args.batch_size, beta=args.beta,

@@ -31,6 +31,7 @@ class TrainConfig:
     # assignment
     solver: str = "gurobi"
     preset: str = "qpm"
+    tau_rule: str = "paper"  # how the redundancy threshold is chosen (qpm.assignment.redundancy)
     n_features: int = 50
     per_class: int = 5
     time_limit: float | None = None  # None: qpm.assignment.limits' default for the size
@@ -103,6 +104,9 @@ class TrainConfig:
             if value is not None and not value > 0:
                 raise QPMError(f"--{name.replace('_', '-')} must be > 0, got {value}.",
                                f"Pass a positive --{name.replace('_', '-')}.")
+        from qpm.assignment.redundancy import check_tau_rule
+
+        check_tau_rule(self.tau_rule)
         if self.beta < 0:
             raise QPMError(f"--beta must be >= 0, got {self.beta}.", "Use 0.196 (the paper's).")
         if self.time_limit is not None and self.time_limit <= 0:

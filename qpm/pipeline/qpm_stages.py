@@ -22,10 +22,6 @@ from qpm.pipeline.stages import (
     validate_similarities,
 )
 
-# The threshold rule of the redundancy term that this run's problem uses (recorded in
-# similarities.npz): "tight" is the binary search of qpm.assignment.redundancy.default_tau.
-TAU_RULE = "tight"
-
 
 def run_similarities(ctx: RunContext) -> None:
     from qpm.assignment.cache import save_similarities
@@ -38,7 +34,7 @@ def run_similarities(ctx: RunContext) -> None:
     # The run's problem settings travel with the arrays: `qpm solve`/`qpm compare` on this
     # file solve the same problem as the run.
     settings = {"n_features": c.n_features, "per_class": c.per_class, "preset": c.preset,
-                "tau_rule": TAU_RULE}
+                "tau_rule": c.tau_rule}
     save_similarities(ctx.path(rf.SIMILARITIES), A, R, f["b"], class_names=names,
                       feature_names=[f"feature {i}" for i in range(A.shape[0])],
                       settings=settings)
@@ -54,7 +50,7 @@ def run_assignment(ctx: RunContext) -> dict[str, Any]:
 
     c = ctx.config
     problem = load_similarities(ctx.path(rf.SIMILARITIES)).problem(
-        n_features=c.n_features, per_class=c.per_class, preset=c.preset)
+        n_features=c.n_features, per_class=c.per_class, preset=c.preset, tau_rule=c.tau_rule)
     limit = c.time_limit
     if limit is None:
         limit = default_time_limit(problem.n_total, problem.n_classes)
@@ -73,9 +69,12 @@ def run_assignment(ctx: RunContext) -> dict[str, Any]:
     ctx.log(f"assignment: {result.status} with {result.solver}"
             + (f" (fell back: {result.fallback})" if result.fallback else "")
             + f", objective {result.objective:.3f}"
-            + ("" if gap is None else f", gap {100 * gap:.3g}%"))
+            + ("" if gap is None else f", gap {100 * gap:.3g}%")
+            + ("" if result.tau is None else f", tau {result.tau:.4g} ({result.tau_rule} rule, "
+               f"{len(problem.pairs())} penalised pairs)"))
     return {"assignment": {"status": result.status, "solver": result.solver,
-                           "objective": result.objective, "gap": gap}}
+                           "objective": result.objective, "gap": gap, "tau": result.tau,
+                           "tau_rule": result.tau_rule, "penalised_pairs": len(problem.pairs())}}
 
 
 def build_qpm_model(ctx: RunContext):

@@ -31,8 +31,8 @@ from qpm.pipeline.training import FitSettings, fit
 DENSE_FIELDS = ("dataset", "crop_gt", "image_size", "arch", "weights", "reduced_strides", "epochs",
                 "lr", "classifier_lr", "momentum", "weight_decay", "step_size", "gamma",
                 "batch_size", "beta", "seed")
-ASSIGNMENT_FIELDS = DENSE_FIELDS + ("solver", "preset", "n_features", "per_class", "time_limit",
-                                    "mip_gap")
+ASSIGNMENT_FIELDS = DENSE_FIELDS + ("solver", "preset", "tau_rule", "n_features", "per_class",
+                                    "time_limit", "mip_gap")
 FINETUNE_FIELDS = ASSIGNMENT_FIELDS + ("ft_epochs", "ft_lr", "ft_momentum", "ft_weight_decay",
                                        "ft_step_size", "ft_gamma")
 FEATURES_REQUIRED = ("features", "labels", "test_features", "test_labels", "b", "class_names")
