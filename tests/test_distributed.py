@@ -139,27 +139,57 @@ class _ReplacedHead(torch.nn.Module):
         return self.classifier(self.body(x))
 
 
-def _global_bn_steps(rank: int, world: int) -> list[torch.Tensor]:
-    """Three SGD steps of a BatchNorm net on this rank's slice of one global batch of 16;
-    with ``world == 1`` the whole batch in one process. Returns the state afterwards."""
-    from qpm.pipeline.batchnorm import global_batch_norm
-
+def _bn_net() -> tuple[torch.nn.Module, torch.Tensor]:
+    """A small BatchNorm net and a global batch of 16, the same on every rank."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3),
                                 torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(1))
     x = torch.randn(16, 2, 5, 5) * 3 + 1
     model(x[:2])  # materialise the lazy layer identically everywhere
-    net = D.wrap_model(model)
-    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    part = x.chunk(world)[rank]
-    with global_batch_norm(model):
-        for _ in range(3):
-            opt.zero_grad()
-            net(part).pow(2).mean().backward()
-            opt.step()
+    return model, x
+
+
+def _sgd_steps(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    for _ in range(3):
+        opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        opt.step()
+
+
+def _global_bn_steps(rank: int, world: int) -> tuple[list[torch.Tensor], str]:
+    """Three SGD steps of a BatchNorm net on this rank's slice of one global batch of 16;
+    with ``world == 1`` the whole batch in one process. Returns the state afterwards and how
+    the BatchNorm layer ran inside the block (its class, and whether its forward was ours)."""
+    model, x = _bn_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with D.batch_norm_over_processes(model):  # what training uses
+        net = D.wrap_model(model)
+        inside = f"{type(model[1]).__name__} own-forward={'forward' in vars(model[1])}"
+        _sgd_steps(net, opt, x.chunk(world)[rank])
     assert type(model[1]).forward is torch.nn.BatchNorm2d.forward and "forward" not in vars(
         model[1])  # the plain layer is back after the block
-    return [t.detach().clone() for t in model.state_dict().values()]
+    return [t.detach().clone() for t in model.state_dict().values()], inside
+
+
+def test_sync_batch_norm_trains_the_model_s_own_layers():
+    """On NCCL training swaps torch's SyncBatchNorm in for the block. In one process it
+    computes what BatchNorm does, so the swapped model takes the plain model's steps, and the
+    original layers, trained, are back afterwards."""
+    from qpm.pipeline.distributed.batchnorm import sync_batch_norm
+
+    plain, x = _bn_net()
+    _sgd_steps(plain, torch.optim.SGD(plain.parameters(), lr=0.05, momentum=0.9), x)
+    model, x = _bn_net()
+    bn = model[1]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)  # built before the swap
+    with sync_batch_norm(model):
+        assert type(model[1]) is torch.nn.SyncBatchNorm
+        _sgd_steps(model, opt, x)
+        model.eval()
+    assert model[1] is bn and type(bn) is torch.nn.BatchNorm2d and not bn.training
+    assert int(bn.num_batches_tracked) == 4  # the lazy layer's first pass and three steps
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0, msg=name)
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -207,7 +237,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             opt.zero_grad()
             ddp(x).pow(2).mean().backward()
             opt.step()
-        result["global_bn"] = _global_bn_steps(ctx.rank, world)
+        result["global_bn"], result["bn_inside"] = _global_bn_steps(ctx.rank, world)
         result["params"] = [p.detach().clone() for p in D.unwrap(ddp).parameters()]
         result["bn_before"] = model.body[1].running_mean.clone()
         D.broadcast_state(ddp)
@@ -253,7 +283,9 @@ def test_two_process_gloo_job(tmp_path):
     assert torch.equal(r1["bn_after"], r0["bn_before"])
     # BatchNorm over the global batch: two processes take exactly the one-process steps on
     # the whole batch (weights, running mean/var, step count).
-    single = _global_bn_steps(0, 1)
+    assert r0["bn_inside"] == "BatchNorm2d own-forward=True"  # gloo: ours, not SyncBatchNorm
+    single, inside = _global_bn_steps(0, 1)
+    assert inside == "BatchNorm2d own-forward=False"  # one process: plain BatchNorm
     for a, b, ref in zip(r0["global_bn"], r1["global_bn"], single, strict=True):
         torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(b, ref, rtol=1e-5, atol=1e-6)
@@ -292,7 +324,7 @@ def test_augmentation_depends_on_seed_epoch_and_sample_only():
     assert one == draws(2, 0)  # two processes augment every sample as one process does
     assert one != draws(1, 1) and one != draws(1, 0, seed=4)  # new epoch or seed: new draws
     assert len(set(one.values())) == 10
-    from qpm.pipeline.seeded import SeededReads
+    from qpm.pipeline.distributed.seeded import SeededReads
 
     state = torch.get_rng_state()
     SeededReads(_RandomReads())[(4, 123)]

@@ -25,15 +25,14 @@ EXPECTED = {"config.json", "data.json", "stages", "metrics.json", "dense.pt", "f
             "similarities.npz", "assignment.json", "qpm.pt"}
 
 
-def torchrun(run_dir: Path, state_dir: Path | None = None) -> subprocess.CompletedProcess:
+def torchrun(run_dir: Path, state_dir: Path) -> subprocess.CompletedProcess:
+    """`torchrun -m qpm train` through tests/ddp_probe.py, which also saves what each rank
+    holds at the end of each training stage into ``state_dir``."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    env.pop(D.STATE_DUMP_ENV, None)
-    if state_dir is not None:
-        env[D.STATE_DUMP_ENV] = str(state_dir)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), QPM_PROBE_DIR=str(state_dir))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "qpm", "train", *TRAIN_ARGS, "--run-dir", str(run_dir)]
+           str(REPO / "tests" / "ddp_probe.py"), "train", *TRAIN_ARGS, "--run-dir", str(run_dir)]
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -45,6 +44,12 @@ def two_process_run(tmp_path_factory):
     proc = torchrun(run_dir, state_dir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return run_dir, state_dir, proc
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a and a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
 
 
 def test_one_set_of_artifacts_and_one_summary(two_process_run):
@@ -61,24 +66,16 @@ def test_one_set_of_artifacts_and_one_summary(two_process_run):
 
 
 def test_ranks_hold_identical_weights(two_process_run):
-    _, state_dir, _ = two_process_run
-    for tag in ("dense-params", "dense-state", "qpm-params", "qpm-state"):
-        r0, r1 = (json.loads((state_dir / f"{tag}.rank{r}.json").read_text()) for r in (0, 1))
-        assert r0 and r0 == r1, tag
-    # The saved model is the one every rank holds at the end.
-    model, _ = load_model(Path(state_dir).parent / "run" / "qpm.pt")
-    D.cleanup()
-    D.get_context(device="cpu")
-    saved_dir = state_dir.parent / "saved"
-    saved_dir.mkdir(exist_ok=True)
-    os.environ[D.STATE_DUMP_ENV] = str(saved_dir)
-    try:
-        D.dump_state_for_tests(model, "saved")
-    finally:
-        del os.environ[D.STATE_DUMP_ENV]
-        D.cleanup()
-    saved = json.loads((saved_dir / "saved.rank0.json").read_text())
-    assert saved == json.loads((state_dir / "qpm-state.rank0.json").read_text())
+    run_dir, state_dir, _ = two_process_run
+    r0, r1 = (torch.load(state_dir / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0) == len(r1) == 2  # the dense and the fine-tuning stage
+    for stage0, stage1 in zip(r0, r1, strict=True):
+        assert_same_tensors(stage0["params"], stage1["params"])  # DDP kept them in step
+        assert_same_tensors(stage0["state"], stage1["state"])  # BatchNorm statistics too
+    # The saved models are the ones every rank holds at the end of their stage.
+    for stage, name in zip(r0, ("dense.pt", "qpm.pt"), strict=True):
+        model, _ = load_model(run_dir / name)
+        assert_same_tensors(stage["state"], model.state_dict())
 
 
 def test_sharded_features_equal_single_process_extraction(two_process_run):

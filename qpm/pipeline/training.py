@@ -21,7 +21,6 @@ from qpm.errors import QPMError
 from qpm.models.diversity_loss import diversity_loss
 from qpm.pipeline import distributed as dist
 from qpm.pipeline.artifacts import ArtifactError, load_torch, save_torch
-from qpm.pipeline.batchnorm import global_batch_norm
 
 
 @dataclass(frozen=True)
@@ -119,10 +118,10 @@ def fit(
     loader = dist.make_loader(dataset, batch, shuffle=True, seed=settings.seed,
                               workers=settings.workers, drop_last=drop_last)
     dist.channels_last(model, ctx.device)  # in place; GPU only
-    net = dist.wrap_model(model)
     criterion = nn.CrossEntropyLoss()
     # One process or several: BatchNorm normalises over the global batch.
-    with global_batch_norm(model):
+    with dist.batch_norm_over_processes(model):
+        net = dist.wrap_model(model)  # after the swap to SyncBatchNorm on NCCL
         for epoch in range(start, settings.epochs):
             # Augmentation draws from the global RNG: seed it per epoch so a resume repeats it,
             # and per rank so processes do not draw the same augmentations (rank 0 = 1 process).
@@ -172,8 +171,6 @@ def fit(
             dist.barrier()
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1)
-    dist.dump_state_for_tests(model, f"{desc}-params", params_only=True)  # DDP kept in step?
     # BatchNorm statistics drift apart across ranks; make every rank hold rank 0's model.
     dist.broadcast_state(model)
-    dist.dump_state_for_tests(model, f"{desc}-state")
     return result
