@@ -1,6 +1,8 @@
 """The one training loop, shared by the dense and the fine-tuning stages.
 
 SGD with momentum and weight decay, StepLR, cross-entropy plus the feature-diversity loss.
+:func:`fit` owns the stage (resume, loader, epochs, checkpoints); :func:`train_one_epoch`
+owns one pass of optimisation steps, each computing its loss in :func:`training_step`.
 After every epoch the model, optimizer and scheduler go to an atomic checkpoint (plain
 tensors and numbers, loadable with weights_only=True); a restarted stage continues from the
 last finished epoch with the same batches, since the order depends only on (seed, epoch).
@@ -14,8 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from qpm.errors import QPMError
 from qpm.models.diversity_loss import diversity_loss
@@ -36,6 +39,15 @@ class FitSettings:
     classifier_lr: float | None = None  # None: same as lr
     seed: int = 0
     workers: int = 0
+
+
+@dataclass
+class EpochTotals:
+    """One rank's sums over an epoch; :func:`fit` reduces them over the ranks."""
+
+    loss: float = 0.0  # sum over batches of (mean batch loss x batch size)
+    correct: int = 0
+    seen: int = 0
 
 
 @dataclass
@@ -65,18 +77,48 @@ def check_finite_loss(loss: float, desc: str, epoch: int) -> None:
             "the dense one); the finished earlier stages are kept.")
 
 
-def _load_resume(ckpt_path: Path, key: dict, log: Callable[[str], None]) -> dict | None:
-    if not ckpt_path.exists():
-        return None
-    try:
-        ckpt = load_torch(ckpt_path)
-    except ArtifactError as exc:
-        log(f"ignoring unreadable checkpoint ({exc.problem}); training from the start")
-        return None
-    if ckpt.get("key") != key:
-        log(f"ignoring {ckpt_path.name}: written for other settings; training from the start")
-        return None
-    return ckpt
+@dataclass(frozen=True)
+class Checkpoint:
+    """A stage's epoch checkpoint: written by rank 0 after every epoch, read back by every rank
+    on a restart if it was written for the same ``key`` (settings and inputs)."""
+
+    path: Path
+    key: dict
+
+    def load(self, log: Callable[[str], None]) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            ckpt = load_torch(self.path)
+        except ArtifactError as exc:
+            log(f"ignoring unreadable checkpoint ({exc.problem}); training from the start")
+            return None
+        if ckpt.get("key") != self.key:
+            log(f"ignoring {self.path.name}: written for other settings; training from the start")
+            return None
+        return ckpt
+
+    def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+               log: Callable[[str], None]) -> int:
+        """Load a matching checkpoint into the objects; the epochs it had finished (0: none)."""
+        ckpt = self.load(log)
+        if ckpt is None:
+            return 0
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        return int(ckpt["epoch"])
+
+    def save(self, epochs_done: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler) -> None:
+        if dist.get_context().is_main:
+            save_torch(self.path, {
+                "key": self.key, "epoch": epochs_done,
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            })
+        dist.barrier()
 
 
 def fit(
@@ -93,84 +135,93 @@ def fit(
     """Train ``model`` (already on the context's device) in place for ``settings.epochs``.
 
     ``key`` identifies what is being trained; a checkpoint with another key is ignored.
-    ``on_epoch_end(epochs_done)`` runs after each checkpoint is written (tests interrupt here).
+    ``on_epoch_end(epochs_done)`` runs after each epoch's checkpoint is written.
     """
-    ctx = dist.get_context()
-    ckpt_path = Path(ckpt_path)
-    key = {"settings": asdict(settings), **(key or {})}
+    ckpt = Checkpoint(Path(ckpt_path), {"settings": asdict(settings), **(key or {})})
     optimizer = make_optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.step_size, settings.gamma)
-    start = 0
-    ckpt = _load_resume(ckpt_path, key, log)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start = int(ckpt["epoch"])
+    start = ckpt.resume(model, optimizer, scheduler, log)
+    if start:
         log(f"{desc}: resuming from the checkpoint after epoch {start}/{settings.epochs}")
     result = FitResult(epochs_run=0, start_epoch=start)
     if start >= settings.epochs:
         return result
-
-    # Dropping the ragged last batch keeps BatchNorm away from batches of one.
-    drop_last = len(dataset) > settings.batch_size
-    batch = dist.per_process_batch(settings.batch_size, ctx.world_size)
-    loader = dist.make_loader(dataset, batch, shuffle=True, seed=settings.seed,
-                              workers=settings.workers, drop_last=drop_last)
-    dist.channels_last(model, ctx.device)  # in place; GPU only
-    criterion = nn.CrossEntropyLoss()
-    # One process or several: BatchNorm normalises over the global batch.
-    with dist.batch_norm_over_processes(model):
+    loader = train_loader(dataset, settings)
+    dist.channels_last(model, dist.get_context().device)  # in place; GPU only
+    with dist.batch_norm_over_processes(model):  # BatchNorm over the global batch
         net = dist.wrap_model(model)  # after the swap to SyncBatchNorm on NCCL
         for epoch in range(start, settings.epochs):
-            # Augmentation draws from the global RNG: seed it per epoch so a resume repeats it,
-            # and per rank so processes do not draw the same augmentations (rank 0 = 1 process).
-            torch.manual_seed(settings.seed * 100_003 + epoch + 7_919 * ctx.rank)
-            dist.set_epoch(loader, epoch)
-            net.train()
-            total_loss, correct, seen = 0.0, 0, 0
-            bar = dist.main_only(loader, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
-                                 leave=False, dynamic_ncols=True)
-            for images, labels in bar:
-                images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
-                labels = labels.to(ctx.device, non_blocking=True)
-                with dist.autocast_context(ctx.device):
-                    out = net(images)
-                    weight, used = dist.unwrap(net).classifier.class_feature_weights()
-                    maps = out.feature_maps if used is None else out.feature_maps[:, used]
-                    loss = criterion(out.logits.float(), labels)
-                    if settings.beta > 0:
-                        loss = loss + diversity_loss(maps.float(), out.logits.float(), weight,
-                                                     settings.beta)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                n = labels.shape[0]
-                total_loss += float(loss.detach()) * n
-                correct += int((out.logits.argmax(1) == labels).sum())
-                seen += n
-                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-            bar.close()
+            totals = train_one_epoch(net, loader, optimizer, settings, epoch, desc)
             scheduler.step()
-            seen_all = dist.all_reduce_sum(seen)
-            result.last_loss = dist.all_reduce_sum(total_loss) / max(seen_all, 1)
-            result.last_train_accuracy = 100.0 * dist.all_reduce_sum(correct) / max(seen_all, 1)
-            result.epochs_run += 1
-            # Every rank holds the same reduced loss, so all raise together (no collective hangs);
-            # raising before the checkpoint keeps the diverged weights out of the run folder.
-            check_finite_loss(result.last_loss, desc, epoch + 1)
-            log(f"{desc} epoch {epoch + 1}/{settings.epochs}: loss {result.last_loss:.4f}, "
-                f"train accuracy {result.last_train_accuracy:.2f}%")
-            if ctx.is_main:
-                save_torch(ckpt_path, {
-                    "key": key, "epoch": epoch + 1,
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                })
-            dist.barrier()
+            end_epoch(result, totals, desc, epoch + 1, settings.epochs, log)
+            ckpt.save(epoch + 1, model, optimizer, scheduler)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1)
     # BatchNorm statistics drift apart across ranks; make every rank hold rank 0's model.
     dist.broadcast_state(model)
     return result
+
+
+def train_loader(dataset: Dataset, settings: FitSettings) -> DataLoader:
+    """This rank's shuffled, seeded loader of its share of the global batch."""
+    # Dropping the ragged last batch keeps BatchNorm away from batches of one.
+    drop_last = len(dataset) > settings.batch_size
+    batch = dist.per_process_batch(settings.batch_size, dist.get_context().world_size)
+    return dist.make_loader(dataset, batch, shuffle=True, seed=settings.seed,
+                            workers=settings.workers, drop_last=drop_last)
+
+
+def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    settings: FitSettings, epoch: int, desc: str) -> EpochTotals:
+    """One pass over ``loader`` (``epoch`` counts from 0): an optimisation step per batch."""
+    ctx = dist.get_context()
+    # Augmentation draws from the global RNG: seed it per epoch so a resume repeats it,
+    # and per rank so processes do not draw the same augmentations (rank 0 = 1 process).
+    torch.manual_seed(settings.seed * 100_003 + epoch + 7_919 * ctx.rank)
+    dist.set_epoch(loader, epoch)
+    net.train()
+    totals = EpochTotals()
+    bar = dist.main_only(loader, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
+                         leave=False, dynamic_ncols=True)
+    for images, labels in bar:
+        images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
+        labels = labels.to(ctx.device, non_blocking=True)
+        loss, logits = training_step(net, images, labels, settings.beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = labels.shape[0]
+        totals.loss += float(loss.detach()) * n
+        totals.correct += int((logits.argmax(1) == labels).sum())
+        totals.seen += n
+        bar.set_postfix(loss=f"{totals.loss / totals.seen:.3f}",
+                        acc=f"{100 * totals.correct / totals.seen:.1f}")
+    bar.close()
+    return totals
+
+
+def training_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, beta: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's loss (cross-entropy plus ``beta`` x the feature-diversity loss) and logits."""
+    with dist.autocast_context(images.device):
+        out = net(images)
+        weight, used = dist.unwrap(net).classifier.class_feature_weights()
+        maps = out.feature_maps if used is None else out.feature_maps[:, used]
+        loss = F.cross_entropy(out.logits.float(), labels)
+        if beta > 0:
+            loss = loss + diversity_loss(maps.float(), out.logits.float(), weight, beta)
+    return loss, out.logits
+
+
+def end_epoch(result: FitResult, totals: EpochTotals, desc: str, epochs_done: int, epochs: int,
+              log: Callable[[str], None]) -> None:
+    """Reduce the epoch's sums over the ranks into ``result``, check them and log them."""
+    seen = dist.all_reduce_sum(totals.seen)
+    result.last_loss = dist.all_reduce_sum(totals.loss) / max(seen, 1)
+    result.last_train_accuracy = 100.0 * dist.all_reduce_sum(totals.correct) / max(seen, 1)
+    result.epochs_run += 1
+    # Every rank holds the same reduced loss, so all raise together (no collective hangs);
+    # raising before the checkpoint keeps the diverged weights out of the run folder.
+    check_finite_loss(result.last_loss, desc, epochs_done)
+    log(f"{desc} epoch {epochs_done}/{epochs}: loss {result.last_loss:.4f}, "
+        f"train accuracy {result.last_train_accuracy:.2f}%")
