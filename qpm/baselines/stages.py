@@ -64,12 +64,12 @@ def validate_layer(path) -> None:
         raise ArtifactError(f"{path} has inconsistent array shapes.", f"Delete {path} and re-run.")
 
 
-def _plot(ctx: RunContext, head: SparseHead, name: str) -> None:
-    if ctx.is_main:
-        from qpm.explain.figures import plot_assignment
+def _draw(name: str):
+    """The stage's picture of its final layer, drawn by the runner once the stage is
+    recorded."""
+    from qpm.pipeline.qpm_stages import draw_sparse_layer
 
-        plot_assignment(head.weight.detach().cpu().numpy(), head.selected.cpu().numpy(),
-                        ctx.class_names(), ctx.path(rf.plot_file(name)))
+    return lambda ctx: draw_sparse_layer(ctx, name)
 
 
 def _head_metrics(head: SparseHead) -> dict[str, Any]:
@@ -108,7 +108,6 @@ def run_sldd(ctx: RunContext) -> dict[str, Any]:
         "assignment": {str(k): v for k, v in head.assignment().items()},
     })
     ctx.drop_ckpt("sldd")
-    _plot(ctx, head, "sldd")
     return {"sldd": {"accuracy": acc, "accuracy_before_finetune": before,
                      "sparsifier": "sldd (glm-saga)", **_head_metrics(head)}}
 
@@ -160,7 +159,6 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
     })
     for r in range(QSENN_ROUNDS):
         ctx.drop_ckpt(f"qsenn-round{r + 1}")
-    _plot(ctx, head, "qsenn")
     return {"qsenn": {"accuracy": acc, "sparsifier": "qsenn (glm-saga, 4 rounds, ternary)",
                       "rounds": rounds, **_head_metrics(head)}}
 
@@ -169,12 +167,14 @@ def sldd_stages() -> list[Stage]:
     return [
         Stage("sldd-layer", rf.SLDD_LAYER, SPARSE_FIELDS, run_sldd_layer, validate_layer,
               main_only=True),
-        Stage("sldd", rf.model_file("sldd"), TUNE_FIELDS, run_sldd, validate_model),
+        Stage("sldd", rf.model_file("sldd"), TUNE_FIELDS, run_sldd, validate_model,
+              figure=rf.plot_file("sldd"), draw=_draw("sldd")),
     ]
 
 
 def qsenn_stages() -> list[Stage]:
-    return [Stage("qsenn", rf.model_file("qsenn"), TUNE_FIELDS, run_qsenn_stage, validate_model)]
+    return [Stage("qsenn", rf.model_file("qsenn"), TUNE_FIELDS, run_qsenn_stage, validate_model,
+                  figure=rf.plot_file("qsenn"), draw=_draw("qsenn"))]
 
 
 register_model_type("sldd", sldd_stages)

@@ -101,14 +101,19 @@ def run_finetune(ctx: RunContext) -> dict[str, Any]:
         "n_features": c.n_features, "per_class": c.per_class,
     })
     ctx.drop_ckpt("qpm")
-    if ctx.is_main:  # the assignment matrix as a picture, next to qpm.pt
-        from qpm.explain.figures import plot_assignment
-
-        plot_assignment(layer.weight.detach().cpu().numpy(), layer.selected.cpu().numpy(),
-                        ctx.class_names(),
-                        ctx.path(rf.plot_file("qpm")))
     return {"qpm": {"accuracy": acc, "accuracy_before_finetune": before,
                     "n_features": layer.n_features, "per_class": c.per_class}}
+
+
+def draw_sparse_layer(ctx: RunContext, model_type: str) -> None:
+    """The finished model's final layer as a picture (the assignment matrix)."""
+    from qpm.explain.figures import plot_assignment
+    from qpm.models.checkpoint import load_model
+
+    model, _ = load_model(ctx.path(rf.model_file(model_type)))
+    weight, selected = model.classifier.class_feature_weights()
+    plot_assignment(weight.detach().numpy(), None if selected is None else selected.numpy(),
+                    ctx.class_names(), ctx.path(rf.plot_file(model_type)))
 
 
 def qpm_stages() -> list[Stage]:
@@ -117,7 +122,9 @@ def qpm_stages() -> list[Stage]:
               validate_similarities, main_only=True),
         Stage("assignment", rf.ASSIGNMENT, ASSIGNMENT_FIELDS, run_assignment,
               validate_assignment, main_only=True),
-        Stage("qpm", rf.model_file("qpm"), FINETUNE_FIELDS, run_finetune, validate_model),
+        Stage("qpm", rf.model_file("qpm"), FINETUNE_FIELDS, run_finetune, validate_model,
+              figure=rf.plot_file("qpm"),
+              draw=lambda ctx: draw_sparse_layer(ctx, "qpm")),
     ]
 
 

@@ -187,6 +187,8 @@ def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage],
                 upstream[stage.artifact] = rec.output
                 if is_main and not metrics_ok and rec.extra.get("metrics"):
                     merge_metrics(run_dir, rec.extra["metrics"])  # metrics.json was lost
+                if is_main and stage.figure and not (run_dir / stage.figure).exists():
+                    _draw(stage, ctx, log)
                 continue
             log(f"[{stage.name}] {reason}; recomputing it and every later stage")
         dirty = True
@@ -210,9 +212,24 @@ def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage],
         upstream[stage.artifact] = output
         summary.stages.append(StageReport(stage.name, stage.artifact, "ran", seconds))
         log(f"[{stage.name}] done in {seconds:.1f}s")
+        if is_main:  # only now: the stage's result is safe whatever the drawing does
+            _draw(stage, ctx, log)
     dist.barrier()
     summary.metrics = _read_optional(run_dir / rf.METRICS, rf.METRICS, log)
     return summary
+
+
+def _draw(stage: Stage, ctx: RunContext, log: Callable[[str], None]) -> None:
+    """Draw a finished stage's picture; a failure is one line, the stage stays finished."""
+    if stage.draw is None:
+        return
+    try:
+        stage.draw(ctx)
+    except Exception as exc:  # noqa: BLE001 - a picture must never cost the stage's result
+        from qpm.explain.text import printable
+
+        log(f"[{stage.name}] could not draw {stage.figure} ({type(exc).__name__}: "
+            f"{printable(exc)}); {stage.artifact} is kept")
 
 
 def _metrics_readable(run_dir: Path) -> bool:

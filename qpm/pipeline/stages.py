@@ -41,7 +41,12 @@ FEATURES_OPTIONAL = ("train_logits", "test_logits", "locality", "edge", "map_siz
 
 @dataclass(frozen=True)
 class Stage:
-    """``run(ctx)`` writes ``artifact`` and returns metrics to merge into metrics.json."""
+    """``run(ctx)`` writes ``artifact`` and returns metrics to merge into metrics.json.
+
+    ``draw(ctx)`` optionally writes the picture ``figure`` from the finished artifact. The
+    runner calls it only after the stage is recorded (and again whenever the picture is
+    missing), and a drawing that fails costs a warning, never the stage's result.
+    """
 
     name: str
     artifact: str
@@ -49,6 +54,8 @@ class Stage:
     run: Callable[[RunContext], dict[str, Any] | None]
     validate: Callable[[Path], None]
     main_only: bool = False  # True: rank 0 computes, the other ranks wait
+    figure: str | None = None
+    draw: Callable[[RunContext], None] | None = None
 
 
 @dataclass
