@@ -1,21 +1,25 @@
 """Explanation files (JSON, PNG, HTML) from hand-built layers; the page in headless Chromium."""
 
 import json
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
+from pagecheck import CHROMIUM, browser_checks, static_checks
 
 from qpm.explain import (
+    FeatureCounts,
     choose_examples,
     class_features,
     closest_pairs,
     displayable,
+    example_quality,
     explanation_dict,
     similar_pairs,
+    top_activating,
     write_explanations,
 )
+from qpm.explain.heatmaps import colour, overlay, scale_maps, upsample
+from qpm.explain.writer import GalleryImage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["zero", "one", "two <&>", "three"]
@@ -75,6 +79,21 @@ def test_choose_examples_prefers_correct_high_scores():
     # class 0: image 1 has the top class-0 score but is wrong -> image 0
     assert choose_examples(labels, scores) == {0: 0, 1: 4}
     assert choose_examples(np.array([0, 0]), np.array([[0.0, 1], [0, 2]])) == {0: 0}
+    # with a quality, the best correctly classified image wins
+    assert choose_examples(labels, scores, np.array([0, 9, 5, 1, 0])) == {0: 2, 1: 4}
+
+
+def test_example_quality_prefers_strong_features_in_different_places():
+    apart = np.zeros((2, 3, 3))
+    apart[0, 0, 0] = apart[1, 2, 2] = 5.0
+    together = np.zeros((2, 3, 3))
+    together[0, 0, 0] = together[1, 0, 0] = 5.0
+    maps = np.stack([apart, together, apart * 0.2])
+    pooled = maps.mean(axis=(2, 3))
+    q = example_quality(maps, pooled, [np.array([0, 1])] * 3)
+    assert q[0] > q[1]  # same activation, but the two maps peak in different places
+    assert q[0] > q[2]  # same places, more activation
+    assert top_activating(np.array([[1, 5], [3, 2], [2, 9]]), 2).tolist() == [[1, 2], [2, 0]]
 
 
 def test_displayable_undoes_normalisation():
@@ -88,10 +107,14 @@ def _write(tmp_path):
     w, sel = _layer()
     rng = np.random.default_rng(0)
     examples = {c: 10 + c for c in range(4)}
-    images = {i: rng.random((12, 12)) for i in examples.values()}
-    maps = {i: rng.random((7, 3, 3)) for i in examples.values()}
+    keys = list(examples.values()) + [20, 21]
+    images = {i: rng.random((12, 12)) for i in keys}
+    maps = {i: rng.random((7, 3, 3)) for i in keys}
+    gallery = {f: [GalleryImage(k, f"image {k}", {"index": k, "activation": 1.0})
+                   for k in (20, 21, 10)] for f in (10, 11, 14)}
     return write_explanations(tmp_path / "explain", w, sel, NAMES, examples=examples,
-                              images=images, maps=maps, title="Test explanation")
+                              images=images, maps=maps, gallery=gallery,
+                              title="Test explanation")
 
 
 def test_write_explanations_files(tmp_path):
@@ -102,37 +125,55 @@ def test_write_explanations_files(tmp_path):
         "figures/pair_0_1.png",
         "figures/pair_2_3.png",
     ]
-    for rel in ("assignment.png", "figures/pair_0_1.png", "figures/pair_2_3.png"):
+    gallery = {f["index"]: [g["image"] for g in f.get("gallery", [])] for f in expl["features"]}
+    assert gallery[10] == [f"gallery/feature_10_{r}.png" for r in (1, 2, 3)]
+    assert gallery[12] == []  # no gallery images given for it
+    for rel in ("assignment.png", "figures/pair_0_1.png", "figures/pair_2_3.png",
+                *gallery[10], *gallery[14]):
         assert (out / rel).read_bytes()[:8] == PNG_MAGIC
-    page = paths["html"].read_text()
-    assert page.count('<details class="class-entry"') == 4
+    page, _ = static_checks(out)
+    assert page == paths["html"].read_text()
     assert "two &lt;&amp;&gt;" in page and "two <&>" not in page
-    assert 'src="figures/pair_2_3.png"' in page and "http" not in page
+    # each class card shows its features with the gallery's first image as thumbnail
+    card = page[page.index('id="class-0"'):page.index('id="class-1"')]
+    assert 'src="gallery/feature_10_1.png"' in card and 'href="#pair-0-1"' in card
     assert not list(out.glob("**/*.tmp"))
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _chromium(*args, user_dir):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={user_dir}", "--virtual-time-budget=5000", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_index_renders_in_headless_chromium(tmp_path):
-    from PIL import Image
+    _write(tmp_path)
+    browser_checks(tmp_path / "explain", tmp_path)
 
-    paths = _write(tmp_path)
-    url = paths["html"].resolve().as_uri()
-    shot = tmp_path / "shot.png"
-    res = _chromium("--window-size=1000,1400", f"--screenshot={shot}", url,
-                    user_dir=tmp_path / "profile1")
-    assert shot.exists(), res.stderr[-2000:]
-    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
-    assert pixels.shape == (1400, 1000) and pixels.std() > 5  # not a blank page
-    dom = _chromium("--dump-dom", url, user_dir=tmp_path / "profile2").stdout
-    assert dom.count('class="class-entry"') == 4
-    assert 'data-images-ok="true"' in dom  # assignment.png and both figures loaded
+
+def test_feature_counts_and_warning():
+    w = np.zeros((3, 10))
+    w[0, [0, 1]] = w[1, [1, 2]] = w[2, [0, 3]] = 1
+    counts = FeatureCounts.of(w)
+    assert (counts.selected, counts.used, counts.classes, counts.per_class) == (10, 4, 3, 2)
+    assert counts.line().startswith("10 features selected, 4 used")
+    assert "at most 6: 4 must stay unused" in counts.warning()
+    assert FeatureCounts.of(w[:, :6]).warning() is None  # 6 selected, 3 x 2 could use all
+    expl = explanation_dict(w, np.arange(100, 110), ["a", "b", "c"])
+    assert expl["n_selected"] == 10 and expl["n_features"] == 4
+    assert expl["unused"] == [104, 105, 106, 107, 108, 109]
+    assert expl["features"][0] == {"index": 100, "name": "feature 100", "classes": [0, 2]}
+
+
+def test_heatmaps_follow_the_reference_scaling():
+    weak = np.array([[0.0, 0.1], [0.1, 0.2]])
+    strong = np.array([[0.0, 1.0], [2.0, 4.0]])
+    a, b = scale_maps([weak, strong], [(4, 4), (4, 4)], gamma=3)
+    # min-max per image, then dimmed by sqrt(mean) relative to the stronger image, then the
+    # gamma keeps each image's own maximum
+    ratio = np.sqrt(weak.mean() / strong.mean())
+    assert b.max() == pytest.approx(1.0, abs=1e-6)
+    assert a.max() == pytest.approx(ratio ** 4, rel=1e-5)
+    assert a.shape == (4, 4) and a.min() == 0
+    up = upsample(np.array([[0.0, 1.0]]), 1, 4)
+    assert np.allclose(up, [[0, 0.25, 0.75, 1]])  # pixel centres aligned, edges clamped
+    img = np.zeros((4, 4))
+    out = overlay(img, b, colour(0))
+    assert out.shape == (4, 4, 3) and out.max() == pytest.approx(1)
+    # where the feature is absent the panel is the light-grey image, at its peak the colour
+    assert np.allclose(out[0, 0], out[0, 0][0]) and out[3, 3, 0] > out[3, 3, 1]

@@ -7,6 +7,46 @@ from itertools import combinations
 
 import numpy as np
 
+from qpm.explain.text import printable
+
+
+@dataclass(frozen=True)
+class FeatureCounts:
+    """How many features a sparse layer selects and how many of them some class uses.
+
+    The assignment may select features no class uses (the paper's model allows it); with
+    more selected features than ``classes * per_class`` some must stay unused.
+    """
+
+    selected: int
+    used: int
+    classes: int
+    per_class: int  # features of the class with the most (k for QPM)
+
+    @classmethod
+    def of(cls, weight: np.ndarray) -> FeatureCounts:
+        """From a (C, n) layer whose n columns are its selected features."""
+        nz = np.asarray(weight) != 0
+        per_class = int(nz.sum(axis=1).max()) if nz.size else 0
+        return cls(int(nz.shape[1]), int(nz.any(axis=0).sum()), int(nz.shape[0]), per_class)
+
+    def line(self) -> str:
+        return (f"{self.selected} features selected, {self.used} used "
+                f"({self.classes} classes, up to {self.per_class} features each)")
+
+    def warning(self) -> str | None:
+        """One line when more features are selected than the classes can use."""
+        room = self.classes * self.per_class
+        if self.selected <= room:
+            return None
+        return (f"warning: {self.selected} features selected but {self.classes} classes x "
+                f"{self.per_class} features can use at most {room}: {self.selected - room} "
+                "must stay unused")
+
+    def to_dict(self) -> dict:
+        return {"selected": self.selected, "used": self.used, "classes": self.classes,
+                "per_class": self.per_class}
+
 
 @dataclass(frozen=True)
 class ClassPair:
@@ -96,9 +136,9 @@ def closest_pairs(
     return out
 
 
-def feature_label(index: int, feature_names: dict[int, str] | None) -> str:
+def feature_label(index: int, feature_names: dict[int, str] | None = None) -> str:
     if feature_names and index in feature_names:
-        return str(feature_names[index])
+        return printable(feature_names[index])
     return f"feature {index}"
 
 
@@ -115,11 +155,16 @@ def explanation_dict(
     pairs = similar_pairs(feats)
     closest = closest_pairs(feats, {c for p in pairs for c in (p.a, p.b)})
     used = sorted({f for fs in feats.values() for f, _ in fs})
+    layer = np.asarray(weight)
+    sel = np.arange(layer.shape[1]) if selection is None else np.asarray(selection)
+    counts = FeatureCounts.of(layer)
+    users = {f: [c for c in sorted(feats) if any(g == f for g, _ in feats[c])] for f in used}
+    names = [printable(n) for n in class_names]
 
     def as_dict(p: ClassPair) -> dict:
         return {
             "classes": [p.a, p.b],
-            "names": [str(class_names[p.a]), str(class_names[p.b])],
+            "names": [names[p.a], names[p.b]],
             "shared": list(p.shared),
             "distinguishing": {str(p.a): list(p.only_a), str(p.b): list(p.only_b)},
         }
@@ -127,12 +172,19 @@ def explanation_dict(
     return {
         "model_type": model_type,
         "n_classes": len(class_names),
-        "n_features": len(used),
-        "features": [{"index": f, "name": feature_label(f, feature_names)} for f in used],
+        "n_features": len(used),  # used by at least one class
+        "n_selected": counts.selected,
+        "counts": counts.to_dict(),
+        "counts_line": counts.line(),
+        "counts_warning": counts.warning(),
+        "selected": [int(f) for f in sel],
+        "unused": sorted(set(int(f) for f in sel) - set(used)),
+        "features": [{"index": f, "name": feature_label(f, feature_names), "classes": users[f]}
+                     for f in used],
         "classes": [
             {
                 "index": c,
-                "name": str(class_names[c]),
+                "name": names[c],
                 "features": [
                     {"index": f, "name": feature_label(f, feature_names), "weight": w}
                     for f, w in feats[c]

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from qpm.explain.figures import plot_assignment, plot_class_comparison
+from qpm.explain.gallery import save_feature_images
 from qpm.explain.html import write_index
 from qpm.explain.structure import ClassPair, explanation_dict
 from qpm.pipeline.artifacts import atomic_write
+
+
+@dataclass
+class GalleryImage:
+    """One of a feature's top images: where to find it and what to print under it."""
+
+    key: Hashable  # into the ``images``/``maps`` dicts
+    caption: str
+    record: dict  # JSON-ready facts about it (split, index, class, activation)
 
 
 def write_explanations(
@@ -19,34 +31,35 @@ def write_explanations(
     selection: np.ndarray | None,
     class_names: list[str],
     *,
-    examples: dict[int, int],
-    images: dict[int, np.ndarray],
-    maps: dict[int, np.ndarray],
+    examples: dict[int, Hashable],
+    images: dict[Hashable, np.ndarray],
+    maps: dict[Hashable, np.ndarray],
+    gallery: dict[int, list[GalleryImage]] | None = None,
     feature_names: dict[int, str] | None = None,
     model_type: str = "qpm",
     title: str = "",
     max_figures: int = 60,
     extra: dict | None = None,
 ) -> dict[str, Path]:
-    """explanation.json, assignment.png, figures/pair_A_B.png and index.html in ``out_dir``.
+    """explanation.json, assignment.png, figures/pair_A_B.png, gallery/*.png, index.html.
 
-    ``examples`` maps a class to its example image index; ``images[idx]`` is that image as
-    (H, W) or (H, W, 3) in [0, 1]; ``maps[idx]`` its (n, h, w) activation maps of the layer's
-    n selected features (in ``selection`` order). At most ``max_figures`` comparison figures
-    are drawn (pairs sharing all but one feature first, then each remaining class with its
-    closest class); the JSON lists every pair.
+    ``examples`` maps a class to the key of its example image; ``images[key]`` is an image
+    as (H, W) or (H, W, 3) in [0, 1] and ``maps[key]`` its (n, h, w) activation maps of the
+    layer's n selected features (in ``selection`` order). ``gallery`` maps a backbone
+    feature to its top images. At most ``max_figures`` comparison figures are drawn (pairs
+    sharing all but one feature first, then each remaining class with its closest class);
+    the JSON lists every pair.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sel = np.arange(np.asarray(weight).shape[1]) if selection is None else np.asarray(selection)
-    expl = explanation_dict(weight, sel, class_names, feature_names, model_type,
-                            {**(extra or {}), "examples": {str(c): int(i)
-                                                           for c, i in examples.items()}})
+    column = {int(f): j for j, f in enumerate(sel)}
+    expl = explanation_dict(weight, sel, class_names, feature_names, model_type, extra)
     paths = {"assignment": plot_assignment(weight, sel, class_names, out_dir / "assignment.png",
                                            feature_names)}
 
-    def fmap(idx: int) -> dict[int, np.ndarray]:
-        return {int(f): np.asarray(m) for f, m in zip(sel, maps[idx], strict=True)}
+    def fmap(key: Hashable) -> dict[int, np.ndarray]:
+        return {int(f): np.asarray(m) for f, m in zip(sel, maps[key], strict=True)}
 
     drawn = 0
     for p in [*expl["similar_pairs"], *expl["closest_pairs"]]:
@@ -55,13 +68,27 @@ def write_explanations(
             continue
         pair = ClassPair(a, b, tuple(p["shared"]), tuple(p["distinguishing"][str(a)]),
                          tuple(p["distinguishing"][str(b)]))
-        ia, ib = examples[a], examples[b]
+        ka, kb = examples[a], examples[b]
         rel = f"figures/pair_{a}_{b}.png"
-        plot_class_comparison(out_dir / rel, pair, (images[ia], images[ib]),
-                              (fmap(ia), fmap(ib)), class_names, feature_names)
+        plot_class_comparison(out_dir / rel, pair, (images[ka], images[kb]),
+                              (fmap(ka), fmap(kb)), class_names, feature_names)
         p["figure"] = rel
         drawn += 1
+    for feat in expl["features"]:
+        f = feat["index"]
+        top = (gallery or {}).get(f)
+        if not top:
+            continue
+        files = save_feature_images(out_dir / "gallery", f, [images[g.key] for g in top],
+                                    [maps[g.key][column[f]] for g in top])
+        feat["gallery"] = [{"image": f"gallery/{name}", "caption": g.caption, **g.record}
+                           for name, g in zip(files, top, strict=True)]
+    expl["examples"] = {str(c): _json_key(k) for c, k in examples.items()}
     text = json.dumps(expl, indent=2) + "\n"
     paths["json"] = atomic_write(out_dir / "explanation.json", lambda fh: fh.write(text), "w")
     paths["html"] = write_index(out_dir, expl, title)
     return paths
+
+
+def _json_key(key: Hashable):
+    return list(key) if isinstance(key, tuple) else key
