@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "similarities": "qpm.commands.similarities",
     "evaluate": "qpm.commands.evaluate",
     "explain": "qpm.commands.explain",
+    "predict": "qpm.commands.predict",
 }
 
 

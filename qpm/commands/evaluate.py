@@ -30,7 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 @holding_lock
 def run(args: argparse.Namespace) -> int:
     from qpm.errors import QPMError
-    from qpm.metrics.model_eval import evaluate_model, format_table
+    from qpm.explain.structure import FeatureCounts
+    from qpm.metrics.model_eval import evaluate_model, format_table, head_weights
     from qpm.metrics.run_folder import class_attributes_for, image_attributes_for, open_run
     from qpm.pipeline import distributed as dist
     from qpm.pipeline import run_folder as rf
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), args.data_root)
     attrs = class_attributes_for(c)
     image_attrs = image_attributes_for(c)
-    results = {}
+    results, counts = {}, {}
     for name in names:
         try:
             rf.check_model_file(run.path, name)
@@ -64,10 +65,16 @@ def run(args: argparse.Namespace) -> int:
         results[name] = evaluate_model(model, data.train_eval, data.test, device,
                                        args.batch_size, attrs, seed=c.seed,
                                        image_attributes=image_attrs)
+        if name != "dense":
+            counts[name] = FeatureCounts.of(head_weights(model)[0])
     if not results:
         raise QPMError(f"No model in {run.path} could be loaded.",
                        "Re-run qpm train there to recompute the unusable model files.")
     print(format_table(results))
+    for name, count in counts.items():  # "n selected, m used" of every sparse layer
+        print(f"{name}: {count.line()}")
+        if count.warning():
+            print(count.warning())
     try:
         merge_metrics(run.path, results)
     except OSError as exc:

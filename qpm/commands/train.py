@@ -126,6 +126,9 @@ def _fmt_acc(metrics: dict, key: str) -> str:
 def explanation_lines(assignment: dict[int, list[int]], class_names: list[str],
                       max_classes: int = 20, max_pairs: int = 10) -> list[str]:
     """Each class with its features, and how many features pairs of classes share."""
+    from qpm.explain.text import printable
+
+    class_names = [printable(n) for n in class_names]
     lines = []
     classes = sorted(assignment)
     for c in classes[:max_classes]:
@@ -149,13 +152,23 @@ def explanation_lines(assignment: dict[int, list[int]], class_names: list[str],
     return lines
 
 
+def assignment_counts(assignment: dict[int, list[int]], selected: list[int]):
+    """"n selected, m used" of an assignment (class -> features)."""
+    from qpm.explain.structure import FeatureCounts
+
+    used = {f for feats in assignment.values() for f in feats}
+    per_class = max((len(f) for f in assignment.values()), default=0)
+    return FeatureCounts(len(set(selected) | used), len(used), len(assignment), per_class)
+
+
 def format_summary(summary) -> str:
+    from qpm.explain.text import printable
     from qpm.pipeline import run_folder as rf
     from qpm.pipeline.artifacts import ArtifactError, read_json
 
     m = summary.metrics
     cfg = summary.config
-    out = [f"run folder: {summary.run_dir}",
+    out = [f"run folder: {printable(summary.run_dir)}",
            f"dense accuracy: {_fmt_acc(m, 'dense')}   "
            f"{cfg.model_type} accuracy: {_fmt_acc(m, cfg.model_type)}   "
            f"(n={cfg.n_features}, k={cfg.per_class}, test top-1)"]
@@ -170,9 +183,21 @@ def format_summary(summary) -> str:
             names = _class_names(summary)
         except (ArtifactError, KeyError, ValueError, TypeError) as exc:
             raise QPMError(f"{path} is unreadable ({exc}).", "Delete it and re-run.") from None
-        out.append(f"global explanation ({len(assignment)} classes, "
-                   f"{len(data.get('selected_features', []))} features):")
+        counts = assignment_counts(assignment, data.get("selected_features", []))
+        out.append(f"global explanation: {counts.line()}")
+        if counts.warning():
+            out.append(counts.warning())
         out += explanation_lines(assignment, names)
+    elif (summary.run_dir / rf.model_file(cfg.model_type)).exists():  # a baseline's layer
+        from qpm.explain.structure import FeatureCounts
+        from qpm.models.checkpoint import load_model
+
+        model, _ = load_model(summary.run_dir / rf.model_file(cfg.model_type))
+        weight, _ = model.classifier.class_feature_weights()
+        counts = FeatureCounts.of(weight.detach().numpy())
+        out.append(f"{cfg.model_type} layer: {counts.line()}")
+        if counts.warning():
+            out.append(counts.warning())
     return "\n".join(out)
 
 

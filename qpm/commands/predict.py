@@ -1,0 +1,93 @@
+"""``qpm predict RUN_DIR IMAGE_OR_FOLDER...``: classify images with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+MODEL_TYPES = ("qpm", "dense", "sldd", "qsenn")
+COLUMNS = ("path", "class_index", "class", "probability", "features")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "predict",
+        help="classify images with a trained model (CSV), optionally explaining each",
+        description="Classify image files (folders are searched recursively) with a run "
+        "folder's model, using the run's own test transform. Prints one CSV row per image "
+        "(path, class index, class name, probability, and the predicted class's features "
+        "with their activations, largest contribution first), or writes it to --out. "
+        "--explain DIR also writes a local-explanation figure per image.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by qpm train")
+    p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+",
+                   help="image files or folders of images")
+    p.add_argument("--model-type", choices=MODEL_TYPES, default="qpm",
+                   help="which model of the run to use (default qpm)")
+    p.add_argument("--out", metavar="CSV", help="write the predictions here (default: stdout)")
+    p.add_argument("--explain", metavar="DIR",
+                   help="write DIR/NNNN.png, a local explanation of image NNNN (CSV order)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return p
+
+
+def _check_output(path: Path | None, is_dir: bool) -> None:
+    from qpm.errors import QPMError
+    from qpm.explain.text import printable
+
+    if path is None:
+        return
+    where = path if is_dir else path.parent
+    if is_dir and path.exists() and not path.is_dir():
+        raise QPMError(f"--explain {printable(path)} is a file, not a folder.",
+                       "Pass a folder for the explanation figures.")
+    if not is_dir and path.is_dir():
+        raise QPMError(f"--out {printable(path)} is a folder.", "Pass a file name for the CSV.")
+    parent = where if where.exists() else where.parent
+    if not parent.is_dir():
+        raise QPMError(f"Cannot write to {printable(path)}: {printable(parent)} is not a "
+                       "folder.", "Pass a path inside an existing folder.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from qpm.errors import QPMError
+    from qpm.explain.text import printable
+    from qpm.inference import load
+    from qpm.inference.inputs import find_images
+    from qpm.pipeline.artifacts import atomic_write
+
+    if args.batch_size < 1:
+        raise QPMError(f"--batch-size must be positive, got {args.batch_size}.",
+                       "Pass e.g. --batch-size 64.")
+    out = Path(args.out) if args.out else None
+    explain_dir = Path(args.explain) if args.explain else None
+    _check_output(out, is_dir=False)
+    _check_output(explain_dir, is_dir=True)
+    files = find_images(args.images)
+    model = load(args.run_dir, args.model_type, args.device)
+    pred = model.predict(files, batch_size=args.batch_size)
+    figures = {}
+    if explain_dir is not None:
+        explain_dir.mkdir(parents=True, exist_ok=True)
+        width = max(4, len(str(len(files))))
+        for i, f in enumerate(files):
+            figures[i] = model.explain(f).save(explain_dir / f"{i:0{width}d}.png")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS + (("explanation",) if figures else ()))
+    for i in range(len(pred)):
+        feats = "; ".join(f"{f.name} ({f.activation:.3g})" for f in pred.features[i])
+        row = [printable(pred.sources[i]), int(pred.classes[i]), printable(pred.names[i]),
+               f"{pred.confidence[i]:.4f}", feats]
+        writer.writerow(row + ([printable(figures[i])] if figures else []))
+    if out is None:
+        sys.stdout.write(buf.getvalue())
+    else:
+        atomic_write(out, lambda fh: fh.write(buf.getvalue()), mode="w")
+        print(f"{len(pred)} predictions written to {printable(out)}"
+              + (f"; explanations in {printable(explain_dir)}" if figures else ""))
+    return 0

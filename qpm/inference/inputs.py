@@ -1,0 +1,109 @@
+"""Turning what a user hands over (files, folders, PIL images, arrays, tensors) into a batch.
+
+Files and PIL images go through the run's own test transform, exactly as the test set did
+during training; a tensor is taken as already transformed (what ``model.transform`` or the
+run's data loaders produce).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qpm.errors import QPMError
+from qpm.explain.text import printable
+from qpm.pipeline.datasets import IMAGE_EXTENSIONS
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Each path that is an image file, and the image files under each folder (sorted)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*")
+                           if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise QPMError(f"Folder {printable(p)} holds no image files "
+                               f"({', '.join(IMAGE_EXTENSIONS)}).",
+                               "Pass image files or a folder that contains some.")
+            found.extend(files)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise QPMError(f"{printable(p)} does not exist.",
+                           "Pass existing image files or folders.")
+    return found
+
+
+def open_image(path: str | os.PathLike, mode: str):
+    """The image at ``path`` in PIL ``mode`` ("L" or "RGB"); a clear QPMError otherwise."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise QPMError(f"Cannot read image {printable(path)} ({printable(exc)}).",
+                       "Pass a readable image file (PNG, JPEG, ...).") from None
+
+
+def _pil_to_input(img, kind: str, transform: Callable) -> torch.Tensor:
+    if kind == "digits":  # the digit sets' transform works on [0, 1] tensors
+        x = torch.from_numpy(np.array(img, dtype=np.uint8)).float().div_(255.0)
+        x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
+        return transform(x)
+    return transform(img)
+
+
+def to_batch(images, transform: Callable, kind: str, in_channels: int, first: int = 0
+             ) -> tuple[torch.Tensor, list[str]]:
+    """``images`` -> (N, C, H, W) model inputs and where each came from.
+
+    ``images`` is one item or a sequence of: file paths, PIL images, (H, W) or (H, W, 3)
+    uint8 arrays, transformed (C, H, W) tensors; or a transformed (N, C, H, W) tensor.
+    In-memory images are named ``<image i>``, counting from ``first``.
+    """
+    from PIL import Image
+
+    if isinstance(images, torch.Tensor):
+        x = _tensor_batch(images, in_channels)
+        return x, [f"<image {first + i}>" for i in range(x.shape[0])]
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+        images = [images]
+    if not isinstance(images, Sequence) or len(images) == 0:
+        raise QPMError("predict needs at least one image.",
+                       "Pass file paths, PIL images, uint8 arrays or a tensor batch.")
+    mode = "L" if in_channels == 1 else "RGB"
+    batch, sources = [], []
+    for i, item in enumerate(images, start=first):
+        if isinstance(item, (str, os.PathLike)):
+            img, source = open_image(item, mode), str(item)
+        elif isinstance(item, Image.Image):
+            img, source = item.convert(mode), f"<image {i}>"
+        elif isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3):
+            img, source = Image.fromarray(item).convert(mode), f"<image {i}>"
+        elif isinstance(item, torch.Tensor) and item.ndim == 3:
+            batch.append(_tensor_batch(item, in_channels)[0])
+            sources.append(f"<image {i}>")
+            continue
+        else:
+            raise QPMError(f"Cannot use image {i} of type {type(item).__name__}"
+                           + (f" {item.dtype}" if isinstance(item, np.ndarray) else "") + ".",
+                           "Pass file paths, PIL images, (H, W[, 3]) uint8 arrays or tensors.")
+        batch.append(_pil_to_input(img, kind, transform))
+        sources.append(source)
+    return torch.stack(batch), sources
+
+
+def _tensor_batch(x: torch.Tensor, in_channels: int) -> torch.Tensor:
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[1] != in_channels or not x.is_floating_point():
+        raise QPMError(f"A tensor batch must be float (N, {in_channels}, H, W), got "
+                       f"{x.dtype} {tuple(x.shape)}.",
+                       "Pass transformed images (model.transform) or file paths / PIL images.")
+    return x

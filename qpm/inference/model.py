@@ -1,0 +1,254 @@
+"""A trained model of a run folder as a ``torch.nn.Module`` whose forward returns logits.
+
+    model = qpm.load("runs/mnist-5k/small-cnn/0")       # qpm.pt; also dense, sldd, qsenn
+    model.predict(["digit.png"]).names                   # -> ['7']
+    model.explain("digit.png").save("why.png")            # features, runner-up, maps
+    model.global_explanation().classes                   # class -> its features
+
+The model reads only the run folder's ordinary files (config.json and the model file), with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from qpm.errors import QPMError
+from qpm.explain.structure import FeatureCounts, class_features, feature_label
+from qpm.explain.text import printable
+from qpm.inference.inputs import to_batch
+from qpm.inference.results import (
+    FeatureEvidence,
+    GlobalExplanation,
+    LocalExplanation,
+    MarginTerm,
+    Predictions,
+)
+
+MODEL_TYPES = ("qpm", "dense", "sldd", "qsenn")
+
+
+class QPMModel(nn.Module):
+    """A run's backbone and final layer; ``forward(x)`` returns the (N, C) logits.
+
+    ``x`` is a batch after the run's test transform (``model.transform``); :meth:`predict`
+    and :meth:`explain` also take files, PIL images and uint8 arrays and transform them.
+    """
+
+    def __init__(self, network: nn.Module, class_names: list[str], *, model_type: str,
+                 dataset: str, image_size: int | None = None, per_class: int = 5,
+                 run_dir: str | os.PathLike | None = None, meta: dict | None = None) -> None:
+        from qpm.pipeline.data import eval_transform, get_dataset
+
+        super().__init__()
+        spec = get_dataset(dataset)
+        self.network = network
+        self.class_names = [printable(n) for n in class_names]
+        self.model_type, self.dataset = model_type, dataset
+        self.image_size = int(image_size or spec.image_size)
+        self.per_class = int(per_class)
+        self.kind, self.mean, self.std = spec.kind, spec.mean, spec.std
+        self.in_channels = len(spec.mean)
+        self.transform = eval_transform(spec, self.image_size)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.meta = dict(meta or {})
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x).logits
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    # --- the final layer ------------------------------------------------------------------
+
+    def layer(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (C, n) final-layer weights and the n backbone features they read."""
+        weight, selected = self.network.classifier.class_feature_weights()
+        w = weight.detach().cpu().numpy().astype(np.float64)
+        sel = np.arange(w.shape[1]) if selected is None else selected.detach().cpu().numpy()
+        return w, sel.astype(np.int64)
+
+    def feature_values(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(N, n) values the final layer multiplies by its weights, from (N, F) pooled
+        backbone features: logits = values @ weight.T (+ the layer's bias)."""
+        head = self.network.classifier
+        if hasattr(head, "normalisation"):  # QPM layer and the baselines' sparse head
+            mean, std = head.normalisation()
+            return (pooled.index_select(1, head.selected) - mean) / std
+        return pooled  # the dense linear head reads every feature
+
+    def class_columns(self, c: int, values: np.ndarray | None = None) -> np.ndarray:
+        """Columns of class ``c``'s features: its non-zero weights, or for the dense model
+        the ``per_class`` largest contributions on an image with layer inputs ``values``."""
+        w, _ = self.layer()
+        cols = np.flatnonzero(w[c])
+        if self.model_type == "dense" and values is not None:
+            cols = np.argsort(-(w[c] * values), kind="stable")[: self.per_class]
+        return cols
+
+    def _evidence(self, c: int, values: np.ndarray) -> list[FeatureEvidence]:
+        w, sel = self.layer()
+        out = [FeatureEvidence(int(sel[j]), feature_label(int(sel[j])), float(values[j]),
+                               float(w[c, j])) for j in self.class_columns(c, values)]
+        return sorted(out, key=lambda f: -f.contribution)
+
+    # --- using the model ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _run(self, x: torch.Tensor):
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.network(x.to(self.device))
+            return out.logits.float(), self.feature_values(out.features).float(), out.feature_maps
+        finally:
+            self.train(was_training)
+
+    def predict(self, images, batch_size: int = 64) -> Predictions:
+        """Class, name, probabilities and the predicted class's features for each image.
+
+        ``images``: file paths, PIL images, (H, W[, 3]) uint8 arrays (one or a list), or a
+        transformed tensor batch (N, C, H, W).
+        """
+        if batch_size < 1:
+            raise QPMError(f"batch_size must be positive, got {batch_size}.", "Use e.g. 64.")
+        if isinstance(images, (list, tuple)) and images:  # a long list: load it bit by bit
+            chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+        else:
+            chunks = [images]
+        logits, values, sources = [], [], []
+        for chunk in chunks:
+            x, src = to_batch(chunk, self.transform, self.kind, self.in_channels,
+                              first=len(sources))
+            for start in range(0, x.shape[0], batch_size):
+                lg, val, _ = self._run(x[start:start + batch_size])
+                logits.append(lg.cpu())
+                values.append(val.cpu())
+            sources += src
+        lg = torch.cat(logits)
+        val = torch.cat(values).numpy().astype(np.float64)
+        probs = torch.softmax(lg, dim=1).numpy().astype(np.float64)
+        classes = lg.argmax(dim=1).numpy()
+        return Predictions(sources, classes, [self.class_names[c] for c in classes], probs,
+                           lg.numpy(), [self._evidence(int(c), v) for c, v in zip(classes, val,
+                                                                                  strict=True)])
+
+    def explain(self, image) -> LocalExplanation:
+        """The local explanation of one image (a path, PIL image, uint8 array or tensor)."""
+        from qpm.explain.figures import displayable
+
+        x, sources = to_batch(image, self.transform, self.kind, self.in_channels)
+        if x.shape[0] != 1:
+            raise QPMError(f"explain takes one image, got {x.shape[0]}.",
+                           "Call explain once per image.")
+        lg, val, maps = self._run(x)
+        probs = torch.softmax(lg[0], dim=0).cpu().numpy().astype(np.float64)
+        values = val[0].cpu().numpy().astype(np.float64)
+        order = np.argsort(-lg[0].cpu().numpy(), kind="stable")
+        p, r = int(order[0]), int(order[1]) if order.size > 1 else int(order[0])
+        w, sel = self.layer()
+        mine, theirs = self.class_columns(p, values), self.class_columns(r, values)
+        cols = list(dict.fromkeys([*mine.tolist(), *theirs.tolist()]))
+        terms = [MarginTerm(int(sel[j]), feature_label(int(sel[j])), float(values[j]),
+                            float(w[p, j]), float(w[r, j])) for j in cols if w[p, j] != w[r, j]]
+        fmap = maps[0].float().cpu().numpy()
+        return LocalExplanation(
+            source=sources[0],
+            image=displayable(x[0].cpu().numpy(), self.mean, self.std),
+            predicted=p, predicted_name=self.class_names[p], probability=float(probs[p]),
+            features=self._evidence(p, values),
+            runner_up=r, runner_up_name=self.class_names[r],
+            runner_up_probability=float(probs[r]),
+            runner_up_features=self._evidence(r, values),
+            separating=sorted(terms, key=lambda t: -t.margin),
+            maps={int(sel[j]): fmap[int(sel[j])] for j in cols},
+        )
+
+    def global_explanation(self) -> GlobalExplanation:
+        """Classes -> features, features -> classes, and class pairs by shared features."""
+        w, sel = self.layer()
+        feats = {c: sorted(f for f, _ in fs) for c, fs in class_features(w, sel).items()}
+        users = {int(f): [c for c in sorted(feats) if f in feats[c]] for f in sel}
+        pairs = []
+        for a in sorted(feats):
+            for b in sorted(feats):
+                shared = sorted(set(feats[a]) & set(feats[b])) if a < b else []
+                if shared:
+                    pairs.append((a, b, shared))
+        pairs.sort(key=lambda t: (-len(t[2]), t[0], t[1]))
+        return GlobalExplanation(list(self.class_names), [int(f) for f in sel], feats, users,
+                                 pairs, FeatureCounts.of(w))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise QPMError(f"Unknown device {device!r}.", "Use auto, cpu or cuda.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise QPMError(f"Device {device!r} was requested but no CUDA GPU is visible.",
+                       "Use device='cpu' (or 'auto').")
+    return dev
+
+
+def load(run_dir: str | os.PathLike, model_type: str = "qpm",
+         device: str | torch.device = "auto") -> QPMModel:
+    """The trained ``model_type`` model of a run folder, in eval mode on ``device``.
+
+    Reads the folder's config.json and model file; a model file whose stage record exists
+    must be the file that record names (its sha256), so a mixed or edited folder is refused.
+    """
+    from qpm.models.checkpoint import load_model
+    from qpm.pipeline import run_folder as rf
+    from qpm.pipeline.artifacts import ArtifactError, load_npz, read_json
+    from qpm.pipeline.config import TrainConfig
+
+    path = Path(run_dir)
+    if model_type not in MODEL_TYPES:
+        raise QPMError(f"Unknown model type {model_type!r}.",
+                       f"Choose one of: {', '.join(MODEL_TYPES)}.")
+    if not (path / rf.CONFIG).is_file():
+        raise QPMError(f"{printable(path)} is not a qpm run folder (no config.json).",
+                       "Pass the folder qpm train wrote (e.g. runs/mnist-5k/small-cnn/0).")
+    file = path / rf.model_file(model_type)
+    if not file.is_file():
+        raise QPMError(f"{printable(path)} holds no finished {model_type} model "
+                       f"({file.name}).", f"Train it: qpm train --model-type {model_type} "
+                       f"--run-dir {printable(path)} (dense.pt comes with every model type).")
+    try:
+        config = TrainConfig.from_dict(read_json(path / rf.CONFIG))
+    except (TypeError, AttributeError):
+        raise QPMError(f"{printable(path / rf.CONFIG)} is not a qpm config.",
+                       "Pass a folder written by qpm train.") from None
+    if rf.record_path(path, model_type).exists():  # recorded: it must be that very file
+        rf.check_model_file(path, model_type)
+    dev = resolve_device(device)
+    try:
+        import qpm.baselines  # noqa: F401  (registers the baselines' head type)
+    except ModuleNotFoundError:
+        pass
+    network, meta = load_model(file, "cpu")
+    names = meta.get("class_names")
+    if not names:
+        try:
+            names = load_npz(path / rf.FEATURES, ("class_names",))["class_names"].tolist()
+        except ArtifactError:
+            names = [str(c) for c in range(network.num_classes)]
+    if len(names) != network.num_classes:
+        raise QPMError(f"{printable(file)} has {network.num_classes} classes but names "
+                       f"{len(names)}.", f"Re-run qpm train in {printable(path)}.")
+    model = QPMModel(network, [str(n) for n in names], model_type=model_type,
+                     dataset=config.dataset, image_size=config.image_size,
+                     per_class=config.per_class, run_dir=path, meta=meta)
+    return model.to(dev)
