@@ -6,9 +6,14 @@ first use, so ``import qpm`` stays light (no torch).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports it lazily
+    from qpm.inference import load
 
 
 def __getattr__(name: str):

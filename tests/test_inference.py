@@ -17,8 +17,8 @@ from PIL import Image
 import qpm
 from qpm.cli import main
 from qpm.errors import QPMError
-from qpm.pipeline.config import TrainConfig
 from qpm.pipeline import run_folder as rf
+from qpm.pipeline.config import TrainConfig
 from qpm.pipeline.data import build_data
 from qpm.pipeline.run import run_pipeline
 
@@ -130,6 +130,7 @@ def test_local_explanation_adds_up(mnist_run, mnist_test, tmp_path):
     e = model.explain(x)
     top = np.argsort(-logits)
     assert (e.predicted, e.runner_up) == (int(top[0]), int(top[1]))
+    assert (e.logit, e.runner_up_logit) == pytest.approx((logits[top[0]], logits[top[1]]))
     assert {f.index for f in e.features} == set(model.global_explanation().classes[e.predicted])
     # the QPM layer has no bias: a class's logit is the sum of its features' parts
     assert sum(f.contribution for f in e.features) == pytest.approx(logits[top[0]], abs=1e-3)

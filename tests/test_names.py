@@ -11,7 +11,7 @@ import pytest
 from pagecheck import static_checks
 
 from qpm.cli import main
-from qpm.explain.text import plain_text, printable
+from qpm.text import plain_text, printable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,3 +100,12 @@ def test_hostile_class_names_train_explain_and_predict(hostile_data, tmp_path, c
     assert main(["predict", str(run), one, "--explain", str(tmp_path / "why")]) == 0
     assert "caf\\xff\\xfe" in capsys.readouterr().out
     assert len(list((tmp_path / "why").glob("*.png"))) == 1
+
+
+def test_compare_plot_title_is_plain_text(tmp_path):
+    from qpm.assignment.compare import Comparison
+    from qpm.assignment.compare_report import plot
+
+    out = tmp_path / "compare.png"
+    plot(Comparison(rows=[]), out, title=os.fsdecode(b"$\\undefinedcmd$ \xff.npz"))
+    assert out.read_bytes()[:4] == b"\x89PNG"

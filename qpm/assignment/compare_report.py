@@ -9,6 +9,7 @@ from pathlib import Path
 
 from qpm.assignment.compare import Comparison, Row
 from qpm.assignment.trace import BOUND, INCUMBENT
+from qpm.text import drawn_as_plain_text, printable
 
 COLUMNS = ("solver", "form", "status", "objective", "bound", "gap %", "to best bound %",
            "first s", "final s", "build+handoff s", "peak MB", "verified", "note")
@@ -82,11 +83,9 @@ def _steps(points: list, kind: str, end: float) -> tuple[list[float], list[float
     return ts, vs
 
 
+@drawn_as_plain_text  # the title names the input file: a "$" in it is a dollar sign
 def plot(cmp: Comparison, path, title: str = ""):
     """Objective (solid) and proven bound (dashed) over time, one colour per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(12, 5.5), dpi=110)
@@ -121,7 +120,8 @@ def plot(cmp: Comparison, path, title: str = ""):
     ax.set_ylabel("objective (higher is better)")
     import textwrap
 
-    ax.set_title(textwrap.fill(title, 90) + "\n" if title else "", fontsize=9, loc="left")
+    ax.set_title(textwrap.fill(printable(title), 90) + "\n" if title else "", fontsize=9,
+                 loc="left")
     ax.set_title("incumbent (solid), proven bound (dashed)", fontsize=9, loc="right")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a line

@@ -42,13 +42,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from qpm.errors import QPMError
     from qpm.explain import choose_examples, plot_assignment, top_activating, write_explanations
-    from qpm.explain.text import printable
     from qpm.explain.writer import GalleryImage
     from qpm.inference import load
     from qpm.inference.scan import render, scan_dataset
     from qpm.metrics.run_folder import open_run
     from qpm.pipeline import run_folder as rf
     from qpm.pipeline.data import build_data
+    from qpm.text import printable
 
     run = open_run(args.run_dir, args.data_root)
     finished = [t for t in SPARSE_TYPES if t in run.models]

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _check_output(path: Path | None, is_dir: bool) -> None:
     from qpm.errors import QPMError
-    from qpm.explain.text import printable
+    from qpm.text import printable
 
     if path is None:
         return
@@ -55,10 +55,10 @@ def _check_output(path: Path | None, is_dir: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qpm.errors import QPMError
-    from qpm.explain.text import printable
     from qpm.inference import load
     from qpm.inference.inputs import find_images
     from qpm.pipeline.artifacts import atomic_write
+    from qpm.text import printable
 
     if args.batch_size < 1:
         raise QPMError(f"--batch-size must be positive, got {args.batch_size}.",

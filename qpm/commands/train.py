@@ -126,7 +126,7 @@ def _fmt_acc(metrics: dict, key: str) -> str:
 def explanation_lines(assignment: dict[int, list[int]], class_names: list[str],
                       max_classes: int = 20, max_pairs: int = 10) -> list[str]:
     """Each class with its features, and how many features pairs of classes share."""
-    from qpm.explain.text import printable
+    from qpm.text import printable
 
     class_names = [printable(n) for n in class_names]
     lines = []
@@ -162,9 +162,9 @@ def assignment_counts(assignment: dict[int, list[int]], selected: list[int]):
 
 
 def format_summary(summary) -> str:
-    from qpm.explain.text import printable
     from qpm.pipeline import run_folder as rf
     from qpm.pipeline.artifacts import ArtifactError, read_json
+    from qpm.text import printable
 
     m = summary.metrics
     cfg = summary.config

@@ -15,8 +15,8 @@ from qpm.explain.structure import (
     explanation_dict,
     similar_pairs,
 )
-from qpm.explain.text import plain_text, printable
 from qpm.explain.writer import write_explanations
+from qpm.text import plain_text, printable
 
 __all__ = [
     "ClassPair",

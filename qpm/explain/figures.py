@@ -1,7 +1,7 @@
 """Matplotlib figures (Agg backend, no display needed): the assignment matrix and class
 comparisons showing where each feature is active on an example of each class.
 
-Every label is plain text (see :mod:`qpm.explain.text`)."""
+Every label is plain text (see :mod:`qpm.text`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 
 from qpm.explain.heatmaps import colour, overlay, scale_maps
 from qpm.explain.structure import ClassPair, feature_label
-from qpm.explain.text import drawn_as_plain_text, printable, shorten, wrap
 from qpm.pipeline.artifacts import atomic_write
+from qpm.text import drawn_as_plain_text, printable, shorten, wrap
 
 
 def pyplot():

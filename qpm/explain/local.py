@@ -9,7 +9,7 @@ import numpy as np
 
 from qpm.explain.figures import panel_grid, save_figure
 from qpm.explain.heatmaps import colour, overlay, scale_maps
-from qpm.explain.text import drawn_as_plain_text, printable, shorten
+from qpm.text import drawn_as_plain_text, printable, shorten
 
 
 def percent(p: float) -> str:
@@ -57,9 +57,11 @@ def plot_local(expl, path: str | Path, dpi: int = 110, panel: float = 1.9) -> Pa
     part_r = {f.index: f.contribution for f in expl.runner_up_features}
     x = np.arange(len(order))
     ax.bar(x - 0.2, [part.get(f, 0.0) for f in order], 0.38, color="#1f4e99",
-           label=f"{name_p} (predicted, {percent(expl.probability)})")
+           label=f"{name_p} (predicted, {percent(expl.probability)}): logit "
+                 f"{expl.logit:.2f}")
     ax.bar(x + 0.2, [part_r.get(f, 0.0) for f in order], 0.38, color="#c9781c",
-           label=f"{name_r} (runner-up, {percent(expl.runner_up_probability)})")
+           label=f"{name_r} (runner-up, {percent(expl.runner_up_probability)}): logit "
+                 f"{expl.runner_up_logit:.2f}")
     ax.axhline(0, color="#666", lw=0.8)
     ax.set_xticks(x, [f"feature {f}" for f in order], fontsize=8)
     for tick, col in zip(ax.get_xticklabels(), range(len(order)), strict=True):

@@ -7,7 +7,7 @@ from itertools import combinations
 
 import numpy as np
 
-from qpm.explain.text import printable
+from qpm.text import printable
 
 
 @dataclass(frozen=True)

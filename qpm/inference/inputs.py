@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from qpm.errors import QPMError
-from qpm.explain.text import printable
 from qpm.pipeline.datasets import IMAGE_EXTENSIONS
+from qpm.text import printable
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -20,7 +20,6 @@ from torch import nn
 
 from qpm.errors import QPMError
 from qpm.explain.structure import FeatureCounts, class_features, feature_label
-from qpm.explain.text import printable
 from qpm.inference.inputs import to_batch
 from qpm.inference.results import (
     FeatureEvidence,
@@ -29,6 +28,7 @@ from qpm.inference.results import (
     MarginTerm,
     Predictions,
 )
+from qpm.text import printable
 
 MODEL_TYPES = ("qpm", "dense", "sldd", "qsenn")
 
@@ -84,19 +84,21 @@ class QPMModel(nn.Module):
             return (pooled.index_select(1, head.selected) - mean) / std
         return pooled  # the dense linear head reads every feature
 
-    def class_columns(self, c: int, values: np.ndarray | None = None) -> np.ndarray:
+    def class_columns(self, c: int, values: np.ndarray | None = None,
+                      weight: np.ndarray | None = None) -> np.ndarray:
         """Columns of class ``c``'s features: its non-zero weights, or for the dense model
-        the ``per_class`` largest contributions on an image with layer inputs ``values``."""
-        w, _ = self.layer()
+        the ``per_class`` largest contributions on an image with layer inputs ``values``.
+        ``weight``: :meth:`layer`'s weights, if the caller has them already."""
+        w = self.layer()[0] if weight is None else weight
         cols = np.flatnonzero(w[c])
         if self.model_type == "dense" and values is not None:
             cols = np.argsort(-(w[c] * values), kind="stable")[: self.per_class]
         return cols
 
-    def _evidence(self, c: int, values: np.ndarray) -> list[FeatureEvidence]:
-        w, sel = self.layer()
+    def _evidence(self, c: int, values: np.ndarray, w: np.ndarray, sel: np.ndarray
+                  ) -> list[FeatureEvidence]:
         out = [FeatureEvidence(int(sel[j]), feature_label(int(sel[j])), float(values[j]),
-                               float(w[c, j])) for j in self.class_columns(c, values)]
+                               float(w[c, j])) for j in self.class_columns(c, values, w)]
         return sorted(out, key=lambda f: -f.contribution)
 
     # --- using the model ------------------------------------------------------------------
@@ -136,9 +138,10 @@ class QPMModel(nn.Module):
         val = torch.cat(values).numpy().astype(np.float64)
         probs = torch.softmax(lg, dim=1).numpy().astype(np.float64)
         classes = lg.argmax(dim=1).numpy()
+        w, sel = self.layer()
+        evidence = [self._evidence(int(c), v, w, sel) for c, v in zip(classes, val, strict=True)]
         return Predictions(sources, classes, [self.class_names[c] for c in classes], probs,
-                           lg.numpy(), [self._evidence(int(c), v) for c, v in zip(classes, val,
-                                                                                  strict=True)])
+                           lg.numpy(), evidence)
 
     def explain(self, image) -> LocalExplanation:
         """The local explanation of one image (a path, PIL image, uint8 array or tensor)."""
@@ -152,9 +155,10 @@ class QPMModel(nn.Module):
         probs = torch.softmax(lg[0], dim=0).cpu().numpy().astype(np.float64)
         values = val[0].cpu().numpy().astype(np.float64)
         order = np.argsort(-lg[0].cpu().numpy(), kind="stable")
-        p, r = int(order[0]), int(order[1]) if order.size > 1 else int(order[0])
+        p = int(order[0])
+        r = int(order[1]) if order.size > 1 else p
         w, sel = self.layer()
-        mine, theirs = self.class_columns(p, values), self.class_columns(r, values)
+        mine, theirs = self.class_columns(p, values, w), self.class_columns(r, values, w)
         cols = list(dict.fromkeys([*mine.tolist(), *theirs.tolist()]))
         terms = [MarginTerm(int(sel[j]), feature_label(int(sel[j])), float(values[j]),
                             float(w[p, j]), float(w[r, j])) for j in cols if w[p, j] != w[r, j]]
@@ -163,12 +167,13 @@ class QPMModel(nn.Module):
             source=sources[0],
             image=displayable(x[0].cpu().numpy(), self.mean, self.std),
             predicted=p, predicted_name=self.class_names[p], probability=float(probs[p]),
-            features=self._evidence(p, values),
+            features=self._evidence(p, values, w, sel),
             runner_up=r, runner_up_name=self.class_names[r],
             runner_up_probability=float(probs[r]),
-            runner_up_features=self._evidence(r, values),
+            runner_up_features=self._evidence(r, values, w, sel),
             separating=sorted(terms, key=lambda t: -t.margin),
             maps={int(sel[j]): fmap[int(sel[j])] for j in cols},
+            logit=float(lg[0, p]), runner_up_logit=float(lg[0, r]),
         )
 
     def global_explanation(self) -> GlobalExplanation:

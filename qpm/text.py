@@ -5,7 +5,8 @@ matplotlib's mathtext (``price $5 to $10`` drawn as "price 5to10", ``$\\undefine
 crash), and a folder name with bytes that are not UTF-8 arrives as a str holding lone
 surrogates, which neither FreeType nor ``print`` can encode. Everything that shows a name
 (figures, the page, terminal summaries, CSV files) passes it through :func:`printable`, and
-every figure is drawn inside :func:`plain_text`.
+every figure is drawn inside :func:`plain_text`. This module imports nothing heavy (matplotlib
+only when a figure is drawn), so any part of the package may use it.
 """
 
 from __future__ import annotations
