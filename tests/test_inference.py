@@ -206,8 +206,6 @@ def test_predict_and_explain_commands_on_the_default_run(mnist_run, mnist_test, 
                      if "figure" in p]) <= 3
     assert all(len(f["gallery"]) == 4 for f in expl["features"])
     assert all(g["split"] == "train" for f in expl["features"] for g in f["gallery"])
-    if CHROMIUM:
-        browser_checks(page, tmp_path)
     assert main(["predict", str(mnist_run), str(tmp_path / "nothing-here")]) == 2
     assert main(["predict", str(mnist_run), str(folder), "--out", str(folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -102,6 +102,7 @@ def test_hostile_class_names_train_explain_and_predict(hostile_data, tmp_path, c
     assert len(list((tmp_path / "why").glob("*.png"))) == 1
 
 
+@pytest.mark.filterwarnings("ignore:No artists with labels")
 def test_compare_plot_title_is_plain_text(tmp_path):
     from qpm.assignment.compare import Comparison
     from qpm.assignment.compare_report import plot
