@@ -11,6 +11,7 @@ the independent verifier before it is returned.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -33,6 +34,28 @@ FALLBACK = "highs"
 # The heuristic warm start may use this share of the time limit (and at most HEURISTIC_CAP s).
 HEURISTIC_SHARE = 0.1
 HEURISTIC_CAP = 30.0
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cap_threads(threads: int | None) -> int | None:
+    """``threads`` at most the CPU count (one line when lowered): thousands of solver threads
+    only make the solver overrun its time limit."""
+    if threads is None:
+        return None
+    if threads < 1:
+        raise QPMError(f"threads must be at least 1, got {threads}.", "Use e.g. --threads 4.")
+    cpus = cpu_count()
+    if threads > cpus:
+        log.warning("--threads %d is more than the %d CPUs here; using %d.", threads, cpus, cpus)
+        return cpus
+    return threads
 
 
 def _say(progress: bool, text: str) -> None:
@@ -273,6 +296,7 @@ def solve(
         raise QPMError(f"time_limit must be positive, got {time_limit}.", "Use e.g. 300.")
     if not 0 <= mip_gap < 1:
         raise QPMError(f"mip_gap must be in [0, 1), got {mip_gap}.", "Use e.g. 1e-4.")
+    threads = cap_threads(threads)
     begin = time.perf_counter()
     formulation = resolve_formulation(formulation, problem)
     backend, fallback = _pick_backend(solver, strict_solver)

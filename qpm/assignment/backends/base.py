@@ -8,10 +8,12 @@ warm-started; that is what the iterative presets and the cut formulation rely on
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +62,28 @@ def proven_bound(status: str, value: float | None, infinity: float = math.inf) -
         return None
     value = float(value)
     return value if math.isfinite(value) and abs(value) < infinity else None
+
+
+# Seconds past its own time limit after which a solver is interrupted from outside.
+WATCHDOG_GRACE = 1.0
+
+
+@contextlib.contextmanager
+def watchdog(time_limit: float | None, interrupt: Callable[[], None]) -> Iterator[None]:
+    """Run the block; if it still runs ``WATCHDOG_GRACE`` s (plus 5%) after ``time_limit``,
+    call ``interrupt()`` from another thread. Solvers keep their own limits; this catches one
+    that overruns them (e.g. when starting thousands of threads) so it stops and returns its
+    incumbent, which is verified like any other answer."""
+    if time_limit is None or not math.isfinite(time_limit):
+        yield
+        return
+    timer = threading.Timer(float(time_limit) * 1.05 + WATCHDOG_GRACE, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 class LicenceLimit(Exception):

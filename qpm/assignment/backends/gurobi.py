@@ -20,6 +20,7 @@ from qpm.assignment.backends.base import (
     Session,
     classify,
     proven_bound,
+    watchdog,
 )
 from qpm.assignment.compile import MatrixForm
 
@@ -121,10 +122,14 @@ class GurobiSession(Session):
 
         return callback
 
+    def _set_limit(self, time_limit: float | None) -> None:
+        GRB = self._gp.GRB
+        self._m.Params.TimeLimit = float(time_limit) if time_limit else GRB.INFINITY
+
     def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
         gp, m = self._gp, self._m
         GRB = gp.GRB
-        m.Params.TimeLimit = float(time_limit) if time_limit else GRB.INFINITY
+        self._set_limit(time_limit)
         m.Params.MIPGap = float(mip_gap)
         if threads:
             m.Params.Threads = int(threads)
@@ -134,7 +139,8 @@ class GurobiSession(Session):
             x.Start = np.where(np.isfinite(start), start, GRB.UNDEFINED)
         t0 = time.perf_counter()
         try:
-            m.optimize(self._callback() if self.following else None)
+            with watchdog(time_limit, m.terminate):  # terminate() is thread-safe
+                m.optimize(self._callback() if self.following else None)
         except gp.GurobiError as exc:
             if exc.errno == TOO_LARGE:
                 raise LicenceLimit(str(exc)) from exc

@@ -16,6 +16,7 @@ from qpm.assignment.backends.base import (
     Session,
     classify,
     proven_bound,
+    watchdog,
 )
 from qpm.assignment.compile import MatrixForm
 
@@ -94,27 +95,35 @@ class HighsSession(Session):
     def n_cols(self) -> int:
         return self._n
 
-    def _follow(self, on: bool) -> None:
-        """Report bounds and improving solutions from HiGHS's MIP callbacks (or stop)."""
-        kinds = (self._hs.cb.HighsCallbackType.kCallbackMipInterrupt,
-                 self._hs.cb.HighsCallbackType.kCallbackMipImprovingSolution)
-        if not on:
-            if getattr(self, "_following", False):
-                for kind in kinds:
-                    self._h.stopCallback(kind)
-                self._following = False
-            return
-        improving = kinds[1]
+    def _callbacks(self, follow: bool) -> None:
+        """One callback for the whole run: it stops HiGHS once the watchdog asks (through the
+        interrupt callbacks) and, when ``follow``, reports bounds and improving solutions.
+        Setting it anew also clears an interrupt HiGHS would otherwise keep for later runs."""
+        kinds = self._hs.cb.HighsCallbackType
+        stop = (kinds.kCallbackSimplexInterrupt, kinds.kCallbackIpmInterrupt,
+                kinds.kCallbackMipInterrupt)
+        improving = kinds.kCallbackMipImprovingSolution
 
-        def callback(kind, _message, out, _inp, _user) -> None:
-            self.report_bound(out.mip_dual_bound)
-            if kind == improving:
-                self.report_solution(out.mip_solution, out.mip_primal_bound)
+        def callback(kind, _message, out, inp, _user) -> None:
+            if self._stop and kind in stop:
+                inp.user_interrupt = True
+            if follow and kind in (kinds.kCallbackMipInterrupt, improving):
+                self.report_bound(out.mip_dual_bound)
+                if kind == improving:
+                    self.report_solution(out.mip_solution, out.mip_primal_bound)
 
+        self._h.setCallback(None, None)
         self._h.setCallback(callback, None)
-        for kind in kinds:
+        for kind in (*stop, improving) if follow else stop:
             self._h.startCallback(kind)
-        self._following = True
+
+    def _interrupt(self) -> None:
+        self._stop = True
+
+    def _set_limit(self, time_limit: float | None) -> None:
+        # HiGHS 1.16 compares time_limit with the time of the current run (getRunTime() sums
+        # all runs: adding it made every re-solve of a session run twice as long as the last).
+        self._h.setOptionValue("time_limit", float(time_limit) if time_limit else math.inf)
 
     def add_columns(self, lo, hi, integer, c=None) -> None:
         t0 = time.perf_counter()
@@ -146,11 +155,7 @@ class HighsSession(Session):
 
     def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
         hs, h = self._hs, self._h
-        # HiGHS's time_limit counts the run time of this Highs object over ALL its solves, so
-        # a re-solve gets its limit on top of the time already used.
-        h.setOptionValue(
-            "time_limit", h.getRunTime() + float(time_limit) if time_limit else math.inf
-        )
+        self._set_limit(time_limit)
         h.setOptionValue("mip_rel_gap", float(mip_gap))
         _use_threads(hs, h, threads)
         if start is not None:
@@ -159,11 +164,10 @@ class HighsSession(Session):
             if known.size:
                 h.setSolution(known.size, known, start[known])
         t0 = time.perf_counter()
-        self._follow(self.following)
-        try:
+        self._stop = False  # set by the watchdog
+        self._callbacks(self.following)
+        with watchdog(time_limit, self._interrupt):
             h.run()
-        finally:
-            self._follow(False)
         seconds = time.perf_counter() - t0
         ms = h.getModelStatus()
         info = h.getInfo()

@@ -25,6 +25,7 @@ from qpm.assignment.backends.base import (
     Session,
     classify,
     proven_bound,
+    watchdog,
 )
 from qpm.assignment.compile import MatrixForm
 
@@ -235,10 +236,19 @@ class ScipSession(Session):
             self._m.addConss(conss)
         self.handoff_seconds += time.perf_counter() - t0
 
+    def _set_limit(self, time_limit: float | None) -> None:
+        self._m.setParam("limits/time", float(time_limit) if time_limit else 1e20)
+
+    def _interrupt(self) -> None:
+        try:
+            self._m.interruptSolve()
+        except Exception:  # noqa: BLE001 - not solving any more (a stage without a solve)
+            pass
+
     def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
         m = self._m
         self._editable()
-        m.setParam("limits/time", float(time_limit) if time_limit else 1e20)
+        self._set_limit(time_limit)
         m.setParam("limits/gap", float(mip_gap))
         if threads:
             m.setParam("lp/threads", int(threads))
@@ -257,7 +267,8 @@ class ScipSession(Session):
         t0 = time.perf_counter()
         if self.following:
             self._follow()
-        m.optimize()
+        with watchdog(time_limit, self._interrupt):
+            m.optimizeNogil()  # releases the GIL, so the watchdog's thread can run
         seconds = time.perf_counter() - t0
         raw = m.getStatus()
         status = classify(raw, ("optimal", "gaplimit"),
