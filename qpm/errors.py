@@ -13,6 +13,17 @@ class QPMError(Exception):
     exit_code = 2
 
     def __init__(self, problem: str, fix: str | None = None) -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem} {fix}".strip() if fix else problem)
+        # One printable line, always: a path, a name or a library message may hold breaks.
+        self.problem = _one_line(problem)
+        self.fix = None if fix is None else _one_line(fix)
+        super().__init__(f"{self.problem} {self.fix}".strip() if fix else self.problem)
+
+
+def _one_line(text: str) -> str:
+    """Line breaks become spaces; other unprintable characters (terminal escapes, the
+    surrogates of a non-UTF-8 file name) are shown escaped, so printing never fails."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

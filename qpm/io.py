@@ -145,6 +145,54 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
+# --- output paths -----------------------------------------------------------------------------
+
+
+def _probe_folder(path: Path, flag: str) -> None:
+    """QPMError unless a file can be created in the nearest existing folder above ``path``."""
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise QPMError(f"{flag} {path} cannot be written: {folder} is a file, not a folder.",
+                       f"Choose another {flag}.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".qpm-probe.", suffix=TEMP_SUFFIX, dir=folder)
+    except OSError as exc:
+        raise QPMError(f"{flag} {path} cannot be written ({exc.strerror} in {folder}).",
+                       f"Choose a writable {flag}.") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_file(path: str | Path, flag: str, inputs: tuple = ()) -> None:
+    """Before the work: QPMError unless ``path`` can be written as a new or replaced file
+    that is none of the ``inputs`` (writing over an input would destroy it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise QPMError(f"{flag} {path} is a folder.", f"Give a file name for {flag}.")
+    for src in inputs:
+        if src is not None and _same_file(Path(src), path):
+            raise QPMError(f"{flag} {path} is the input file {src}; writing it would destroy "
+                           "the input.", f"Give another file name for {flag}.")
+    _probe_folder(path.parent, flag)
+
+
+def check_output_folder(path: str | Path, flag: str) -> None:
+    """Before the work: QPMError unless ``path`` is, or can be made, a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise QPMError(f"{flag} {path} is a file, not a folder.", f"Give a folder for {flag}.")
+    _probe_folder(path, flag)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 # --- memory -----------------------------------------------------------------------------------
 
 

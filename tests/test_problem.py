@@ -143,3 +143,19 @@ def test_tight_tau_admits_a_set_and_is_near_the_exact_minimum(seed):
     # The greedy is a heuristic, but on these it stays within a few candidate steps.
     values = np.unique(R[np.triu_indices(F, 1)])
     assert np.searchsorted(values, tau) - np.searchsorted(values, exact) <= 3
+
+
+@pytest.mark.parametrize("A_scale, b_value, weight, words", [
+    (1e308, 0.0, 1.0, "A (times 1000/(k*C)) reaches"),
+    (1.0, 1e12, 1.0, "b reaches 1e+12"),
+    (1.0, 0.0, 1e300, "the redundancy weight reaches 1e+300"),
+    (1e-14, 0.0, 1.0, "below the solvers' tolerance"),
+])
+def test_extreme_scales_are_refused_with_the_scale_free_fix(A_scale, b_value, weight, words):
+    rng = np.random.default_rng(0)
+    A = rng.random((8, 3)) * A_scale
+    with pytest.raises(QPMError) as info:
+        AssignmentProblem(A=A, b=np.full(8, b_value), n_features=4, per_class=2,
+                          redundancy_weight=weight)
+    assert words in info.value.problem and "common factor" in info.value.fix
+    AssignmentProblem(A=rng.random((8, 3)) * 1e3, b=np.full(8, 1e3), n_features=4, per_class=2)

@@ -34,7 +34,7 @@ def test_from_dict_without_shape_uses_n_total():
     d = _result().to_dict()
     del d["shape"]
     assert AssignmentResult.from_dict(d, n_total=7).matrix.shape == (7, 3)
-    assert AssignmentResult.from_dict(d).matrix.shape == (5, 3)  # largest index used + 1
+    assert AssignmentResult.from_dict(d).matrix.shape == (7, 3)  # largest index + 1 (6 selected)
 
 
 def test_result_without_solution():
@@ -62,3 +62,29 @@ def test_bad_result_files(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(QPMError, match="JSON object"):
         AssignmentResult.load_json(bad)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: d["assignment"].update({"0": [-1, 2]}), "indices >= 0"),
+    (lambda d: d["assignment"].update({"0": [99, 2]}), "out of range"),
+    (lambda d: d["assignment"].update({"7": [1, 2]}), "out of range"),
+    (lambda d: d["assignment"].update({"0": [2, 2]}), "twice"),
+    (lambda d: d.update(shape=[10**12, 3]), "not a plausible"),
+    (lambda d: d.update(shape=[5, "3"]), "not a plausible"),
+    (lambda d: d.update(selected_features=[0, 1]), "not among its selected_features"),
+    (lambda d: d.update(objective="high"), "must be a number"),
+    (lambda d: d.update(assignment=[1, 2]), "map class indices"),
+])
+def test_hand_edited_results_are_bounds_checked(edit, words):
+    matrix = np.zeros((5, 3), dtype=np.uint8)
+    matrix[[0, 1], 0] = matrix[[1, 2], 1] = matrix[[2, 3], 2] = 1
+    d = AssignmentResult("optimal", "highs", objective=1.0, selected_features=[0, 1, 2, 3],
+                         matrix=matrix).to_dict()
+    assert AssignmentResult.from_dict(d).assignment == {0: [0, 1], 1: [1, 2], 2: [2, 3]}
+    edit(d)
+    with pytest.raises(QPMError, match=words):
+        AssignmentResult.from_dict(d)
+    with pytest.raises(QPMError, match="problem has 6"):
+        AssignmentResult.from_dict(AssignmentResult(
+            "optimal", "highs", selected_features=[0, 1, 2, 3], matrix=matrix).to_dict(),
+            n_total=6)

@@ -42,6 +42,30 @@ def _finite(name: str, x: np.ndarray) -> None:
         )
 
 
+# Objective coefficients the solvers handle exactly: HiGHS reads 1e20 as infinity and every
+# solver loses the small terms next to huge ones. The optimum does not change when A, b and
+# the redundancy weight are divided by one common factor, so the fix is always that.
+MAX_COEFFICIENT = 1e9
+MIN_COEFFICIENT = 1e-9
+
+
+def _check_scale(A: np.ndarray, b: np.ndarray | None, weight: float, scale: float) -> None:
+    terms = {"A (times 1000/(k*C))": float(np.abs(A).max()) * scale,
+             "b": 0.0 if b is None else float(np.abs(b).max()),
+             "the redundancy weight": weight}
+    fix = ("Divide A, b and --redundancy-weight by one common factor (the optimum stays the "
+           "same); similarities from `qpm similarities` are in [-1, 1].")
+    for name, top in terms.items():
+        if not top <= MAX_COEFFICIENT:  # also catches an overflow to inf
+            raise QPMError(f"{name} reaches {top:.3g} in the objective; the solvers need "
+                           f"coefficients up to {MAX_COEFFICIENT:g}.", fix)
+    largest = max(terms["A (times 1000/(k*C))"], terms["b"])
+    if 0 < largest < MIN_COEFFICIENT:
+        raise QPMError(f"A and b are at most {largest:.3g} in the objective, below the "
+                       f"solvers' tolerance ({MIN_COEFFICIENT:g}).",
+                       "Multiply A and b by one common factor (the optimum stays the same).")
+
+
 @dataclass(frozen=True)
 class AssignmentProblem:
     """Inputs of one feature-class assignment.
@@ -111,6 +135,7 @@ class AssignmentProblem:
                 f"redundancy_weight must be a finite number >= 0, got {self.redundancy_weight}.",
                 "Use the default 1.0.",
             )
+        _check_scale(A, b, float(self.redundancy_weight), 1000.0 / (k * C))
         if self.tau is not None and not np.isfinite(self.tau):
             raise QPMError(f"tau must be finite, got {self.tau}.", "Pass a finite threshold.")
         for names, count, what in (

@@ -99,7 +99,8 @@ class AssignmentResult:
         """Rebuild a result from :meth:`to_dict` output.
 
         The matrix shape comes from ``shape``; older dicts without it need ``n_total`` (F),
-        else F is taken as one more than the largest feature index used.
+        else F is taken as one more than the largest feature index used or selected. Every
+        index is bounds-checked: a hand-edited file is refused, never wrapped or guessed.
         """
         fix = "Re-run `qpm solve` to write a fresh result file."
         if not isinstance(d, dict):
@@ -109,32 +110,35 @@ class AssignmentResult:
                 raise QPMError(f"The result has no {key!r} field.", fix)
         if d["status"] not in STATUSES:
             raise QPMError(f"Unknown result status {d['status']!r}.", fix)
+        selected = _indices(d.get("selected_features") or [], "selected_features", fix)
+        matrix = _matrix(d, n_total, selected, fix)
         try:
-            raw = d.get("assignment") or {}
-            assignment = {int(c): [int(i) for i in f] for c, f in raw.items()}
-            shape = d.get("shape")
-            matrix = None
-            if assignment:
-                C = len(assignment) if shape is None else int(shape[1])
-                used = [i for feats in assignment.values() for i in feats]
-                F = int(shape[0]) if shape is not None else (n_total or max(used, default=-1) + 1)
-                matrix = np.zeros((F, C), dtype=np.uint8)
-                for c, feats in assignment.items():
-                    matrix[feats, c] = 1
             times = SolveTimes(**{k: float(v) for k, v in (d.get("times") or {}).items()})
-        except (TypeError, ValueError, IndexError, KeyError) as exc:
-            problem = f"The result's assignment or times are malformed ({exc})."
-            raise QPMError(problem, fix) from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise QPMError(f"The result's times are malformed ({exc}).", fix) from None
+        if matrix is not None:
+            if any(i >= matrix.shape[0] for i in selected) or len(set(selected)) < len(selected):
+                raise QPMError("The result's selected_features are out of range or repeated.",
+                               fix)
+            used = np.flatnonzero(matrix.any(axis=1))
+            if selected and not set(used.tolist()) <= set(selected):
+                raise QPMError("The result assigns features that are not among its "
+                               "selected_features.", fix)
 
         def num(key: str) -> float | None:
-            return None if d.get(key) is None else float(d[key])
+            value = d.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise QPMError(f"The result's {key} must be a number, got {value!r:.40}.", fix)
+            return float(value)
 
         return cls(
             status=d["status"],
             solver=str(d["solver"]),
             objective=num("objective"),
             bound=num("bound"),
-            selected_features=[int(i) for i in d.get("selected_features") or []],
+            selected_features=selected,
             matrix=matrix,
             times=times,
             solver_version=str(d.get("solver_version") or ""),
@@ -157,3 +161,52 @@ class AssignmentResult:
 
         data = read_json(path, "Re-run `qpm solve` to write a fresh result file.", "Result")
         return cls.from_dict(data, n_total=n_total)
+
+
+# A result's matrix is allocated from its "shape": refuse one no real problem has.
+MAX_CELLS = 2**31
+
+
+def _indices(values, what: str, fix: str) -> list[int]:
+    """Non-negative integer indices (a float or a negative index is an error, never wrapped)."""
+    if not isinstance(values, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise QPMError(f"The result's {what} is malformed: it must be a list of indices >= 0.",
+                       fix)
+    return list(values)
+
+
+def _matrix(d: dict, n_total: int | None, selected: list[int], fix: str) -> np.ndarray | None:
+    """The 0/1 matrix (F, C) of a result dict's "assignment", every index bounds-checked."""
+    raw = d.get("assignment") or {}
+    if not isinstance(raw, dict):
+        raise QPMError("The result's assignment must map class indices to feature lists.", fix)
+    try:
+        assignment = {int(c): _indices(f, f"assignment of class {c}", fix)
+                      for c, f in raw.items()}
+    except ValueError as exc:
+        raise QPMError(f"The result's assignment or times are malformed ({exc}).", fix) from None
+    if not assignment:
+        return None
+    shape = d.get("shape")
+    used = [i for feats in assignment.values() for i in feats]
+    if shape is None:
+        shape = [n_total or max(used + selected, default=-1) + 1, len(assignment)]
+    if (not isinstance(shape, list) or len(shape) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in shape)
+            or shape[0] * shape[1] > MAX_CELLS):
+        raise QPMError(f"The result's shape {shape!r} is not a plausible [features, classes].",
+                       fix)
+    F, C = shape
+    if n_total is not None and F != n_total:
+        raise QPMError(f"The result is for {F} features, but the problem has {n_total}.", fix)
+    bad = [c for c in assignment if not 0 <= c < C] or [i for i in used if i >= F]
+    if bad:
+        raise QPMError(f"The result's assignment has an index out of range ({bad[0]}; "
+                       f"shape {F} x {C}).", fix)
+    if any(len(set(f)) < len(f) for f in assignment.values()):
+        raise QPMError("The result assigns a feature twice to one class.", fix)
+    matrix = np.zeros((F, C), dtype=np.uint8)
+    for c, feats in assignment.items():
+        matrix[feats, c] = 1
+    return matrix

@@ -11,3 +11,14 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", metavar="DIR", help="dataset folder, if it moved")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def check_run_folder_arguments(args: argparse.Namespace) -> None:
+    """One line for a bad --device or --batch-size, before anything is loaded."""
+    from qpm.errors import QPMError
+    from qpm.pipeline.config import check_device
+
+    check_device(args.device)
+    if args.batch_size < 1:
+        raise QPMError(f"--batch-size must be positive, got {args.batch_size}.",
+                       "Pass e.g. --batch-size 128.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from qpm import logs
-from qpm.commands._common import add_run_folder_arguments
+from qpm.commands._common import add_run_folder_arguments, check_run_folder_arguments
 from qpm.pipeline.run_folder import holding_lock
 
 log = logs.get("evaluate")
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from qpm.pipeline.data import build_data
     from qpm.pipeline.run import merge_metrics
 
+    check_run_folder_arguments(args)
     run = open_run(args.run_dir, args.data_root)
     names = args.model_types or list(run.models)
     missing = [n for n in names if n not in run.models]

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from qpm.commands._common import add_run_folder_arguments
+from qpm.commands._common import add_run_folder_arguments, check_run_folder_arguments
 from qpm.pipeline.run_folder import holding_lock
 
 SPARSE_TYPES = ("qpm", "qsenn", "sldd")
@@ -45,11 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from qpm.explain.writer import GalleryImage
     from qpm.inference import load
     from qpm.inference.scan import render, scan_dataset
+    from qpm.io import check_output_folder
     from qpm.metrics.run_folder import open_run
     from qpm.pipeline import run_folder as rf
     from qpm.pipeline.data import build_data
     from qpm.text import printable
 
+    check_run_folder_arguments(args)
     run = open_run(args.run_dir, args.data_root)
     finished = [t for t in SPARSE_TYPES if t in run.models]
     mt = args.model_type or (finished[0] if finished else None)
@@ -60,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_figures < 0 or args.batch_size < 1 or args.gallery_size < 1:
         raise QPMError("--max-figures must be >= 0, --batch-size and --gallery-size positive.",
                        "Pass e.g. --max-figures 60 --batch-size 128 --gallery-size 6.")
+    out_dir = Path(args.out) if args.out else run.path / "explain" / mt
+    check_output_folder(out_dir, "--out")
     c = run.config
     rf.check_model_file(run.path, mt)
     model = load(run.path, mt, args.device)
@@ -94,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
             ims, ms = render(model, splits[split], chunk)
             images.update({(split, i): im for i, im in zip(chunk, ims, strict=True)})
             maps.update({(split, i): m for i, m in zip(chunk, ms, strict=True)})
-    out_dir = Path(args.out) if args.out else run.path / "explain" / mt
     paths = write_explanations(
         out_dir, weight, sel, names, examples=examples, images=images, maps=maps,
         gallery=gallery, model_type=mt,

@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     from qpm.assignment.cache import load_features, save_similarities
     from qpm.assignment.similarities import compute_similarities
+    from qpm.io import check_output_file
 
+    check_output_file(args.output, "-o", inputs=(args.features, args.class_names))
     start = time.perf_counter()
     data = load_features(args.features)
     names = _read_names(args.class_names) if args.class_names else data.class_names

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from qpm import logs
 from qpm.commands._problem import (
@@ -53,8 +52,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace) -> None:
     check_solver(args.solver)
     check_limits(args)
-    if args.out is not None and Path(args.out).is_dir():
-        raise QPMError(f"--out {args.out} is a folder.", "Give a file name such as RESULT.json.")
+    if args.out is not None:
+        from qpm.io import check_output_file
+
+        check_output_file(args.out, "--out", inputs=(args.sims,))
 
 
 def _fmt(x, spec: str = ".6g") -> str:
@@ -104,15 +105,20 @@ def run(args: argparse.Namespace) -> int:
         formulation=args.formulation,
         progress=args.progress,
     )
-    if args.out is not None:
-        result.save_json(args.out)
+    # The answer is shown before the file is written: a failing write loses nothing.
     if args.json:  # stdout holds the JSON alone
         print(json.dumps(result.to_dict(), indent=2))
-        if args.out is not None:
-            log.info(f"wrote {args.out}")
     else:
         print(format_table(result, line))
-        if args.out is not None:
+    if args.out is not None:
+        try:
+            result.save_json(args.out)
+        except OSError as exc:
+            raise QPMError(f"Could not write {args.out} ({exc.strerror or exc}).",
+                           "The result is printed above; re-run with a writable --out.") from None
+        if args.json:
+            log.info(f"wrote {args.out}")
+        else:
             print(f"wrote {args.out}")
     if not result.verified:
         log.error(f"qpm solve: no verified assignment ({result.status}). {result.message}".strip())

@@ -43,7 +43,7 @@ def open_run(run_dir: str | Path, data_root: str | None = None) -> RunFolder:
         raise QPMError(f"{path} has no config.json, so it is not a qpm run folder.",
                        "Pass the folder qpm train wrote (e.g. runs/mnist-5k/small-cnn/0).")
     data = read_json(path / rf.CONFIG)
-    if data_root is not None:
+    if data_root is not None and isinstance(data, dict):  # from_dict refuses a non-dict
         data["data_root"] = data_root
     config = TrainConfig.from_dict(data)
     models = {name: path / f for name, f in MODEL_FILES.items() if (path / f).is_file()}

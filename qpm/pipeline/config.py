@@ -8,6 +8,7 @@ folder is re-used.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from qpm.errors import QPMError
 
 # Fields that never change results: where things run and where they go.
 NON_RESULT_FIELDS = ("data_root", "device", "workers", "run_dir")
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take any seed up to here
+MAX_IMAGE_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        fix = "Restore it, or start a fresh run folder with --run-dir."
+        if not isinstance(data, dict):
+            raise QPMError(f"config must be a JSON object, got {type(data).__name__}.", fix)
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise QPMError(f"config has unknown field(s): {', '.join(unknown)}.",
+            raise QPMError(f"config has unknown field(s): {', '.join(map(repr, unknown))}.",
                            "Remove them, or start a fresh run folder with --run-dir.")
+        for name, value in data.items():
+            if not _has_type(value, known[name]):
+                raise QPMError(f"config field {name!r} must be {known[name]}, got "
+                               f"{json_repr(value)}.", fix)
         return cls(**data)
 
     def resolve(self) -> TrainConfig:
@@ -92,18 +102,29 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
+        """One line per impossible value, before any work: every number finite and in range."""
+        for name in FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise QPMError(f"{_flag(name)} must be a finite number, got {value}.",
+                               f"Pass a finite {_flag(name)}.")
         positive = ("epochs", "ft_epochs", "batch_size", "step_size", "ft_step_size",
                     "n_features", "per_class", "image_size")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1 and not (name.endswith("epochs") and value == 0):
-                raise QPMError(f"--{name.replace('_', '-')} must be positive, got {value}.",
-                               f"Pass a positive --{name.replace('_', '-')}.")
+                raise QPMError(f"{_flag(name)} must be positive, got {value}.",
+                               f"Pass a positive {_flag(name)}.")
         for name in ("lr", "classifier_lr", "ft_lr", "gamma", "ft_gamma"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise QPMError(f"--{name.replace('_', '-')} must be > 0, got {value}.",
-                               f"Pass a positive --{name.replace('_', '-')}.")
+                raise QPMError(f"{_flag(name)} must be > 0, got {value}.",
+                               f"Pass a positive {_flag(name)}.")
+        for name in ("momentum", "ft_momentum", "weight_decay", "ft_weight_decay"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise QPMError(f"{_flag(name)} must be >= 0, got {value}.",
+                               f"Pass a non-negative {_flag(name)}.")
         from qpm.assignment.redundancy import check_tau_rule
 
         check_tau_rule(self.tau_rule)
@@ -112,14 +133,18 @@ class TrainConfig:
         if self.time_limit is not None and self.time_limit <= 0:
             raise QPMError(f"--time-limit must be positive, got {self.time_limit}.",
                            "Pass seconds, e.g. --time-limit 600.")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise QPMError(f"Unknown device {self.device!r}.", "Use auto, cpu or cuda.")
-        if self.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise QPMError(f"--device {self.device} was requested but no CUDA GPU is visible.",
-                               "Use --device cpu (or auto), or run on a machine with a GPU.")
+        if not 0 <= self.mip_gap < 1:
+            raise QPMError(f"--mip-gap must be in [0, 1), got {self.mip_gap}.", "Use e.g. 1e-4.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise QPMError(f"--seed must be in 0..{MAX_SEED}, got {self.seed}.",
+                           "Pass a smaller seed, e.g. --seed 0.")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
+            raise QPMError(f"--image-size {self.image_size} is larger than {MAX_IMAGE_SIZE}.",
+                           "Pass the input size in pixels, e.g. --image-size 448.")
+        if self.workers < -1:
+            raise QPMError(f"--workers must be -1 (automatic) or >= 0, got {self.workers}.",
+                           "Use --workers -1.")
+        check_device(self.device)
 
     def fingerprint(self, names: tuple[str, ...]) -> dict[str, Any]:
         """The values of ``names``: what a finished stage is compared by."""
@@ -129,3 +154,40 @@ class TrainConfig:
 def describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     parts = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
     return ", ".join(parts)
+
+
+FLOAT_FIELDS = ("time_limit", "mip_gap", "lr", "classifier_lr", "momentum", "weight_decay",
+                "gamma", "beta", "ft_lr", "ft_momentum", "ft_weight_decay", "ft_gamma")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_device(device: str) -> None:
+    """QPMError for a device name other than auto, cpu, cuda or cuda:N, or a missing GPU."""
+    if not isinstance(device, str) or not (
+            device in ("auto", "cpu", "cuda")
+            or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise QPMError(f"Unknown device {json_repr(device)}.", "Use auto, cpu, cuda or cuda:N.")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise QPMError(f"--device {device} was requested but no CUDA GPU is visible.",
+                           "Use --device cpu (or auto), or run on a machine with a GPU.")
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a field annotation such as ``"int | None"``."""
+    allowed = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+               "None": (type(None),)}
+    kinds = [t for part in str(annotation).split("|") for t in allowed[part.strip()]]
+    if isinstance(value, bool) and bool not in kinds:
+        return False  # JSON true is not a number here
+    return isinstance(value, tuple(kinds))
+
+
+def json_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -47,6 +47,47 @@ class RawData:
     extra: dict = field(default_factory=dict)
 
 
+# Pillow image modes with more than 8 bits per channel, which convert("RGB") would clip.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """An 8-bit RGB image from any file Pillow reads. 16-bit images are scaled by 65535/255
+    and 32-bit integer images by their largest value; float images must hold [0, 1] (scaled
+    by 255) or [0, 255]. Anything unreadable, and an image too large to decode safely (a
+    decompression bomb), is a one-line QPMError naming the file."""
+    try:
+        with Image.open(path) as im:
+            if im.mode in WIDE_MODES:
+                return _to_8bit(np.asarray(im), im.mode, path)
+            return im.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise QPMError(f"Image {path} is too large to decode safely ({exc}).",
+                       "Downscale it or remove it from the dataset.") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise QPMError(f"Cannot read image {path} ({exc}).",
+                       "Replace or remove the broken file.") from None
+
+
+def _to_8bit(arr: np.ndarray, mode: str, path: Path) -> Image.Image:
+    arr = arr.astype(np.float64)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0:
+        raise QPMError(f"Image {path} ({mode}) holds values in [{lo:g}, {hi:g}]; qpm reads "
+                       "non-negative finite intensities.", "Convert it to 8-bit RGB.")
+    if mode == "F":
+        if hi > 255:
+            raise QPMError(f"Image {path} holds floating-point values up to {hi:g}; qpm reads "
+                           "float images in [0, 1] or [0, 255].", "Convert it to 8-bit RGB.")
+        scale = 255.0 if hi <= 1 else 1.0
+    elif mode.startswith("I;16") or hi <= 65535:
+        scale = 255.0 / 65535.0 if hi > 255 or mode.startswith("I;16") else 1.0
+    else:
+        scale = 255.0 / hi
+    grey = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
 class ImageFiles(Dataset):
     """Images read from disk with PIL, optionally cropped to their box, then transformed."""
 
@@ -57,13 +98,7 @@ class ImageFiles(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int):
-        path = self.split.paths[i]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except OSError as exc:
-            raise QPMError(f"Cannot read image {path} ({exc}).",
-                           "Replace or remove the broken file.") from None
+        img = read_rgb(self.split.paths[i])
         if self.crop and self.split.boxes is not None:
             x, y, w, h = self.split.boxes[i]
             img = img.crop((int(x), int(y), int(x + max(w, 1)), int(y + max(h, 1))))

@@ -91,11 +91,15 @@ def _check_static(cfg: TrainConfig, ctx: RunContext) -> None:
     """Cheap checks before any training: data readable, feature counts possible."""
     from math import comb
 
-    from qpm.models.backbones import backbone_feature_count, check_weights
+    from qpm.models.backbones import check_weights
 
     data = ctx.data()  # a missing or malformed dataset fails here, not after training
+    if data.num_classes < 2:
+        raise QPMError(f"Dataset {cfg.dataset} has {data.num_classes} class; a classifier "
+                       "needs at least 2.", "Point --data-root at a folder with 2 or more "
+                       "class folders.")
     check_weights(cfg.arch, cfg.weights)
-    n_total = backbone_feature_count(cfg.arch, data.in_channels)
+    n_total = _probe_backbone(cfg, data.in_channels)
     if cfg.n_features > n_total:
         raise QPMError(f"--n-features {cfg.n_features} is larger than the {n_total} "
                        f"features of {cfg.arch}.", f"Use --n-features {n_total} or fewer.")
@@ -113,6 +117,26 @@ def _check_static(cfg: TrainConfig, ctx: RunContext) -> None:
             raise QPMError(
                 f"{data.num_classes} classes cannot get distinct sets of {cfg.per_class} of "
                 f"{cfg.n_features} features.", "Raise --n-features or --per-class.")
+
+
+def _probe_backbone(cfg: TrainConfig, in_channels: int) -> int:
+    """The backbone's feature count, after one forward pass at --image-size (a size too
+    small for its downsampling fails here, not in the first training step)."""
+    import torch
+
+    from qpm.models.backbones import create_backbone
+
+    model = create_backbone(cfg.arch, "none", cfg.reduced_strides, in_channels, 2).eval()
+    size = int(cfg.image_size)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QPMError(f"--image-size {size} is too small for {cfg.arch} ({first}).",
+                       "Pass a larger --image-size, e.g. 32 for small-cnn or 224 for a "
+                       "ResNet.") from None
+    return model.n_features
 
 
 def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
