@@ -44,6 +44,17 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)".strip()
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's promise: a usage mistake is ONE line and exit code 2 (argparse
+    itself prints the whole usage block first). Sub-command parsers inherit the class."""
+
+    def error(self, message: str) -> None:
+        from qpm.errors import QPMError
+
+        text = str(QPMError(message))  # one printable line whatever the argument held
+        self.exit(2, f"{self.prog}: error: {text}. See `{self.prog} --help`.\n")
+
+
 def common_options() -> argparse.ArgumentParser:
     """-q/-v/--progress, shared by every sub-command (a parent parser)."""
     p = argparse.ArgumentParser(add_help=False)
@@ -65,7 +76,7 @@ def _version() -> str:
 
 
 def _build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qpm", description="Globally interpretable image classification (QPM).",
         formatter_class=HelpFormatter,
     )

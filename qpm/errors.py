@@ -20,10 +20,12 @@ class QPMError(Exception):
 
 
 def _one_line(text: str) -> str:
-    """Line breaks become spaces; other unprintable characters (terminal escapes, the
-    surrogates of a non-UTF-8 file name) are shown escaped, so printing never fails."""
+    """Line breaks become spaces and other unprintable characters (terminal escapes, the
+    surrogates of a non-UTF-8 file name) are escaped by :func:`qpm.text.printable`, so the
+    message is one line and printing it never fails."""
+    from qpm.text import printable
+
     text = str(text)
     if text.isprintable():
         return text
-    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return printable(" ".join(part.strip() for part in text.splitlines() if part.strip()))

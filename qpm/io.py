@@ -259,13 +259,16 @@ KIND_NAMES = {"b": "bool", "i": "integer", "u": "integer", "f": "float", "U": "s
 
 
 def _read_header(fh, name: str) -> Header:
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    else:
-        raise ValueError(f"unsupported .npy version {version} in {name!r}")
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many kinds
+        raise ValueError(f"array {name!r} has an unreadable .npy header ({exc})") from None
     if any(not isinstance(s, int) or s < 0 for s in shape):
         raise ValueError(f"bad shape {shape} in {name!r}")
     return Header(tuple(shape), np.dtype(dtype), bool(fortran), fh.tell())

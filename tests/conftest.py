@@ -109,3 +109,20 @@ def trained_run(tmp_path_factory, tiny_imagefolder) -> Path:
         torch.set_num_threads(before)
     assert code == 0
     return run_dir
+
+
+def consistent(run_dir: Path) -> bool:
+    """Every artifact of a run folder is the file its stage record names, and every record's
+    inputs are the recorded outputs of the stages before it (no mixed folder)."""
+    import json
+
+    from qpm.pipeline import run_folder as rf
+
+    records = [json.loads(p.read_text()) for p in (run_dir / rf.RECORDS).glob("*.json")]
+    outputs = {r["artifact"]: r["output"] for r in records}
+    for r in records:
+        if rf.file_hash(run_dir / r["artifact"]) != r["output"]:
+            return False
+        if any(outputs.get(k, v) != v for k, v in r["inputs"].items() if k != "data"):
+            return False
+    return bool(records)

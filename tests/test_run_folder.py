@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_RUN_FLAGS
+from conftest import TINY_RUN_FLAGS, consistent
 
 from qpm.cli import main
 from qpm.errors import QPMError
@@ -33,18 +33,6 @@ def statuses(err: str) -> dict[str, str]:
             if line.startswith("[") and word in line:
                 out[line[1:line.index("]")]] = "ran" if word == "computing" else "skipped"
     return out
-
-
-def consistent(run_dir) -> bool:
-    """Every artifact is the file its record names, built from the recorded upstream."""
-    records = {p.stem: json.loads(p.read_text()) for p in (run_dir / rf.RECORDS).glob("*.json")}
-    outputs = {r["artifact"]: r["output"] for r in records.values()}
-    for r in records.values():
-        if rf.file_hash(run_dir / r["artifact"]) != r["output"]:
-            return False
-        if any(outputs.get(k, v) != v for k, v in r["inputs"].items() if k != "data"):
-            return False
-    return True
 
 
 @pytest.fixture

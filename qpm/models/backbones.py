@@ -253,8 +253,9 @@ def _local_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QPMError(f"Cannot load weights file {path} ({first[:200]}).",
+        text = str(exc).strip() or type(exc).__name__
+        first = text.splitlines()[0].split(". ")[0]  # torch's messages run to many lines
+        raise QPMError(f"Cannot load weights file {path} ({first}).",
                        "Pass a state_dict saved with torch.save (weights only).") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

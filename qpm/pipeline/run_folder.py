@@ -66,8 +66,9 @@ def checkpoint_file(stage: str) -> str:
 
 def _printable(text: str, limit: int = 300) -> str:
     # The holder line is shown to another user: no control characters, bounded length.
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    from qpm.text import printable, shorten
+
+    return shorten(printable(text), limit)
 
 
 class RunLock:
@@ -154,8 +155,8 @@ def holding_lock(run: Callable[[Any], int]) -> Callable[[Any], int]:
     @functools.wraps(run)
     def locked(args) -> int:
         folder = Path(args.run_dir)
-        if not folder.is_dir():
-            return run(args)  # the command says what is wrong with it
+        if not (folder / CONFIG).is_file():
+            return run(args)  # not a run folder: the command says what is wrong with it
         with RunLock(folder, create=False):
             return run(args)
 

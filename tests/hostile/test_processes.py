@@ -1,0 +1,101 @@
+"""Hostile input through real ``python -m qpm`` processes: two writers on one run folder, and
+a few bad inputs whose exit code and stderr are those a shell sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import consistent
+
+REPO = Path(__file__).resolve().parents[2]
+DIGITS = ["train", "--dataset", "digits", "--image-size", "8", "--n-features", "12",
+          "--per-class", "2", "--solver", "greedy", "--time-limit", "3", "--device", "cpu",
+          "--ft-epochs", "1"]
+
+
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return out
+
+
+def qpm(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "qpm", *args], env=env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def startup_seconds() -> float:
+    """What starting Python and importing the command line costs here before any qpm work."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import qpm.cli, qpm.commands.train, "
+                    "qpm.pipeline.run_folder"], env=env(), check=True)
+    return time.perf_counter() - t0
+
+
+def test_a_second_writer_is_refused_at_once_and_the_first_finishes(tmp_path):
+    run_dir = tmp_path / "run"
+    first = qpm(*DIGITS, "--epochs", "2", "--seed", "0", "--run-dir", str(run_dir))
+    try:
+        lock = run_dir / ".lock"
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_text()) and first.poll() is None:
+            assert time.monotonic() < deadline, "the first writer never took the lock"
+            time.sleep(0.05)
+        baseline = startup_seconds()
+        t0 = time.perf_counter()
+        second = qpm(*DIGITS, "--epochs", "2", "--seed", "1", "--run-dir", str(run_dir))
+        out, err = second.communicate(timeout=120)
+        seconds = time.perf_counter() - t0
+        assert first.poll() is None, "the first writer finished too early for this test"
+    finally:
+        first_out, first_err = first.communicate(timeout=600)
+    lines = err.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, err
+    assert f"is in use by pid {first.pid}" in lines[0] and "--seed 0" in lines[0]
+    print(f"second writer refused after {seconds:.2f} s (Python start-up here: "
+          f"{baseline:.2f} s)")
+    assert seconds - baseline < 1.0  # refused at once, not after loading data or training
+    assert first.returncode == 0, first_err[-2000:]
+    assert consistent(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["seed"] == 0  # nothing of the second writer's settings got in
+
+
+def one_error_line(proc: subprocess.Popen, command: str) -> str:
+    out, err = proc.communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"qpm {command}: error:"), lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bad")
+    np.savez(folder / "nan.npz", A=np.full((6, 3), np.nan), format_version=1)
+    np.savez(folder / "labels.npz", features=np.ones((4, 3)), labels=np.array([0, 1, 0, 10**12]))
+    return folder
+
+
+def test_bad_files_in_real_processes(bad_files, tmp_path):
+    procs = {
+        "solve-nan": (qpm("solve", str(bad_files / "nan.npz"), "--solver", "greedy"), "solve",
+                      "NaN"),
+        "similarities-labels": (qpm("similarities", str(bad_files / "labels.npz"), "-o",
+                                    str(tmp_path / "o.npz")), "similarities", "go up to"),
+        "train-beta-nan": (qpm(*DIGITS, "--beta", "nan", "--run-dir", str(tmp_path / "r")),
+                           "train", "--beta must be a finite number"),
+        "evaluate-device": (qpm("evaluate", str(tmp_path), "--device", "bogus"), "evaluate",
+                            "Unknown device"),
+    }
+    for name, (proc, command, words) in procs.items():
+        assert words in one_error_line(proc, command), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere
