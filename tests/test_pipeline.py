@@ -16,7 +16,7 @@ from qpm.errors import QPMError
 from qpm.models.checkpoint import load_model
 from qpm.models.qpm_layer import QPMLayer
 from qpm.pipeline.artifacts import ArtifactError, load_torch, save_torch
-from qpm.pipeline.bias import BIAS_SCALE, locality_bias
+from qpm.pipeline.bias import BIAS_SCALE, locality_bias, main_cluster_range
 from qpm.pipeline.config import TrainConfig
 from qpm.pipeline.data import build_data
 from qpm.pipeline.run import run_pipeline
@@ -250,6 +250,22 @@ def test_locality_bias_scale_and_border_penalty():
     central = np.setdiff1d(np.argsort(edge)[:24], [0])
     order = np.argsort(locality[central])
     assert np.all(np.diff(b[central][order]) >= -1e-12)  # otherwise ordered by locality
+
+
+def test_outlier_range_is_mean_shift_with_its_default_settings():
+    from sklearn.cluster import MeanShift, estimate_bandwidth
+
+    values = np.random.default_rng(0).gamma(2.0, 1.0, 60)
+    x = values.reshape(-1, 1)
+
+    def biggest(labels):
+        members = x[labels == np.bincount(labels).argmax(), 0]
+        return float(members.min()), float(members.max())
+
+    assert main_cluster_range(values) == biggest(MeanShift().fit(x).labels_)
+    # bin seeding (not the reference's setting) clusters these differently
+    seeded = MeanShift(bandwidth=estimate_bandwidth(x), bin_seeding=True).fit(x).labels_
+    assert main_cluster_range(values) != biggest(seeded)
 
 
 def test_other_folder_layouts(tiny_cub, tiny_imagefolder, tmp_path):

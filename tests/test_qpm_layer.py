@@ -1,4 +1,5 @@
-"""The QPM layer's learned normalisation stays well defined, and diverged training fails loudly."""
+"""The sparse heads' learned normalisation (SLDD, Q-SENN) stays well defined, and diverged
+training fails loudly."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def _layer_with_a_dead_feature(seed: int = 0) -> tuple[QPMLayer, np.ndarray]:
     matrix = np.zeros((6, 3), dtype=np.int64)
     for c in range(3):
         matrix[[c, c + 3], c] = 1
-    return QPMLayer.from_assignment(matrix, range(6), feats, dropout=0.0), feats
+    layer = QPMLayer.from_assignment(matrix, range(6), feats, dropout=0.0,
+                                     learn_normalisation=True)
+    return layer, feats
 
 
 def _fine_tune(layer: QPMLayer, feats: np.ndarray, shift: float, noise: float

@@ -11,7 +11,7 @@ from qpm.models.qpm_layer import QPMLayer
 
 
 class SparseHead(QPMLayer):
-    """logits = dropout((f[:, selected] - mean) / std) @ W^T + b with W, b fixed buffers.
+    """logits = ((dropout(f[:, selected]) - mean) / std) @ W^T + b with W, b fixed buffers.
 
     As in the SLDD / Q-SENN reference, only ``mean`` and ``std`` (and the backbone) train
     during fine-tuning, so the sparse global explanation stays exact.
@@ -19,7 +19,8 @@ class SparseHead(QPMLayer):
 
     def __init__(self, selected, weight, bias=None, mean=None, std=None,
                  dropout: float = 0.1) -> None:
-        super().__init__(selected, weight, mean, std, dropout=dropout, binary=False)
+        super().__init__(selected, weight, mean, std, dropout=dropout, binary=False,
+                         learn_normalisation=True)
         c = self.num_classes
         b = torch.zeros(c) if bias is None else torch.as_tensor(np.asarray(bias)).float()
         if b.shape != (c,):

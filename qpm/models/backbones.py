@@ -24,10 +24,13 @@ class BackboneOutput(NamedTuple):
     features: torch.Tensor
 
 
+DENSE_DROPOUT = 0.2  # the reference's dropout on the pooled features of the dense model
+
+
 class Classifier(nn.Module):
     """The dense head: a linear layer on the pooled features, with feature dropout."""
 
-    def __init__(self, n_features: int, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, n_features: int, num_classes: int, dropout: float = DENSE_DROPOUT) -> None:
         super().__init__()
         self.linear = nn.Linear(n_features, num_classes)
         self.dropout = nn.Dropout(dropout)

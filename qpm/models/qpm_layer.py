@@ -1,8 +1,13 @@
 """The QPM layer: n selected features, each class wired to its features by fixed binary weights.
 
-logits = dropout((f[:, selected] - mean) / std) @ W^T with W the (C, n) 0/1 matrix from the
-assignment. Only the normalisation (mean, std) is learned (together with the backbone), so
-the global explanation "class c uses features S_c" holds for the trained model exactly.
+logits = ((dropout(f[:, selected]) - mean) / std) @ W^T with W the (C, n) 0/1 matrix from the
+assignment, as in the QPM reference: dropout acts on the selected raw features before they are
+normalised, and mean and std are the selected features' statistics on the training set, fixed
+(buffers) during fine-tuning, where only the backbone learns. So the global explanation
+"class c uses features S_c" holds for the trained model exactly.
+
+The SLDD and Q-SENN heads (``learn_normalisation=True``) learn the normalisation as their
+papers do: a mean offset and a bounded scale on top of the fixed data statistics.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ LOG_SCALE_MIN = math.log(0.05)
 LOG_SCALE_MAX = math.log(1e3)
 _SPAN = LOG_SCALE_MAX - LOG_SCALE_MIN
 _OFFSET = math.log(-LOG_SCALE_MIN / LOG_SCALE_MAX)  # raw 0 -> scale 1
-# A selected feature's spread is floored at this fraction of the median spread.
+# Learned heads: a selected feature's spread is floored at this fraction of the median spread.
 STD_FLOOR = 0.05
+# Every std is clamped at this before dividing (the reference's clamp).
+MIN_STD = 1e-6
 
 
 class QPMLayer(nn.Module):
@@ -40,6 +47,7 @@ class QPMLayer(nn.Module):
         std: torch.Tensor | np.ndarray | None = None,
         dropout: float = 0.1,
         binary: bool = True,
+        learn_normalisation: bool = False,
     ) -> None:
         super().__init__()
         selected = torch.as_tensor(np.asarray(selected), dtype=torch.long).flatten()
@@ -55,15 +63,21 @@ class QPMLayer(nn.Module):
         std = torch.ones(n) if std is None else torch.as_tensor(np.asarray(std)).float()
         self.register_buffer("selected", selected)
         self.register_buffer("weight", weight)  # a buffer: saved, never trained
-        # The data statistics are fixed buffers; the learned mean/std act on the standardised
-        # features (start 0 and 1). Same function as learning the raw mean/std, but a feature
-        # with a tiny spread no longer gets huge gradients on its std. The scale is learned in
-        # log space through a sigmoid (see `scale`): always positive and bounded, multiplicative
-        # steps, and weight decay pulls it to 1, not 0.
-        self.register_buffer("data_mean", mean.clone())
-        self.register_buffer("data_std", std.clone().clamp(min=1e-6))
-        self.mean = nn.Parameter(torch.zeros(n))
-        self.log_scale = nn.Parameter(torch.zeros(n))
+        self.learn_normalisation = bool(learn_normalisation)
+        if self.learn_normalisation:
+            # The data statistics are fixed buffers; the learned mean/std act on the
+            # standardised features (start 0 and 1). Same function as learning the raw
+            # mean/std, but a feature with a tiny spread no longer gets huge gradients on its
+            # std. The scale is learned in log space through a sigmoid (see `scale`): always
+            # positive and bounded, multiplicative steps, and weight decay pulls it to 1.
+            self.register_buffer("data_mean", mean.clone())
+            self.register_buffer("data_std", std.clone().clamp(min=MIN_STD))
+            self.mean = nn.Parameter(torch.zeros(n))
+            self.log_scale = nn.Parameter(torch.zeros(n))
+        else:
+            # QPM: the training statistics, frozen (the reference's retrain_normalisation=False).
+            self.register_buffer("mean", mean.clone())
+            self.register_buffer("std", std.clone())
         self.dropout = nn.Dropout(dropout)
         self.binary = binary
 
@@ -74,8 +88,10 @@ class QPMLayer(nn.Module):
         selected: Sequence[int],
         train_features: np.ndarray | None = None,
         dropout: float = 0.1,
+        learn_normalisation: bool = False,
     ) -> QPMLayer:
-        """Build from an (F, C) 0/1 assignment; mean/std start at the selected features' stats."""
+        """Build from an (F, C) 0/1 assignment; mean/std are the selected features' statistics
+        on ``train_features`` (population std, as the reference computes them)."""
         matrix = np.asarray(matrix)
         selected = np.asarray(sorted(int(i) for i in selected), dtype=np.int64)
         if matrix.ndim != 2 or selected.size == 0:
@@ -89,28 +105,35 @@ class QPMLayer(nn.Module):
             x = np.asarray(train_features, dtype=np.float64)[:, selected]
             mean = x.mean(axis=0)
             std = x.std(axis=0)
-            # A nearly constant feature would blow its z-score up; floor its spread.
-            std = np.maximum(std, STD_FLOOR * float(np.median(std)) + 1e-6)
-        return cls(selected, weight, mean, std, dropout=dropout)
+            if learn_normalisation:
+                # A nearly constant feature would blow its z-score up; floor its spread.
+                std = np.maximum(std, STD_FLOOR * float(np.median(std)) + 1e-6)
+        return cls(selected, weight, mean, std, dropout=dropout,
+                   learn_normalisation=learn_normalisation)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "") -> QPMLayer:
-        """An empty layer of the right shape for ``state`` (then call load_state_dict)."""
+        """An empty layer of the right shape and kind for ``state`` (then call load_state_dict)."""
         weight = state[prefix + "weight"]
         binary = bool(torch.all((weight == 0) | (weight == 1)))
-        return cls(state[prefix + "selected"], weight, binary=binary)
+        learned = prefix + "data_std" in state  # learned heads keep the data statistics apart
+        return cls(state[prefix + "selected"], weight, binary=binary, learn_normalisation=learned)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # Files written before the log-scale parametrisation hold the learned scale as "std".
-        old = state_dict.pop(prefix + "std", None)
-        if old is not None and prefix + "log_scale" not in state_dict:
+        # Learned heads written before the log-scale parametrisation hold the scale as "std".
+        old = state_dict.get(prefix + "std")
+        if (self.learn_normalisation and old is not None
+                and prefix + "log_scale" not in state_dict):
+            state_dict.pop(prefix + "std")
             p = ((old.clamp(min=1e-30).log() - LOG_SCALE_MIN) / _SPAN).clamp(1e-6, 1 - 1e-6)
             state_dict[prefix + "log_scale"] = torch.logit(p) - _OFFSET
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def scale(self) -> torch.Tensor:
-        """The learned scale (> 0) of the standardised features, within the fixed bounds."""
+        """The learned scale (> 0) of the standardised features (1 for a QPM head)."""
+        if not self.learn_normalisation:
+            return torch.ones_like(self.std)
         return (LOG_SCALE_MIN + _SPAN * torch.sigmoid(self.log_scale + _OFFSET)).exp()
 
     @property
@@ -122,15 +145,21 @@ class QPMLayer(nn.Module):
         return int(self.weight.shape[0])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = (features.index_select(1, self.selected) - self.data_mean) / self.data_std
-        x = (x - self.mean) / self.scale
-        return self.dropout(x) @ self.weight.t()
+        # Dropout on the raw selected features, then the normalisation (the reference's order).
+        x = self.dropout(features.index_select(1, self.selected))
+        mean, std = self._effective()
+        return ((x - mean) / std) @ self.weight.t()
+
+    def _effective(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.learn_normalisation:
+            return self.mean, self.std.clamp(min=MIN_STD)
+        return (self.data_mean + self.data_std * self.mean, self.data_std * self.scale)
 
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The effective (mean, std) the raw selected features are normalised with."""
         with torch.no_grad():
-            return (self.data_mean + self.data_std * self.mean,
-                    self.data_std * self.scale)
+            mean, std = self._effective()
+            return mean.clone(), std.clone()
 
     def class_feature_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.weight, self.selected

@@ -21,10 +21,12 @@ def main_cluster_range(values: np.ndarray) -> tuple[float, float]:
         return float(x.min()), float(x.max())
     from sklearn.cluster import MeanShift, estimate_bandwidth
 
-    bandwidth = estimate_bandwidth(x, quantile=0.3)
+    # MeanShift's defaults, as the reference uses it: the bandwidth MeanShift would estimate
+    # itself (quantile 0.3), every point a seed (no bin seeding).
+    bandwidth = estimate_bandwidth(x)
     if not bandwidth > 0:
         return float(x.min()), float(x.max())
-    labels = MeanShift(bandwidth=bandwidth, bin_seeding=True).fit(x).labels_
+    labels = MeanShift(bandwidth=bandwidth).fit(x).labels_
     biggest = np.bincount(labels).argmax()
     members = x[labels == biggest, 0]
     return float(members.min()), float(members.max())

@@ -59,8 +59,13 @@ def extract(
     features: bool = False,
     locality: bool = False,
     desc: str = "extract",
+    autocast: bool = True,
 ) -> Extracted:
-    """Run ``model`` (on the context's device) over ``dataset`` in order, in eval mode."""
+    """Run ``model`` (on the context's device) over ``dataset`` in order, in eval mode.
+
+    ``autocast=False`` keeps the whole pass in float32 on a GPU: the features A, R and b are
+    computed from must be, since bf16 moves R by about 1e-2 and so the penalised pairs.
+    """
     ctx = dist.get_context()
     loader = dist.make_loader(dataset, batch_size, shuffle=False, workers=workers, pad=False)
     was_training = model.training
@@ -71,7 +76,7 @@ def extract(
     map_size = None
     for images, labels in dist.main_only(loader, desc=desc, leave=False, dynamic_ncols=True):
         images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
-        with dist.autocast_context(ctx.device):
+        with dist.autocast_context(ctx.device, enabled=autocast):
             out = model(images)
         outs["labels"].append(labels.cpu())
         if logits:

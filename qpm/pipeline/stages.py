@@ -207,10 +207,11 @@ def run_features(ctx: RunContext) -> dict[str, Any]:
 
     data, bs, workers = ctx.data(), ctx.config.batch_size * 2, ctx.config.workers
     model = ctx.load_dense()
+    # float32 throughout (no bf16 autocast): A, R and b come from these features.
     train = extract(model, data.train_eval, batch_size=bs, workers=workers, features=True,
-                    locality=True, desc="features train")
+                    locality=True, desc="features train", autocast=False)
     test = extract(model, data.test, batch_size=bs, workers=workers, features=True,
-                   desc="features test")
+                   desc="features test", autocast=False)
     b = locality_bias(train.locality, train.edge)
     if ctx.is_main:
         save_npz(ctx.path(rf.FEATURES), features=train.features, labels=train.labels,
