@@ -18,7 +18,7 @@ from qpm.assignment.synthetic import make_instance
 from qpm.errors import QPMError
 
 EXACT = ["highs", "scip", "gurobi"]
-PRESETS = ["qpm", "qpm-iterative", "unbalanced", "no-redundancy"]
+PRESETS = ["qpm", "qpm-lazy", "unbalanced", "no-redundancy"]
 
 
 def _usable(name: str) -> None:
@@ -215,7 +215,7 @@ def test_lp_sessions_grow_and_resolve(solver):
 
 
 def test_compiler_delta_matches_a_fresh_compile():
-    problem = small_problem(0, "qpm-iterative")
+    problem = small_problem(0, "qpm-lazy")
     model = build_model(problem)
     compiler = ModelCompiler(model)
     before = compiler.form.n_cols

@@ -62,6 +62,10 @@ def test_size_errors():
     assert p.n_features == 3
     with pytest.raises(QPMError, match="Unknown preset"):
         AssignmentProblem(A, n_features=3, per_class=1, preset="nope")
+    # the old name of qpm-lazy says what happened to it
+    with pytest.raises(QPMError, match="now called 'qpm-lazy'") as info:
+        AssignmentProblem(A, n_features=3, per_class=1, preset="qpm-iterative")
+    assert info.value.fix == "Use --preset qpm-lazy."
 
 
 def test_default_tau_is_filled_in_and_objective_matches_formula():

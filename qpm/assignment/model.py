@@ -226,7 +226,7 @@ def apply_qpm(m, problem) -> None:
 
 
 def apply_iterative(m, problem) -> None:
-    """The reference's start: total ``<= C*k`` and at least one per class, nothing else."""
+    """The lazy flow's start: total ``<= C*k`` and at least one per class, nothing else."""
     add_relaxed_budget(m, problem, "<=")
 
 
@@ -239,7 +239,7 @@ def _register_builtin() -> None:
     for name, apply in (
         ("qpm", apply_qpm),
         ("qpm-full", apply_qpm),  # as qpm; solve.py keeps it on the straightforward model
-        ("qpm-iterative", apply_iterative),
+        ("qpm-lazy", apply_iterative),
         ("unbalanced", apply_unbalanced),
         ("no-redundancy", apply_qpm),  # the pairs P are empty under this preset's rules
     ):

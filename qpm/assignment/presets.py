@@ -58,6 +58,12 @@ def get_preset(name: str) -> Preset:
     try:
         return _PRESETS[name]
     except KeyError:
+        if name in RENAMED:
+            raise QPMError(
+                f"Preset {name!r} is now called {RENAMED[name]!r} (it solves the exact qpm "
+                "problem lazily; it is not the reference implementation's iterative flow).",
+                f"Use --preset {RENAMED[name]}.",
+            ) from None
         raise QPMError(
             f"Unknown preset {name!r}.", f"Choose one of: {', '.join(sorted(_PRESETS))}."
         ) from None
@@ -73,12 +79,16 @@ register_preset(
     "qpm", rules=Rules(), description="The paper's problem: k per class, unique classes."
 )
 register_preset(
-    "qpm-iterative",
+    "qpm-lazy",
     rules=Rules(),
     flow="iterative",
-    description="As qpm, solved as the reference does: relax, then add per-class = k and "
-    "uniqueness only for violators and re-solve warm-started.",
+    description="As qpm (the same exact optimum), solved lazily: start from the relaxation "
+    "(total C*k, at least one per class), then add the exact per-class = k and uniqueness "
+    "constraints for the violating classes only and re-solve warm-started. Not the "
+    "reference's iterative flow, which restricts them to the features selected so far.",
 )
+# Renamed: the old name claimed the reference's flow, which the preset never was.
+RENAMED = {"qpm-iterative": "qpm-lazy"}
 register_preset(
     "qpm-full",
     rules=Rules(),

@@ -65,7 +65,7 @@ def _say(progress: bool, text: str) -> None:
 
 # Presets whose rules the cut formulation builds itself; a user preset's apply() acts on the
 # full model's w variables, which the cut model has only for a few classes.
-CUT_PRESETS = ("qpm", "qpm-iterative", "no-redundancy")
+CUT_PRESETS = ("qpm", "qpm-lazy", "no-redundancy")
 
 
 def resolve_formulation(formulation: str, problem: AssignmentProblem) -> str:
