@@ -20,7 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize(
     "arch, in_channels, size, reduced, hw, n_features",
     [("small-cnn", 1, 28, False, 7, 128), ("small-cnn", 1, 28, True, 14, 128),
-     ("resnet18", 3, 64, False, 2, 512), ("resnet18", 1, 64, True, 4, 512)],
+     ("resnet18", 3, 64, False, 2, 512),
+     # reduced strides: stride 1 in layer3 and layer4 (2x2 -> 8x8 at 64 px)
+     ("resnet18", 1, 64, True, 8, 512)],
 )
 @torch.no_grad()
 def test_backbone_outputs_and_reduced_strides(arch, in_channels, size, reduced, hw, n_features):

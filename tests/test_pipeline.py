@@ -121,6 +121,15 @@ def test_digits_pipeline_resume_skip_corrupt_and_config_guard(tmp_path):
 
 def test_cub_layout_with_crop_via_cli(tiny_cub, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    import qpm.pipeline.stages as stages
+
+    calls, real_extract = [], stages.extract
+
+    def extract(*args, **kwargs):  # the features A, R and b come from are float32
+        calls.append((kwargs.get("desc"), kwargs.get("autocast", True)))
+        return real_extract(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "extract", extract)
     run_dir = tmp_path / "cub"
     args = ["train", "--dataset", "cub2011", "--data-root", str(tiny_cub), "--crop-gt",
             *FAST, "--n-features", "6", "--per-class", "2", "--batch-size", "6",
@@ -133,6 +142,7 @@ def test_cub_layout_with_crop_via_cli(tiny_cub, tmp_path, capsys, monkeypatch):
     epochs = [line for line in err.splitlines() if " epoch " in line]
     assert len(epochs) == 2 and all(": loss " in line for line in epochs)  # dense + ft
     assert "[assignment] done in" in err
+    assert ("features train", False) in calls and ("features test", False) in calls
     # the run's problem travels with its similarities (qpm solve/compare solve the same one)
     sims = load_similarities(run_dir / "similarities.npz")
     assert sims.settings == {"n_features": 6, "per_class": 2, "preset": "qpm",

@@ -10,7 +10,7 @@ from qpm.errors import QPMError
 
 log = logs.get("train")
 
-DEFAULTS_NOTE = "(default: the dataset's; the paper's schedule for the natural-image sets)"
+DEFAULTS_NOTE = "(default: the recipe's)"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,25 +21,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "assignment and fine-tune the QPM model. Artifacts go to runs/<dataset>/<arch>/<seed>/ "
         "(or --run-dir); re-running the same command skips finished stages and resumes an "
         "interrupted training from its last epoch. The default (mnist-5k, small-cnn) runs "
-        "offline on a CPU in minutes.",
+        "offline on a CPU in minutes. What is not given comes from the --recipe: paper (the "
+        "QPM reference's settings) for the natural-image sets, offline for the digit sets.",
     )
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="mnist-5k",
                    help="mnist-5k (offline), digits, cub2011, stanford-cars, "
                    "travelingbirds, imagenet or imagefolder")
     d.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed offline)")
-    d.add_argument("--crop-gt", action="store_true", help="crop CUB images to their boxes")
-    d.add_argument("--image-size", type=int, metavar="PX", help="input size (default per dataset)")
+    d.add_argument("--recipe", help="paper (default for natural images: the reference's "
+                   "settings) or offline (default for the digit sets)")
+    d.add_argument("--crop-gt", action=argparse.BooleanOptionalAction, default=None,
+                   help="crop CUB/TravelingBirds images to their boxes (default: the recipe's; "
+                   "paper: yes)")
+    d.add_argument("--image-size", type=int, metavar="PX",
+                   help="input size (default: the recipe's; paper: 224)")
     d.add_argument("--workers", type=int, default=-1,
                    help="data-loading processes per GPU process (default -1: the node's CPUs "
                    "split over its processes, at most 8; CPU runs always load in-process)")
     m = p.add_argument_group("model")
     m.add_argument("--arch", help="small-cnn, resnet18, resnet34, resnet50 or timm:<name> "
-                   "(default: small-cnn for the digit sets, resnet50 otherwise)")
-    m.add_argument("--weights", default="none", help="none, a torchvision weights name "
-                   "(e.g. IMAGENET1K_V2; downloaded once) or a local state_dict file")
-    m.add_argument("--reduced-strides", action="store_true",
-                   help="stride 1 in the last ResNet stage (larger feature maps)")
+                   "(default: the recipe's; paper: resnet50, offline: small-cnn)")
+    m.add_argument("--weights", help="none, a torchvision weights name (e.g. IMAGENET1K_V1; "
+                   "downloaded once) or a local state_dict file (default: the recipe's for "
+                   "ResNets, paper: IMAGENET1K_V1; none otherwise)")
+    m.add_argument("--reduced-strides", action=argparse.BooleanOptionalAction, default=None,
+                   help="stride 1 in ResNet layer3 and layer4: 28x28 maps at 224 px "
+                   "(default: the recipe's; paper: yes)")
+    m.add_argument("--dense-training", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the dense model; --no-dense-training uses the pretrained model "
+                   "and its classifier (default: the recipe's; paper: not for imagenet)")
     m.add_argument("--model-type", default="qpm", help="final layer: qpm (or a baseline)")
     a = p.add_argument_group("assignment")
     a.add_argument("--solver", default="gurobi", help="gurobi (falls back to HiGHS), highs, "
@@ -76,9 +87,10 @@ def config_from_args(args: argparse.Namespace):
     from qpm.pipeline.config import TrainConfig
 
     return TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, crop_gt=args.crop_gt,
-        image_size=args.image_size, arch=args.arch, weights=args.weights,
-        reduced_strides=args.reduced_strides, model_type=args.model_type, solver=args.solver,
+        dataset=args.dataset, data_root=args.data_root, recipe=args.recipe,
+        crop_gt=args.crop_gt, image_size=args.image_size, arch=args.arch, weights=args.weights,
+        reduced_strides=args.reduced_strides, dense_training=args.dense_training,
+        model_type=args.model_type, solver=args.solver,
         preset=args.preset, tau_rule=args.tau_rule, n_features=args.n_features,
         per_class=args.per_class,
         time_limit=args.time_limit, mip_gap=args.mip_gap, strict_solver=args.strict_solver,
@@ -164,11 +176,12 @@ def assignment_counts(assignment: dict[int, list[int]], selected: list[int]):
 def format_summary(summary) -> str:
     from qpm.pipeline import run_folder as rf
     from qpm.pipeline.artifacts import ArtifactError, read_json
+    from qpm.pipeline.recipes import describe
     from qpm.text import printable
 
     m = summary.metrics
     cfg = summary.config
-    out = [f"run folder: {printable(summary.run_dir)}",
+    out = [f"run folder: {printable(summary.run_dir)}", describe(cfg),
            f"dense accuracy: {_fmt_acc(m, 'dense')}   "
            f"{cfg.model_type} accuracy: {_fmt_acc(m, cfg.model_type)}   "
            f"(n={cfg.n_features}, k={cfg.per_class}, test top-1)"]

@@ -76,13 +76,15 @@ class _ResNetBody(nn.Module):
         return n.layer4(n.layer3(n.layer2(n.layer1(x))))
 
 
-def _reduce_last_stride(net: nn.Module) -> None:
-    """Stride 1 in the last stage: final maps twice as large, same parameters."""
-    block = net.layer4[0]
-    for conv in (block.conv1, block.conv2):
-        conv.stride = (1, 1)
-    if block.downsample is not None:
-        block.downsample[0].stride = (1, 1)
+def _reduce_strides(net: nn.Module) -> None:
+    """Stride 1 in layer3 and layer4, as the reference's ``changed_strides``: final maps four
+    times as large per side (28 x 28 at 224 px instead of 7 x 7), same parameters."""
+    for layer in (net.layer3, net.layer4):
+        block = layer[0]
+        for conv in (block.conv1, block.conv2):
+            conv.stride = (1, 1)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
 
 
 def _adapt_input_channels(net: nn.Module, in_channels: int) -> None:
@@ -104,7 +106,7 @@ def _resnet(name: str) -> Callable[..., tuple[nn.Module, int, nn.Module]]:
         net = getattr(torchvision.models, name)(weights=None)
         n_features = net.fc.in_features
         if reduced_strides:
-            _reduce_last_stride(net)
+            _reduce_strides(net)
         return _ResNetBody(net), n_features, net
 
     return build
@@ -224,11 +226,14 @@ def create_backbone(
     reduced_strides: bool = False,
     in_channels: int = 3,
     num_classes: int = 10,
+    pretrained_head: bool = False,
 ) -> Backbone:
     """Build backbone ``name`` with a fresh ``num_classes`` classifier and load ``weights``.
 
-    ``weights``: ``none``; a torchvision weights name (``IMAGENET1K_V2``, ``DEFAULT`` or
-    ``ResNet50_Weights.IMAGENET1K_V2``), downloaded on first use; or a local file.
+    ``weights``: ``none``; a torchvision weights name (``IMAGENET1K_V1``, ``DEFAULT`` or
+    ``ResNet50_Weights.IMAGENET1K_V1``), downloaded on first use; or a local file.
+    ``pretrained_head``: also take the classifier from the weights (their ``fc``), as the
+    reference does for ImageNet, where the pretrained model is the dense model.
     """
     spec = _spec(name)
     state = resolve_weights(name, weights)  # before building: bad weights fail fast
@@ -241,7 +246,26 @@ def create_backbone(
         load_backbone_weights(target, state, name, weights)
     if spec is not None and spec.torchvision_name is not None:
         _adapt_input_channels(target, in_channels)
-    return Backbone(body, n_features, num_classes, name)
+    model = Backbone(body, n_features, num_classes, name)
+    if pretrained_head:
+        _load_pretrained_head(model, state, weights)
+    return model
+
+
+def _load_pretrained_head(model: Backbone, state: dict | None, weights: str) -> None:
+    w, b = (None, None) if state is None else (state.get("fc.weight"), state.get("fc.bias"))
+    shape = (model.num_classes, model.n_features)
+    if w is None or b is None or tuple(w.shape) != shape:
+        found = "no weights" if state is None else (
+            "no classifier" if w is None else f"a classifier of shape {tuple(w.shape)}")
+        raise QPMError(
+            f"Skipping dense training needs weights with a classifier for this dataset's "
+            f"{model.num_classes} classes ({shape}); --weights {weights} has {found}.",
+            "Train the dense model (drop --no-dense-training), or pass weights trained on "
+            "this dataset (the ImageNet weights fit --dataset imagenet).")
+    with torch.no_grad():
+        model.classifier.linear.weight.copy_(w)
+        model.classifier.linear.bias.copy_(b)
 
 
 def backbone_feature_count(name: str, in_channels: int = 3) -> int:
@@ -308,15 +332,25 @@ def resolve_weights(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
         return None
     if isinstance(source, Path):
         return _local_state(source)
+    cached = weights_cache_path(source.url)
+    if cached.is_file():  # torchvision's own cache: no network needed
+        return _local_state(cached)
     try:
         return source.get_state_dict(progress=True, check_hash=False)
     except OSError as exc:  # URLError, socket errors and the like are OSErrors
         raise QPMError(
-            f"Could not download the {arch} weights {source} ({exc}); the network is "
-            "unreachable.",
-            f"Download {source.url} on a machine with network access and pass the file with "
-            "--weights /path/to/file.pth, or use --weights none.",
+            f"The {arch} weights {source} are not on disk ({cached}) and could not be "
+            f"downloaded ({exc}).",
+            f"Download {source.url} where the network allows and put it at {cached} (or pass "
+            "it with --weights /path/to/file.pth), or use --weights none.",
         ) from None
+
+
+def weights_cache_path(url: str) -> Path:
+    """Where torchvision keeps (and looks for) the weights file of ``url``."""
+    from urllib.parse import urlparse
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
 
 
 def load_backbone_weights(target: nn.Module, state: dict[str, torch.Tensor], arch: str,

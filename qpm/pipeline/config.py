@@ -1,9 +1,9 @@
-"""The run configuration: one dataclass, resolved against per-dataset defaults, saved as JSON.
+"""The run configuration: one dataclass, resolved against a recipe, saved as JSON.
 
-``None`` in a hyper-parameter means "the dataset's default"; :func:`resolve` fills them in so
-config.json always records the values actually used. Which fields a stage depends on is
-declared next to the stages (:mod:`qpm.pipeline.stages`); only those are compared when a run
-folder is re-used.
+``None`` means "the recipe's value" (:mod:`qpm.pipeline.recipes`; each dataset has a default
+recipe); :func:`resolve` fills them in so config.json always records the values actually used.
+Which fields a stage depends on is declared next to the stages (:mod:`qpm.pipeline.stages`);
+only those are compared when a run folder is re-used.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ MAX_IMAGE_SIZE = 2048
 class TrainConfig:
     dataset: str = "mnist-5k"
     data_root: str | None = None
-    crop_gt: bool = False
+    recipe: str | None = None  # None: the dataset's (paper for natural images, offline digits)
+    crop_gt: bool | None = None
     image_size: int | None = None
-    arch: str | None = None  # None: the dataset's suggested architecture
-    weights: str = "none"
-    reduced_strides: bool = False
+    transforms: str | None = None  # derived from dataset and crop (qpm.pipeline.transforms)
+    arch: str | None = None
+    weights: str | None = None
+    reduced_strides: bool | None = None  # ResNets: stride 1 in layer3 and layer4
+    dense_training: bool | None = None  # False: the pretrained model is the dense model
     model_type: str = "qpm"
     # assignment
     solver: str = "gurobi"
@@ -83,20 +86,29 @@ class TrainConfig:
         return cls(**data)
 
     def resolve(self) -> TrainConfig:
-        """Fill the dataset defaults in and check the values; the result has no None left
-        except ``time_limit``, ``data_root`` and ``image_size`` (the dataset's size)."""
+        """Fill the recipe's values in and check them; the result has no None left except
+        ``time_limit`` and ``data_root``."""
         from qpm.pipeline.data import get_dataset
+        from qpm.pipeline.recipes import get_recipe
+        from qpm.pipeline.transforms import transform_name
 
         spec = get_dataset(self.dataset)
-        updates: dict[str, Any] = {k: v for k, v in spec.defaults.items()
+        recipe = get_recipe(self.recipe, self.dataset)
+        updates: dict[str, Any] = {k: v for k, v in recipe.schedule.items()
                                    if getattr(self, k) is None}
-        if self.arch is None:
-            updates["arch"] = spec.arch
-        if self.image_size is None:
-            updates["image_size"] = spec.image_size
+        updates["recipe"] = recipe.name
+        arch = self.arch or recipe.arch
+        weights, reduced = recipe.backbone(arch)
+        for name, value in (("arch", arch), ("weights", weights), ("reduced_strides", reduced),
+                            ("crop_gt", recipe.crop_gt), ("image_size", recipe.image_size),
+                            ("dense_training", recipe.dense_training)):
+            if getattr(self, name) is None:
+                updates[name] = value
+        crop = self.crop_gt if self.crop_gt is not None else recipe.crop_gt
+        updates["transforms"] = transform_name(spec.kind, spec.name, bool(crop))
         if self.run_dir is None:
-            arch = (self.arch or spec.arch).replace(":", "_").replace("/", "_")
-            updates["run_dir"] = str(Path("runs") / self.dataset / arch / str(self.seed))
+            folder = arch.replace(":", "_").replace("/", "_")
+            updates["run_dir"] = str(Path("runs") / self.dataset / folder / str(self.seed))
         cfg = replace(self, **updates)
         cfg.validate()
         return cfg

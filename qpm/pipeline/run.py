@@ -99,6 +99,9 @@ def _check_static(cfg: TrainConfig, ctx: RunContext) -> None:
                        "needs at least 2.", "Point --data-root at a folder with 2 or more "
                        "class folders.")
     check_weights(cfg.arch, cfg.weights)
+    if not cfg.dense_training and cfg.weights in (None, "", "none"):
+        raise QPMError("--no-dense-training uses the pretrained model as the dense model, but "
+                       "no weights are given.", "Pass --weights (e.g. IMAGENET1K_V1).")
     n_total = _probe_backbone(cfg, data.in_channels)
     if cfg.n_features > n_total:
         raise QPMError(f"--n-features {cfg.n_features} is larger than the {n_total} "
@@ -182,6 +185,8 @@ def _prepare_folder(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None
 
 def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage],
                 log: Callable[[str], None]) -> RunSummary:
+    from qpm.pipeline.recipes import describe
+
     run_dir, is_main = ctx.run_dir, ctx.is_main
     # Every rank must take the same branches below (else collectives deadlock): use rank 0's
     # view of the run folder, which may differ on a lagging network file system.
@@ -191,6 +196,7 @@ def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage],
     data_hash = dist.run_on_main(lambda c: _prepare_folder(cfg, c, log), ctx,
                                  what="checking the run folder")
     data_hash = dist.broadcast_object(data_hash)
+    log(describe(cfg))  # what this run trains (also in config.json)
     metrics_ok = is_main and _metrics_readable(run_dir)
     summary = RunSummary(run_dir, cfg)
     dirty = False

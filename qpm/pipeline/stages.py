@@ -28,9 +28,9 @@ from qpm.pipeline.extraction import accuracy, extract
 from qpm.pipeline.training import FitSettings, fit
 
 # Config fields each stage's artifact depends on (its own and all upstream ones).
-DENSE_FIELDS = ("dataset", "crop_gt", "image_size", "arch", "weights", "reduced_strides", "epochs",
-                "lr", "classifier_lr", "momentum", "weight_decay", "step_size", "gamma",
-                "batch_size", "beta", "seed")
+DENSE_FIELDS = ("dataset", "crop_gt", "image_size", "transforms", "arch", "weights",
+                "reduced_strides", "dense_training", "epochs", "lr", "classifier_lr", "momentum",
+                "weight_decay", "step_size", "gamma", "batch_size", "beta", "seed")
 ASSIGNMENT_FIELDS = DENSE_FIELDS + ("solver", "preset", "tau_rule", "n_features", "per_class",
                                     "time_limit", "mip_gap")
 FINETUNE_FIELDS = ASSIGNMENT_FIELDS + ("ft_epochs", "ft_lr", "ft_momentum", "ft_weight_decay",
@@ -192,8 +192,13 @@ def run_dense(ctx: RunContext) -> dict[str, Any]:
     # whatever ran before in this process.
     torch.manual_seed(c.seed)
     model = create_backbone(c.arch, c.weights, c.reduced_strides, data.in_channels,
-                            data.num_classes).to(ctx.device)
-    ctx.train(model, "dense", ctx.fit_settings(finetune=False))
+                            data.num_classes, pretrained_head=not c.dense_training)
+    model = model.to(ctx.device)
+    if c.dense_training:
+        ctx.train(model, "dense", ctx.fit_settings(finetune=False))
+    else:
+        ctx.log(f"dense: no dense training; the {c.weights} model with its classifier is the "
+                "dense model")
     acc = ctx.evaluate(model, "dense test")
     ctx.log(f"dense test accuracy {acc:.2f}%")
     ctx.save_model(rf.DENSE, model, {"accuracy": acc, "class_names": data.class_names,
