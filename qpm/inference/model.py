@@ -42,7 +42,8 @@ class QPMModel(nn.Module):
 
     def __init__(self, network: nn.Module, class_names: list[str], *, model_type: str,
                  dataset: str, image_size: int | None = None, per_class: int = 5,
-                 run_dir: str | os.PathLike | None = None, meta: dict | None = None) -> None:
+                 run_dir: str | os.PathLike | None = None, meta: dict | None = None,
+                 crop_gt: bool = False) -> None:
         from qpm.pipeline.data import eval_transform, get_dataset
 
         super().__init__()
@@ -54,7 +55,7 @@ class QPMModel(nn.Module):
         self.per_class = int(per_class)
         self.kind, self.mean, self.std = spec.kind, spec.mean, spec.std
         self.in_channels = len(spec.mean)
-        self.transform = eval_transform(spec, self.image_size)
+        self.transform = eval_transform(spec, self.image_size, crop_gt)
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.meta = dict(meta or {})
         self.eval()
@@ -255,5 +256,6 @@ def load(run_dir: str | os.PathLike, model_type: str = "qpm",
                        f"{len(names)}.", f"Re-run qpm train in {printable(path)}.")
     model = QPMModel(network, [str(n) for n in names], model_type=model_type,
                      dataset=config.dataset, image_size=config.image_size,
-                     per_class=config.per_class, run_dir=path, meta=meta)
+                     per_class=config.per_class, run_dir=path, meta=meta,
+                     crop_gt=bool(config.crop_gt))
     return model.to(dev)

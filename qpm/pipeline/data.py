@@ -72,6 +72,12 @@ register_dataset(DatasetSpec(
     description="any ROOT/train/<class>/ + ROOT/test/<class>/ tree"))
 
 
+def eval_transform(spec: DatasetSpec, size: int, crop_gt: bool = False) -> Callable:
+    """The test-time transform of dataset ``spec`` at ``size`` px (cropped images or not)."""
+    name = transform_name(spec.kind, spec.name, crop_gt)
+    return make_transform(name, size, spec.mean, spec.std, train=False)
+
+
 # --- the bundle the stages use ------------------------------------------------------------
 
 
@@ -106,9 +112,9 @@ def build_data(name: str, data_root: str | Path | None = None, image_size: int |
         raise QPMError(f"--crop-gt needs bounding boxes, which dataset {name} does not provide.",
                        "Drop --crop-gt (it applies to cub2011 with bounding_boxes.txt).")
     size = int(image_size or spec.image_size)
-    name_tf = transform_name(spec.kind, spec.name, crop_gt)
-    tr = make_transform(name_tf, size, spec.mean, spec.std, train=True)
-    ev = make_transform(name_tf, size, spec.mean, spec.std, train=False)
+    tr = make_transform(transform_name(spec.kind, spec.name, crop_gt), size, spec.mean,
+                        spec.std, train=True)
+    ev = eval_transform(spec, size, crop_gt)
 
     def wrap(split: ds.Split, transform: Callable) -> Dataset:
         if split.images is not None:
