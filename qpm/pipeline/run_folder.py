@@ -164,11 +164,16 @@ def holding_lock(run: Callable[[Any], int]) -> Callable[[Any], int]:
 
 
 def _read_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
-    except OSError:
-        text = ""
-    return _printable(text) if text else "another process"
+    # The holder writes its note right after taking the lock: give it a moment to appear.
+    for _ in range(25):
+        try:
+            text = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
+        except OSError:
+            text = ""
+        if text:
+            return _printable(text)
+        time.sleep(0.02)
+    return "another process"
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
