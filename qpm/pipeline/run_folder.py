@@ -314,7 +314,7 @@ def describe_data_change(old: dict[str, Any], new: dict[str, Any]) -> str:
         a, b = old.get("class_names") or [], new["class_names"]
         both = min(len(a), len(b))
         first = next((i for i in range(both) if a[i] != b[i]), both)
-        shown = (f"{_printable(repr(a[first]), 40)} vs {_printable(repr(b[first]), 40)}"
+        shown = (f"'{_printable(a[first], 40)}' vs '{_printable(b[first], 40)}'"
                  if first < both else "")
         return (f"other classes ({len(a)} vs {len(b)} classes"
                 + (f"; class {first}: {shown}" if shown else "") + ")")

@@ -98,6 +98,23 @@ def renamed_class(env: Env) -> str:
     return dataset_with(env, edit)
 
 
+def hostile_class(env: Env) -> str:
+    """The data with one class folder renamed to markup, a line break, a terminal escape and
+    a byte that is not UTF-8."""
+    def edit(root):
+        for split in ("train", "test"):
+            first = sorted((root / split).iterdir())[0]
+            os.rename(os.fsencode(first),
+                      os.fsencode(first.parent) + b"/$\\undefinedcmd$\n\x1b[31m\xff")
+    return dataset_with(env, edit)
+
+
+def hostile_run_name(env: Env) -> str:
+    run = env.tmp / "run\n\x1b[2Jx"
+    shutil.copytree(env.run, run)
+    return str(run)
+
+
 def garbage_weights(env: Env) -> str:
     path = env.tmp / "weights.pt"
     path.write_bytes(b"PK\x03\x04 not a checkpoint at all")
@@ -157,6 +174,13 @@ CASES = [
         "Cannot read image", lines="last"),
     Case("one-class", "images", lambda e: train(e, run=fresh(e), data=dataset_with(
         e, one_class)), "needs at least 2"),
+    # 4. hostile names in what a message quotes: escaped, still one line
+    Case("class-name-markup-escape", "hostile names",
+         lambda e: train(e, data=hostile_class(e)), "\\u000a\\u001b[31m\\xff"),
+    Case("run-dir-escape", "hostile names",
+         lambda e: ["evaluate", hostile_run_name(e), "--device", "nope"], "Unknown device"),
+    Case("missing-run-dir-escape", "hostile names",
+         lambda e: ["explain", str(e.tmp / "gone\n\x1b[31m")], "gone \\u001b[31m"),
     # 5. hand-edited or foreign files in a run folder
     Case("foreign-qpm-pt", "hand-edited", lambda e: ["explain", foreign_model(e)],
          "cannot be trusted"),
@@ -406,5 +430,5 @@ def test_bad_input(case: Case, trained_run, tiny_imagefolder, inputs, locked_run
 
 def test_every_category_of_the_report_is_covered():
     counts = Counter(c.category for c in CASES)
-    assert len(counts) == 11 and min(counts.values()) >= 3, counts
+    assert len(counts) == 12 and min(counts.values()) >= 3, counts
     print("hostile cases per category:", dict(counts), "total", len(CASES))
