@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
+from badfiles import png_header_only
 from PIL import Image
 
 from qpm.errors import QPMError
 from qpm.pipeline.datasets import read_rgb
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height pixels and holds none (a decompression bomb's head)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def test_16_bit_png_keeps_its_grey_levels(tmp_path):
@@ -62,7 +50,7 @@ def test_ordinary_images_are_unchanged(tmp_path):
 
 def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "bomb.png"
-    path.write_bytes(_png_header_only(20000, 20000))
+    path.write_bytes(png_header_only(20000, 20000))
     with pytest.raises(QPMError) as info:
         read_rgb(path)
     assert "bomb.png is too large to decode safely" in str(info.value)

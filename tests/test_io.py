@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io as pyio
 import json
 import os
 import stat
@@ -10,22 +9,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from badfiles import header_only, npy_bytes
 
 from qpm import io
 from qpm.errors import QPMError
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    buf = pyio.BytesIO()
-    np.lib.format.write_array(buf, arr, allow_pickle=True)
-    return buf.getvalue()
-
-
-def _header_only(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:
-    buf = pyio.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False,
-                                               "shape": shape})
-    return buf.getvalue()
 
 
 def test_atomic_write_follows_the_umask_and_leaves_no_temporary(tmp_path):
@@ -103,7 +90,7 @@ def test_read_npz_refuses_complex_and_structured(tmp_path):
 def test_a_header_declaring_more_than_the_member_holds_allocates_nothing(tmp_path, monkeypatch):
     path = tmp_path / "huge.npz"
     with zipfile.ZipFile(path, "w") as zf:  # 10^12 elements declared, 16 bytes present
-        zf.writestr("A.npy", _header_only((10**6, 10**6)) + b"\0" * 16)
+        zf.writestr("A.npy", header_only((10**6, 10**6)) + b"\0" * 16)
     monkeypatch.setattr(np, "empty", lambda *a, **k: pytest.fail("allocated"))
     with pytest.raises(QPMError, match="declares 8000000000000 bytes"):
         io.read_npz(path, ("A",))
@@ -112,7 +99,7 @@ def test_a_header_declaring_more_than_the_member_holds_allocates_nothing(tmp_pat
 def test_read_npz_refuses_what_does_not_fit_in_memory(tmp_path, monkeypatch):
     path = tmp_path / "big.npz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("A.npy", _npy_bytes(np.zeros((512, 512))))  # 2 MiB, a small zip bomb
+        zf.writestr("A.npy", npy_bytes(np.zeros((512, 512))))  # 2 MiB, a small zip bomb
     monkeypatch.setattr(io, "available_memory", lambda: 1 << 20)
     monkeypatch.setattr(np, "empty", lambda *a, **k: pytest.fail("allocated"))
     with pytest.raises(QPMError, match=r"needs 2\.0 MiB of memory, but only 1\.0 MiB"):
@@ -122,7 +109,7 @@ def test_read_npz_refuses_what_does_not_fit_in_memory(tmp_path, monkeypatch):
 def test_trailing_bytes_and_crc_errors_are_corrupt(tmp_path):
     path = tmp_path / "t.npz"
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("A.npy", _npy_bytes(np.ones(4)) + b"extra")
+        zf.writestr("A.npy", npy_bytes(np.ones(4)) + b"extra")
     with pytest.raises(QPMError, match="corrupt"):
         io.read_npz(path, ("A",))
     good = tmp_path / "g.npz"

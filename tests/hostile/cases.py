@@ -8,16 +8,13 @@ no change to anything that existed before (the trained run folder, the input fil
 from __future__ import annotations
 
 import hashlib
-import io as pyio
 import shutil
-import struct
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from badfiles import npy_bytes, npz
 from PIL import Image
 
 
@@ -70,48 +67,25 @@ def snapshot(*folders: Path) -> dict[str, str]:
     return out
 
 
-# --- bad .npz files ---------------------------------------------------------------------------
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    buf = pyio.BytesIO()
-    np.lib.format.write_array(buf, arr, allow_pickle=True)
-    return buf.getvalue()
-
-
-def header_only(shape: tuple[int, ...], descr: str = "<f8") -> bytes:
-    buf = pyio.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
-                                               "shape": shape})
-    return buf.getvalue()
-
-
-def npz(path: Path, members: dict[str, bytes], deflate: bool = False) -> Path:
-    """An .npz from raw members (``name`` -> bytes of ``name.npy``)."""
-    mode = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, "w", compression=mode) as zf:
-        for name, data in members.items():
-            zf.writestr(f"{name}.npy", data)
-    return path
+# --- bad .npz files (raw members from tests/badfiles.py) ------------------------------------
 
 
 def sims(env: Env, name: str = "bad.npz", **arrays) -> str:
     """A SIMS.npz like the good one with some arrays replaced (raw bytes or arrays)."""
-    with np.load(env.sims, allow_pickle=False) as good:
-        base = {k: good[k] for k in good.files}
-    base.update(arrays)
-    members = {k: v if isinstance(v, bytes) else npy_bytes(np.asarray(v))
-               for k, v in base.items()}
-    return str(npz(env.tmp / name, members))
+    return _patched(env.sims, env.tmp / name, False, arrays)
 
 
 def feats(env: Env, name: str = "feats.npz", **arrays) -> str:
-    with np.load(env.feats, allow_pickle=False) as good:
-        base = {k: good[k] for k in good.files}
-    base.update(arrays)
-    members = {k: v if isinstance(v, bytes) else npy_bytes(np.asarray(v))
-               for k, v in base.items()}
-    return str(npz(env.tmp / name, members, deflate=True))
+    """A FEATURES.npz like the good one with some arrays replaced (deflated)."""
+    return _patched(env.feats, env.tmp / name, True, arrays)
+
+
+def _patched(source: Path, target: Path, deflate: bool, arrays: dict) -> str:
+    with np.load(source, allow_pickle=False) as good:
+        members = {k: good[k] for k in good.files}
+    members.update(arrays)
+    raw = {k: v if isinstance(v, bytes) else npy_bytes(np.asarray(v)) for k, v in members.items()}
+    return str(npz(target, raw, deflate))
 
 
 def zeros_bomb(env: Env, shape: tuple[int, ...]) -> str:
@@ -121,16 +95,6 @@ def zeros_bomb(env: Env, shape: tuple[int, ...]) -> str:
 
 
 # --- bad images and datasets ------------------------------------------------------------------
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG declaring width x height pixels and holding none (a decompression bomb's head)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def dataset_with(env: Env, edit: Callable[[Path], None]) -> str:

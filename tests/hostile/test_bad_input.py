@@ -17,15 +17,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from badfiles import header_only, npy_bytes, png_header_only
 from cases import (
     Case,
     Env,
     dataset_with,
     feats,
-    header_only,
-    npy_bytes,
     one_class,
-    png_header_only,
     replace_first_train_image,
     sims,
     snapshot,
