@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "qpm.commands.evaluate",
     "explain": "qpm.commands.explain",
     "predict": "qpm.commands.predict",
+    "import-reference": "qpm.commands.import_reference",
 }
 
 

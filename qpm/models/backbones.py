@@ -293,6 +293,11 @@ def _local_state(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (a plain or wrapped state_dict), loaded safely."""
+    return _local_state(Path(path))
+
+
 def _weights_source(arch: str, weights: str):
     """None (no weights), a local Path, or the torchvision weights enum entry ``weights`` names."""
     if weights in (None, "", "none"):
@@ -320,9 +325,12 @@ def _weights_source(arch: str, weights: str):
 
 
 def check_weights(arch: str, weights: str) -> None:
-    """Raise QPMError for an unknown architecture or weights name, without downloading."""
+    """Raise QPMError for an unknown architecture or weights name, or a local weights file
+    that is unreadable or a whole reference model, without downloading."""
     _spec(arch)
-    _weights_source(arch, weights)
+    source = _weights_source(arch, weights)
+    if isinstance(source, Path):
+        refuse_reference_model(_local_state(source), weights)
 
 
 def resolve_weights(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
@@ -353,9 +361,21 @@ def weights_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
 
 
+def refuse_reference_model(state: dict[str, torch.Tensor], weights: str) -> None:
+    """A model of the QPM reference code (its final layer under ``linear.*``) is no backbone
+    file: taking only its backbone would silently drop the final layer it was trained with."""
+    if any(k.removeprefix("module.").startswith("linear.") for k in state):
+        raise QPMError(
+            f"Weights {weights} are a model of the QPM reference code with its final layer "
+            "(linear.*); as --weights only the backbone would be used.",
+            f"Import the whole model: qpm import-reference {weights} --dataset DATASET "
+            "--data-root DIR --run-dir NEW_DIR.")
+
+
 def load_backbone_weights(target: nn.Module, state: dict[str, torch.Tensor], arch: str,
                           weights: str) -> None:
     """Load ``state`` into ``target`` (classifier keys are ignored: the classes differ)."""
+    refuse_reference_model(state, weights)
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
     own = target.state_dict()
     # Our own dense.pt stores the torchvision net under body.net.

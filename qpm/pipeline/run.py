@@ -71,11 +71,17 @@ def merge_metrics(run_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_compatible(cfg: TrainConfig, stages: list[Stage], records: dict, run_dir: Path) -> None:
-    """Refuse to mix: a finished stage whose recorded fields differ from ``cfg``'s."""
+    """Refuse to mix: a finished stage whose recorded fields differ from ``cfg``'s, or a model
+    imported by qpm import-reference (training would replace it)."""
     for i, stage in enumerate(stages):
         rec = records[stage.name][0]
         if rec is None or not (run_dir / stage.artifact).exists():
             continue
+        if rec.extra.get("imported_from"):
+            raise QPMError(
+                f"Run folder {run_dir} holds {stage.artifact} imported from "
+                f"{rec.extra['imported_from']}; qpm train would replace it.",
+                "Use qpm evaluate, explain or predict on it, or train in a new --run-dir.")
         old, new = rec.fields, cfg.fingerprint(stage.fields)
         if old != new:
             later = [s.artifact for s in stages[i:] if (run_dir / s.artifact).exists()]
