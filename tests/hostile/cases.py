@@ -8,13 +8,17 @@ no change to anything that existed before (the trained run folder, the input fil
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from badfiles import npy_bytes, npz
+from conftest import TINY_RUN_FLAGS
 from PIL import Image
 
 
@@ -123,3 +127,134 @@ def one_class(root: Path) -> None:
     for split in ("train", "test"):
         for folder in sorted((root / split).iterdir())[1:]:
             shutil.rmtree(folder)
+
+
+# --- argument lists and edited copies the cases use ------------------------------------------
+
+
+def train(env: Env, *extra: str, run=None, data=None) -> list[str]:
+    return ["train", *TINY_RUN_FLAGS, "--data-root", str(data or env.data),
+            "--run-dir", str(run or env.run), *extra]
+
+
+def fresh(env: Env) -> str:
+    return str(env.tmp / "new-run")
+
+
+def solve(env: Env, path=None, *extra: str) -> list[str]:
+    return ["solve", str(path or env.sims), "--solver", "highs", "--time-limit", "5",
+            "--n-features", "8", "--per-class", "2", *extra]
+
+
+def edit_json(path, change) -> None:
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(change(data)))
+
+
+def foreign_model(env: Env) -> str:
+    run = env.own_run()
+    ckpt = torch.load(run / "qpm.pt", weights_only=True)
+    ckpt["state_dict"]["classifier.mean"] += 1.0
+    torch.save(ckpt, run / "qpm.pt")
+    return str(run)
+
+
+def wrong_record_types(env: Env) -> str:
+    run = env.own_run()
+    edit_json(run / "stages" / "qpm.json", lambda d: {**d, "inputs": ["not", "a", "dict"]})
+    return str(run)
+
+
+def config_as(env: Env, text: str) -> str:
+    run = env.own_run()
+    (run / "config.json").write_text(text)
+    return str(run)
+
+
+def config_with(env: Env, **fields) -> str:
+    run = env.own_run()
+    edit_json(run / "config.json", lambda d: {**d, **fields})
+    return str(run)
+
+
+def other_data(env: Env) -> str:
+    return dataset_with(env, lambda root: sorted((root / "train").rglob("*.png"))[0].unlink())
+
+
+def renamed_class(env: Env) -> str:
+    def edit(root):
+        for split in ("train", "test"):
+            first = sorted((root / split).iterdir())[0]
+            first.rename(first.with_name("zebra"))
+    return dataset_with(env, edit)
+
+
+def hostile_class(env: Env) -> str:
+    """The data with one class folder renamed to markup, a line break, a terminal escape and
+    a byte that is not UTF-8."""
+    def edit(root):
+        for split in ("train", "test"):
+            first = sorted((root / split).iterdir())[0]
+            os.rename(os.fsencode(first),
+                      os.fsencode(first.parent) + b"/$\\undefinedcmd$\n\x1b[31m\xff")
+    return dataset_with(env, edit)
+
+
+def hostile_run_name(env: Env) -> str:
+    run = env.tmp / "run\n\x1b[2Jx"
+    shutil.copytree(env.run, run)
+    return str(run)
+
+
+def garbage_weights(env: Env) -> str:
+    path = env.tmp / "weights.pt"
+    path.write_bytes(b"PK\x03\x04 not a checkpoint at all")
+    return str(path)
+
+
+class Payload:
+    def __reduce__(self):  # would run a shell command on a pickle load
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def pickled_weights(env: Env) -> str:
+    path = env.tmp / "evil.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "payload": Payload()}, path)
+    return str(path)
+
+
+def a_file(env: Env) -> str:
+    path = env.tmp / "plain-file"
+    path.write_text("x")
+    return str(path)
+
+
+def failing_write(monkeypatch, env) -> None:
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("qpm.pipeline.run.merge_metrics", refuse)
+    monkeypatch.setattr("qpm.assignment.result.AssignmentResult.save_json", refuse)
+
+
+def copy_input(env: Env, path) -> str:
+    dst = env.tmp / path.name
+    shutil.copy(path, dst)
+    return str(dst)
+
+
+def npy_file(env: Env) -> str:
+    path = env.tmp / "one.npz"
+    path.write_bytes(npy_bytes(np.ones((12, 4))))
+    return str(path)
+
+
+def truncated(env: Env) -> str:
+    path = env.tmp / "cut.npz"
+    path.write_bytes(env.sims.read_bytes()[:300])
+    return str(path)
+
+
+def text_file(env: Env) -> str:
+    path = env.tmp / "text.npz"
+    path.write_text("A,b\n1,2\n")
+    return str(path)

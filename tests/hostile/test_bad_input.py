@@ -7,8 +7,6 @@ trained run folder; ``test_processes.py`` repeats a few through real ``python -m
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,20 +14,37 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
-from badfiles import header_only, npy_bytes, png_header_only
+from badfiles import header_only, png_header_only
 from cases import (
     Case,
     Env,
+    a_file,
+    config_as,
+    config_with,
+    copy_input,
     dataset_with,
+    failing_write,
     feats,
+    foreign_model,
+    fresh,
+    garbage_weights,
+    hostile_class,
+    hostile_run_name,
+    npy_file,
     one_class,
+    other_data,
+    pickled_weights,
+    renamed_class,
     replace_first_train_image,
     sims,
     snapshot,
+    solve,
+    text_file,
+    train,
+    truncated,
+    wrong_record_types,
     zeros_bomb,
 )
-from conftest import TINY_RUN_FLAGS
 from PIL import Image
 
 from qpm.cli import main
@@ -37,112 +52,6 @@ from qpm.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 GiB = 2**30
-
-
-def train(env: Env, *extra: str, run=None, data=None) -> list[str]:
-    return ["train", *TINY_RUN_FLAGS, "--data-root", str(data or env.data),
-            "--run-dir", str(run or env.run), *extra]
-
-
-def fresh(env: Env) -> str:
-    return str(env.tmp / "new-run")
-
-
-def solve(env: Env, path=None, *extra: str) -> list[str]:
-    return ["solve", str(path or env.sims), "--solver", "highs", "--time-limit", "5",
-            "--n-features", "8", "--per-class", "2", *extra]
-
-
-def edit_json(path, change) -> None:
-    data = json.loads(path.read_text())
-    path.write_text(json.dumps(change(data)))
-
-
-def foreign_model(env: Env) -> str:
-    run = env.own_run()
-    ckpt = torch.load(run / "qpm.pt", weights_only=True)
-    ckpt["state_dict"]["classifier.mean"] += 1.0
-    torch.save(ckpt, run / "qpm.pt")
-    return str(run)
-
-
-def wrong_record_types(env: Env) -> str:
-    run = env.own_run()
-    edit_json(run / "stages" / "qpm.json", lambda d: {**d, "inputs": ["not", "a", "dict"]})
-    return str(run)
-
-
-def config_as(env: Env, text: str) -> str:
-    run = env.own_run()
-    (run / "config.json").write_text(text)
-    return str(run)
-
-
-def config_with(env: Env, **fields) -> str:
-    run = env.own_run()
-    edit_json(run / "config.json", lambda d: {**d, **fields})
-    return str(run)
-
-
-def other_data(env: Env) -> str:
-    return dataset_with(env, lambda root: sorted((root / "train").rglob("*.png"))[0].unlink())
-
-
-def renamed_class(env: Env) -> str:
-    def edit(root):
-        for split in ("train", "test"):
-            first = sorted((root / split).iterdir())[0]
-            first.rename(first.with_name("zebra"))
-    return dataset_with(env, edit)
-
-
-def hostile_class(env: Env) -> str:
-    """The data with one class folder renamed to markup, a line break, a terminal escape and
-    a byte that is not UTF-8."""
-    def edit(root):
-        for split in ("train", "test"):
-            first = sorted((root / split).iterdir())[0]
-            os.rename(os.fsencode(first),
-                      os.fsencode(first.parent) + b"/$\\undefinedcmd$\n\x1b[31m\xff")
-    return dataset_with(env, edit)
-
-
-def hostile_run_name(env: Env) -> str:
-    run = env.tmp / "run\n\x1b[2Jx"
-    shutil.copytree(env.run, run)
-    return str(run)
-
-
-def garbage_weights(env: Env) -> str:
-    path = env.tmp / "weights.pt"
-    path.write_bytes(b"PK\x03\x04 not a checkpoint at all")
-    return str(path)
-
-
-class Payload:
-    def __reduce__(self):  # would run a shell command on a pickle load
-        return (os.system, ("echo pwned > /dev/null",))
-
-
-def pickled_weights(env: Env) -> str:
-    path = env.tmp / "evil.pt"
-    torch.save({"state_dict": {"w": torch.ones(1)}, "payload": Payload()}, path)
-    return str(path)
-
-
-def a_file(env: Env) -> str:
-    path = env.tmp / "plain-file"
-    path.write_text("x")
-    return str(path)
-
-
-def failing_write(monkeypatch, env) -> None:
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("qpm.pipeline.run.merge_metrics", refuse)
-    monkeypatch.setattr("qpm.assignment.result.AssignmentResult.save_json", refuse)
-
-
 U64_MAX = np.iinfo(np.uint64).max
 
 CASES = [
@@ -233,12 +142,12 @@ CASES = [
         e, class_names=np.array(["a", None, "c", "d"], dtype=object))), "pickle"),
     Case("npz-structured", "npz", lambda e: solve(e, sims(
         e, A=np.zeros(3, dtype=[("x", "f8"), ("y", "i4")]))), "structured"),
-    Case("npz-single-npy", "npz", lambda e: solve(e, _npy_file(e)), "single .npy array"),
-    Case("npz-truncated", "npz", lambda e: solve(e, _truncated(e)), "corrupt"),
+    Case("npz-single-npy", "npz", lambda e: solve(e, npy_file(e)), "single .npy array"),
+    Case("npz-truncated", "npz", lambda e: solve(e, truncated(e)), "corrupt"),
     Case("npz-crafted-header", "npz", lambda e: solve(e, sims(
         e, A=b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8',  ")), "corrupt"),
     Case("npz-R-shape", "npz", lambda e: solve(e, sims(e, R=np.zeros((5, 5)))), "R has shape"),
-    Case("npz-not-zip", "npz", lambda e: solve(e, _text_file(e)), "not a zip archive"),
+    Case("npz-not-zip", "npz", lambda e: solve(e, text_file(e)), "not a zip archive"),
     # 8. outputs that cannot be written
     Case("solve-out-folder", "unwritable", lambda e: solve(e, None, "--out", str(e.tmp)),
          "is a folder"),
@@ -321,38 +230,14 @@ CASES = [
          lambda e: ["evaluate", str(e.tmp / "nope")], "does not exist"),
     # 12. lesser
     Case("similarities-overwrites-input", "lesser",
-         lambda e: ["similarities", _copy(e, e.feats), "-o", str(e.tmp / e.feats.name)],
+         lambda e: ["similarities", copy_input(e, e.feats), "-o", str(e.tmp / e.feats.name)],
          "would destroy the input"),
     Case("solve-overwrites-input", "lesser",
-         lambda e: solve(e, _copy(e, e.sims), "--out", str(e.tmp / e.sims.name)),
+         lambda e: solve(e, copy_input(e, e.sims), "--out", str(e.tmp / e.sims.name)),
          "would destroy the input"),
     Case("features-complex", "lesser", lambda e: ["similarities", feats(
         e, features=np.ones((20, 12)) * 1j), "-o", str(e.tmp / "o.npz")], "complex array"),
 ]
-
-
-def _copy(env: Env, path) -> str:
-    dst = env.tmp / path.name
-    shutil.copy(path, dst)
-    return str(dst)
-
-
-def _npy_file(env: Env) -> str:
-    path = env.tmp / "one.npz"
-    path.write_bytes(npy_bytes(np.ones((12, 4))))
-    return str(path)
-
-
-def _truncated(env: Env) -> str:
-    path = env.tmp / "cut.npz"
-    path.write_bytes(env.sims.read_bytes()[:300])
-    return str(path)
-
-
-def _text_file(env: Env) -> str:
-    path = env.tmp / "text.npz"
-    path.write_text("A,b\n1,2\n")
-    return str(path)
 
 
 LOCK_HOLDER = """
