@@ -11,6 +11,7 @@ last finished epoch with the same batches, since the order depends only on (seed
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,13 +42,40 @@ class FitSettings:
     workers: int = 0
 
 
-@dataclass
 class EpochTotals:
-    """One rank's sums over an epoch; :func:`fit` reduces them over the ranks."""
+    """One rank's running sums over an epoch, kept on the device: adding a batch never waits
+    for the GPU (no ``.item()`` per step), reading them does. :func:`fit` reduces them over
+    the ranks."""
 
-    loss: float = 0.0  # sum over batches of (mean batch loss x batch size)
-    correct: int = 0
-    seen: int = 0
+    def __init__(self, device: torch.device) -> None:
+        # float64, as the Python floats these sums used to be: the same digits either way.
+        self._loss = torch.zeros((), dtype=torch.float64, device=device)
+        self._correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.seen = 0
+        self._shown_at = -math.inf
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        n = labels.shape[0]
+        self._loss += loss.detach().double() * n  # mean batch loss x batch size
+        self._correct += (logits.argmax(1) == labels).sum()
+        self.seen += n
+
+    @property
+    def loss(self) -> float:
+        return float(self._loss)
+
+    @property
+    def correct(self) -> int:
+        return int(self._correct)
+
+    def show(self, bar) -> None:
+        """The running loss and accuracy on a visible bar, at most twice a second."""
+        now = time.monotonic()
+        if bar.disable or now - self._shown_at < 0.5:
+            return
+        self._shown_at = now
+        bar.set_postfix(loss=f"{self.loss / self.seen:.3f}",
+                        acc=f"{100 * self.correct / self.seen:.1f}")
 
 
 @dataclass
@@ -180,7 +208,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     torch.manual_seed(settings.seed * 100_003 + epoch + 7_919 * ctx.rank)
     dist.set_epoch(loader, epoch)
     net.train()
-    totals = EpochTotals()
+    totals = EpochTotals(ctx.device)
     bar = dist.main_only(loader, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
                          leave=False, dynamic_ncols=True)
     for images, labels in bar:
@@ -190,12 +218,8 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        n = labels.shape[0]
-        totals.loss += float(loss.detach()) * n
-        totals.correct += int((logits.argmax(1) == labels).sum())
-        totals.seen += n
-        bar.set_postfix(loss=f"{totals.loss / totals.seen:.3f}",
-                        acc=f"{100 * totals.correct / totals.seen:.1f}")
+        totals.add(loss, logits, labels)
+        totals.show(bar)
     bar.close()
     return totals
 
