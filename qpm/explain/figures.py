@@ -11,7 +11,7 @@ import numpy as np
 
 from qpm.explain.heatmaps import colour, overlay, scale_maps
 from qpm.explain.structure import ClassPair, feature_label
-from qpm.pipeline.artifacts import atomic_write
+from qpm.io import atomic_write
 from qpm.text import drawn_as_plain_text, printable, shorten, wrap
 
 

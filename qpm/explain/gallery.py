@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from qpm.explain.heatmaps import colour, overlay, scale_maps
-from qpm.pipeline.artifacts import atomic_write
+from qpm.io import atomic_write
 
 GALLERY_COLOUR = colour(0)
 THUMB_PX = 128

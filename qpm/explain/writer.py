@@ -13,7 +13,7 @@ from qpm.explain.figures import plot_assignment, plot_class_comparison
 from qpm.explain.gallery import save_feature_images
 from qpm.explain.html import write_index
 from qpm.explain.structure import ClassPair, explanation_dict
-from qpm.pipeline.artifacts import atomic_write
+from qpm.io import atomic_write
 
 
 @dataclass

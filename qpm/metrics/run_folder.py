@@ -32,7 +32,7 @@ class RunFolder:
 
 def open_run(run_dir: str | Path, data_root: str | None = None) -> RunFolder:
     """The run folder's config and finished models; QPMError when there is nothing to use."""
-    from qpm.pipeline.artifacts import read_json
+    from qpm.io import read_json
     from qpm.pipeline.config import TrainConfig
 
     path = Path(run_dir)
