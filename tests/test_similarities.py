@@ -134,3 +134,65 @@ def test_cli_similarities_bias_defaults_to_zero_and_errors_exit_2(tmp_path, caps
     np.savez(feats, features=X)
     assert main(["similarities", str(feats), "-o", str(out)]) == 2
     assert "no array 'labels'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("factor", [1e300, 1e-300, 2.0**-1000])
+def test_A_is_scale_free_even_at_extreme_magnitudes(factor):
+    X, y = _data(2)
+    A, R = compute_similarities(X, y)
+    A2, R2 = compute_similarities(X * factor, y)
+    assert np.abs(A2).max() == pytest.approx(1.0)  # not all zero, not NaN
+    assert np.allclose(A2, A, atol=1e-12) and np.allclose(R2, R, atol=1e-12)
+
+
+def test_A_agrees_for_float32_input_and_per_feature_offsets():
+    X, y = _data(3)
+    A, _ = compute_similarities(X, y)
+    A32, _ = compute_similarities(X.astype(np.float32), y)
+    assert np.allclose(A32, A, atol=1e-6)
+    # A huge common offset is no reason to lose the correlation (no E[x^2] - m^2 cancellation).
+    A_off, _ = compute_similarities(X + 1e9, y)
+    assert np.allclose(A_off, A, atol=1e-6)
+
+
+def test_per_class_sums_match_the_dense_one_hot_product():
+    from qpm.assignment.similarities import class_statistics
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(50, 6)).astype(np.float32)
+    y = rng.integers(0, 5, size=50)
+    y[:5] = np.arange(5)
+    onehot = np.eye(5)[y]
+    sums, squares = class_statistics(X, y, 5)
+    assert np.allclose(sums, onehot.T @ X.astype(np.float64))
+    assert np.allclose(squares, ((X - X.astype(np.float64).mean(0)) ** 2).sum(0))
+
+
+@pytest.mark.parametrize("family", ["default", "sparse", "lowrank", "heavytail", "groups"])
+def test_every_family_is_seeded_and_gives_a_usable_instance(family):
+    from qpm.assignment.synthetic import make_features
+
+    X, y = make_features(48, 6, samples_per_class=5, seed=1, family=family)
+    X2, _ = make_features(48, 6, samples_per_class=5, seed=1, family=family)
+    assert np.array_equal(X, X2) and X.dtype == np.float32 and X.min() >= 0
+    A, R = compute_similarities(X, y)
+    assert A.shape == (48, 6) and np.abs(A).max() == pytest.approx(1.0) and R.max() > 0
+
+
+def test_families_differ_and_unknown_family_is_refused():
+    a = make_instance("tiny", seed=0, family="groups")
+    b = make_instance("tiny", seed=0, family="sparse")
+    assert not np.allclose(a.A, b.A)
+    with pytest.raises(QPMError, match="Unknown instance family"):
+        make_features(16, 3, family="nope")
+
+
+def test_expand_features_makes_subclasses_of_real_classes():
+    from qpm.assignment.synthetic import expand_features
+
+    X, y = _data(5, N=60, F=5, C=3)
+    X2, y2 = expand_features(X, y, n_total=20, n_classes=9, seed=0)
+    assert X2.shape == (60, 20) and X2.min() >= 0
+    assert set(np.unique(y2)) == set(range(9))
+    for sub in range(9):  # every sub-class lies inside one real class
+        assert np.unique(y[y2 == sub]).size == 1
