@@ -3,16 +3,24 @@ around :func:`qpm.assignment.compare.compare` (the code behind ``qpm compare``).
 
     python benchmarks/solvers.py --size small,medium --solvers highs,scip,gurobi,greedy \
         --formulations full,cuts --time-limit 300 --out results.json
+    python benchmarks/solvers.py --family all --size cub --solvers highs --formulations cuts \
+        --time-limit 600 --threads 1 --out families.json
+    python benchmarks/solvers.py --family all --size cub --solvers highs --formulations cuts \
+        --time-limit 60 --threads 1 --reference families.json   # gap to the 600 s bounds
 
 Every run goes through :func:`qpm.assignment.solve` (so through the verifier) in its own
 process with the time limit and a memory limit; a backend that crashes, hangs, is missing or
 falls back is reported as such and the benchmark goes on. ``--instance SIMS.npz`` runs a
 cached file instead (n, k and preset from the file's record unless given, as qpm compare).
+``--family`` picks the generator families of :mod:`qpm.assignment.synthetic` (``all``: every
+one, plus ``real`` and ``real-expanded`` from a run's ``--real-features``); ``--reference``
+adds the best bounds of an earlier ``--out`` file to the "to best bound" figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qpm.assignment.cache import load_similarities, save_similarities  # noqa: E402
 from qpm.assignment.compare import Limits, compare  # noqa: E402
 from qpm.assignment.compare_report import format_table, to_json  # noqa: E402
-from qpm.assignment.synthetic import SIZES, make_instance  # noqa: E402
+from qpm.assignment.problem import AssignmentProblem  # noqa: E402
+from qpm.assignment.similarities import compute_similarities  # noqa: E402
+from qpm.assignment.synthetic import (  # noqa: E402
+    FAMILIES,
+    SIZES,
+    expand_features,
+    make_bias,
+    make_instance,
+)
 from qpm.commands.compare import describe, memory_default  # noqa: E402
 from qpm.io import write_json  # noqa: E402
 
@@ -31,6 +47,13 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--size", default="small",
                    help=f"comma-separated sizes of {', '.join(SIZES)} (default small)")
     p.add_argument("--instance", help="a SIMS.npz to use instead of generated instances")
+    p.add_argument("--family", default="default",
+                   help=f"comma-separated instance families of {', '.join(FAMILIES + REAL)}, "
+                   "or 'all' (default: default)")
+    p.add_argument("--real-features", default=DEFAULT_REAL, metavar="FEATURES.npz",
+                   help=f"a run's features.npz for the real families (default {DEFAULT_REAL})")
+    p.add_argument("--reference", metavar="results.json",
+                   help="an earlier --out file whose best bounds count as well")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--solvers", default="highs,scip,gurobi,greedy")
     p.add_argument("--formulations", default="full,cuts")
@@ -52,8 +75,36 @@ def parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+REAL = ("real", "real-expanded")
+DEFAULT_REAL = "/work/baseline/run/features.npz"
+
+
+def families(args) -> list[str]:
+    names = list(FAMILIES + REAL) if args.family == "all" else args.family.split(",")
+    unknown = [f for f in names if f not in FAMILIES + REAL]
+    if unknown:
+        raise SystemExit(f"unknown family {unknown[0]!r}; choose from "
+                         f"{', '.join(FAMILIES + REAL)} or all")
+    return names
+
+
+def real_instance(args, family: str, size: str, **kw) -> AssignmentProblem:
+    """A and R from a run's features: as they are, or grown to ``size`` (expand_features)."""
+    import numpy as np
+
+    with np.load(args.real_features, allow_pickle=False) as data:
+        X, y = data["features"], data["labels"]
+        b = data["b"] if family == "real" and "b" in data.files else None
+    if family == "real-expanded":
+        s = SIZES[size]
+        X, y = expand_features(X, y, s.n_total, s.n_classes, seed=args.seed)
+    A, R = compute_similarities(X, y)
+    b = make_bias(A.shape[0], args.seed) if b is None else b
+    return AssignmentProblem(A=A, R=R, b=b, **kw)
+
+
 def instances(args):
-    """(name, problem) for each size, or the one file."""
+    """(name, problem) for each size and family, or the one file."""
     if args.instance:
         sims = load_similarities(args.instance)
         rec = sims.settings
@@ -68,7 +119,34 @@ def instances(args):
             kw["n_features"] = args.n_features
         if args.per_class:
             kw["per_class"] = args.per_class
-        yield f"size={size} seed={args.seed}", make_instance(size, seed=args.seed, **kw)
+        for family in families(args):
+            name = f"family={family} size={size} seed={args.seed}"
+            if family in REAL:
+                yield name, real_instance(args, family, size, **kw)
+            else:
+                yield name, make_instance(size, seed=args.seed, family=family, **kw)
+
+
+def reference_bounds(path: str | None) -> dict[str, float]:
+    """Best bound per instance title in an earlier --out file."""
+    if not path:
+        return {}
+    import json
+
+    data = json.loads(Path(path).read_text())
+    return {inst["title"]: inst["best_bound"] for inst in data["instances"]
+            if inst.get("best_bound") is not None}
+
+
+def print_reference_gaps(cmp, reference: float) -> None:
+    """How far each verified answer lies below the better of this run's and the reference's
+    best bound (the '60 s answer within 1% of the best bound' figure)."""
+    best = min(b for b in (reference, cmp.best_bound) if b is not None)
+    for r in cmp.rows:
+        if r.verified and r.objective is not None:
+            gap = max(0.0, best - r.objective) / max(abs(r.objective), 1e-10)
+            print(f"  {r.label} {r.formulation}: {100 * gap:.3f}% below the best bound "
+                  f"{best:.4f} (this run and the reference)")
 
 
 def main(argv=None) -> int:
@@ -88,12 +166,16 @@ def main(argv=None) -> int:
                                         "per_class": problem.per_class,
                                         "preset": problem.preset, "tau_rule": "tight"})
         header = describe(name, problem, {}, limits)
-        print(f"{header['title']}\n  {header['limits']}", flush=True)
+        print(f"{header['title']}\n  {header['limits']}, tau rule "
+              f"{problem.tau_rule}, load {os.getloadavg()[0]:.2f}", flush=True)
         cmp = compare(problem, runs, limits, repeat=args.repeat, jobs=args.jobs,
                       on_row=lambda r: print(f"  done: {r.label} {r.formulation} {r.status}",
                                              flush=True))
         cmp.header = header
         print(format_table(cmp), flush=True)
+        ref = reference_bounds(args.reference).get(header["title"])
+        if ref is not None:
+            print_reference_gaps(cmp, ref)
         print()
         results.append(to_json(cmp))
     if args.out:
