@@ -4,8 +4,10 @@ Columns: ``s`` (F, binary in the MIP), ``theta`` (C, the unscaled top-k value of
 then lazily ``y`` (one per modelled redundancy pair), ``z`` (one per aggregated "star" of
 pairs), ``w`` (F per class that needs explicit assignment variables for uniqueness). Each
 call of :meth:`Relaxation.add_cols` declares one Pyomo ``Var`` block and each
-:meth:`Relaxation.add_rows` one ``Constraint`` block, so the cut formulation is an ordinary
-Pyomo ``ConcreteModel`` (``Relaxation.model``) that grows between solves.
+:meth:`Relaxation.add_rows` one constraint block, so the cut formulation is an ordinary
+Pyomo ``ConcreteModel`` (``Relaxation.model``) that grows between solves. Row blocks are
+Pyomo ``MatrixConstraint`` components (CSR arrays over the block's variables, as Pyomo's
+writers read them), so a round of a thousand dense cuts costs no per-coefficient objects.
 
 It reaches the solvers the same way as the full formulation: the one
 :class:`~qpm.assignment.compile.ModelCompiler` compiles it, and its ``update()`` compiles only
@@ -19,16 +21,13 @@ and ``add_rows`` report; the arrays the cut loop works on index the solver's vec
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyomo.environ as pyo
+from pyomo.core.base.matrix_constraint import MatrixConstraint, _MatrixConstraintData
 from pyomo.core.expr.numeric_expr import LinearExpression, MonomialTermExpression
-from pyomo.core.expr.relational_expr import (
-    EqualityExpression,
-    InequalityExpression,
-    RangedExpression,
-)
 
 from qpm.assignment.compile import MatrixForm, ModelCompiler
 from qpm.assignment.separation import CutBatch
@@ -36,18 +35,57 @@ from qpm.assignment.separation import CutBatch
 
 @dataclass
 class _Cursor:
+    """What one session holds: the first ``cols`` columns, and of the first ``rows`` compiled
+    rows those marked in ``live`` (rows can be dropped again, see :meth:`Relaxation.drop`)."""
+
     cols: int = 0
     rows: int = 0
+    live: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
-def _relation(body: LinearExpression, lo: float, hi: float):
-    if lo == hi:
-        return EqualityExpression((body, hi))
-    if not math.isfinite(lo):
-        return InequalityExpression((body, hi), False)
-    if not math.isfinite(hi):
-        return InequalityExpression((lo, body), False)
-    return RangedExpression((lo, body, hi), (False, False))
+class _Row(_MatrixConstraintData):
+    """A row of a :class:`_RowBlock`, with the bounded form Pyomo's current writers ask for."""
+
+    __slots__ = ()
+
+    def to_bounded_expression(self, evaluate_bounds=False):
+        return self.lower, self.body, self.upper
+
+    @property
+    def expr(self):
+        return _relation(self.body, self.lower, self.upper)
+
+
+def _relation(body, lo, hi):
+    if lo is not None and lo == hi:
+        return body == hi
+    if lo is None:
+        return body <= hi
+    if hi is None:
+        return lo <= body
+    return pyo.inequality(lo, body, hi)
+
+
+class _RowBlock(MatrixConstraint):
+    """Pyomo's MatrixConstraint (rows stored as CSR arrays, no expression objects until a
+    writer asks for one) with the iterator signatures and row methods Pyomo's current
+    block iterators and writers call, so they read and write the model too."""
+
+    def construct(self, data=None):
+        if self._constructed:
+            return
+        self._constructed = True
+        ref = weakref.ref(self)
+        self._data = tuple(_Row(i, ref) for i in range(len(self._lower)))
+
+    def values(self, *args, **kwargs):
+        return iter(self._data)
+
+    def keys(self, *args, **kwargs):
+        return iter(range(len(self._data)))
+
+    def items(self, *args, **kwargs):
+        return enumerate(self._data)
 
 
 class Relaxation:
@@ -63,6 +101,8 @@ class Relaxation:
         self.n_rows = 0
         # per row: may it be left out of a model (cuts that only tighten the bound)?
         self._optional: list[np.ndarray] = []
+        # per row: is it a cut the root LP may drop while it is slack (top-k, cliques)?
+        self._cut: list[np.ndarray] = []
         self.compiler: ModelCompiler | None = None
 
     @property
@@ -105,30 +145,33 @@ class Relaxation:
         return first
 
     def add_rows(self, indptr, indices, values, lo, hi, optional: bool = False,
-                 kind: str = "rows") -> None:
+                 kind: str = "rows", cut: bool | None = None) -> None:
         """Declare rows ``lo <= sum values * x[indices] <= hi`` given in CSR pieces.
 
-        ``optional`` rows (top-k cuts, cliques) only tighten the relaxation; every row that
-        makes a 0/1 point priced exactly (pairs, stars, assignments) is not optional.
+        ``optional`` rows (cliques) only tighten the relaxation; every row that makes a 0/1
+        point priced exactly (pairs, stars, assignments) is not optional. ``cut`` rows
+        (default: the optional ones) may leave the root LP while they are slack.
         """
         lo = np.asarray(lo, dtype=np.float64)
         m = lo.size
         if m == 0:
             return
-        hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (m,)).tolist()
-        ptr = np.asarray(indptr, dtype=np.int64).tolist()
+        hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (m,))
+        idx = np.asarray(indices, dtype=np.int64)
+        # A MatrixConstraint is a Pyomo constraint block stored as CSR over its own variable
+        # list: no expression object per coefficient (cut rounds add millions of them).
+        used, local = np.unique(idx, return_inverse=True)
         cols = self.columns
-        idx = np.asarray(indices, dtype=np.int64).tolist()
-        val = np.asarray(values, dtype=np.float64).tolist()
-        los = lo.tolist()
-
-        rows = {}
-        for r in range(m):
-            body = LinearExpression([MonomialTermExpression((val[t], cols[idx[t]]))
-                                     for t in range(ptr[r], ptr[r + 1])])
-            rows[r] = _relation(body, los[r], hi[r])
-        self.model.add_component(self._name(kind), pyo.Constraint(range(m), rule=rows))
+        block = _RowBlock(
+            np.asarray(values, dtype=np.float64).tolist(), local.tolist(),
+            np.asarray(indptr, dtype=np.int64).tolist(),
+            [None if not math.isfinite(v) else v for v in lo.tolist()],
+            [None if not math.isfinite(v) else v for v in hi.tolist()],
+            [cols[j] for j in used.tolist()],
+        )
+        self.model.add_component(self._name(kind), block)
         self._optional.append(np.full(m, bool(optional)))
+        self._cut.append(np.full(m, bool(optional if cut is None else cut)))
         self.n_rows += m
 
     def add_fixed_width(self, idx: np.ndarray, val: np.ndarray, lo, hi,
@@ -157,7 +200,7 @@ class Relaxation:
         val[pos] = -cb.vals[order]
         # Top-k cuts stay in every model: without them MIP answers overrate theta and
         # the loop needs extra rounds (medium: 5 instead of 1).
-        self.add_rows(indptr, idx, val, np.full(m, -math.inf), cb.rhs, kind="topk")
+        self.add_rows(indptr, idx, val, np.full(m, -math.inf), cb.rhs, kind="topk", cut=True)
 
     # -- compiling and handing over ---------------------------------------------------------
     def compile(self) -> ModelCompiler:
@@ -199,9 +242,12 @@ class Relaxation:
                 compiler.row_constraints[r].deactivate()
         return compiler.active_form(relax_integrality=not integral)
 
-    def cursor(self) -> _Cursor:
+    def cursor(self, live: np.ndarray | None = None) -> _Cursor:
+        """A cursor for a session just loaded with the compiled model (``live``: its rows)."""
         form = self.compile().form
-        return _Cursor(form.n_cols, form.n_rows)
+        if live is None:
+            live = np.ones(form.n_rows, dtype=bool)
+        return _Cursor(form.n_cols, form.n_rows, np.asarray(live, dtype=bool).copy())
 
     def sync(self, session, cursor: _Cursor, integral: bool) -> None:
         """Hand ``session`` the columns and rows added since ``cursor`` (updated in place)."""
@@ -215,3 +261,30 @@ class Relaxation:
             rows = np.arange(cursor.rows, form.n_rows)
             session.add_rows(form.A[rows], form.row_lo[rows], form.row_hi[rows])
             cursor.rows = form.n_rows
+            cursor.live = np.concatenate([cursor.live, np.ones(rows.size, dtype=bool)])
+
+    def slack_cuts(self, x: np.ndarray, cursor: _Cursor, before: int, tol: float = 1e-6
+                   ) -> np.ndarray:
+        """Compiled ids of the cut rows live in ``cursor``'s session, declared before row
+        ``before``, that are slack at ``x`` (a point of that session)."""
+        form = self.compile().form
+        cand = np.flatnonzero(cursor.live[:before] & np.concatenate(self._cut)[:before])
+        if cand.size == 0:
+            return cand
+        xx = np.zeros(form.n_cols)
+        xx[: min(x.size, form.n_cols)] = x[: form.n_cols]
+        act = form.A[cand] @ xx
+        hi = form.row_hi[cand]
+        return cand[act < hi - tol * np.maximum(1.0, np.abs(hi))]
+
+    def drop(self, session, cursor: _Cursor, rows: np.ndarray) -> int:
+        """Remove compiled ``rows`` from ``session`` (the model keeps them); the number gone."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = rows[cursor.live[rows]]
+        if rows.size == 0:
+            return 0
+        positions = np.cumsum(cursor.live)[rows] - 1  # each row's place in the session
+        if not session.delete_rows(np.sort(positions)):
+            return 0
+        cursor.live[rows] = False
+        return int(rows.size)
