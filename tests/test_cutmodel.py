@@ -249,3 +249,50 @@ def test_root_lp_and_mip_run_on_the_chosen_backend(solver):
     res = solve_cuts(problem, backend, SolveOptions(threads=1, mip_gap=1e-9))
     assert res.objective == pytest.approx(value, abs=1e-7)
     assert loads[1] is False and True in loads[2:]  # root LP, then the MIP, same backend
+
+
+def test_pyomo_writes_the_cut_model_and_a_solver_reading_it_agrees(tmp_path):
+    """Row blocks are Pyomo MatrixConstraints: Pyomo's own LP writer writes them."""
+    highspy = pytest.importorskip("highspy")
+    problem = _instance(2)
+    cs = CutSolver(problem, SolveOptions(threads=1))
+    cs.build()
+    cs.root(None)
+    path = tmp_path / "cuts.lp"
+    cs.rel.model.write(str(path), io_options={"symbolic_solver_labels": True})
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.readModel(str(path))
+    h.run()
+    ours = get_backend("highs").load(cs.rel.form(integral=True)).solve(threads=1)
+    assert h.getInfo().objective_function_value == pytest.approx(ours.objective, rel=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["highs", "scip"])
+def test_dropping_slack_cuts_from_the_root_lp_session(solver):
+    """Rows dropped from an LP session are gone there (its optimum equals a fresh load of the
+    rows that stay) and still in the model; the session keeps growing afterwards."""
+    backend = get_backend(solver)
+    ok, why = backend.available()
+    if not ok:
+        pytest.skip(why)
+    problem = _instance(3)
+    cs = CutSolver(problem, SolveOptions(threads=1))
+    cs.build()
+    lp = backend.load(cs.rel.form(integral=False))
+    cursor = cs.rel.cursor()
+    x = lp.solve(threads=1).x
+    cs.rel.add_cuts(cs.tk.separate(x[: cs.F], x[cs.F: cs.F + cs.C])[0])
+    cs.rel.sync(lp, cursor, integral=False)
+    x = lp.solve(threads=1).x
+    slack = cs.rel.slack_cuts(x, cursor, cursor.rows)
+    assert slack.size > 0
+    assert cs.rel.drop(lp, cursor, slack) == slack.size
+    assert cs.rel.drop(lp, cursor, slack) == 0  # already gone
+    cs.rel.add_cuts(cs.tk.rank_cuts(np.array([2])))  # grows again after the drop
+    cs.rel.sync(lp, cursor, integral=False)
+    kept = cursor.live
+    form = cs.rel.compile().form
+    fresh = backend.load(cs.rel.form(integral=False, keep=kept)).solve(threads=1)
+    assert form.n_rows == kept.size  # the model still holds every row
+    assert lp.solve(threads=1).objective == pytest.approx(fresh.objective, rel=1e-7)

@@ -56,6 +56,10 @@ POLISH_TRIES = 4
 POLISH_SHARE = 0.05
 # The root loop stops when three clique rounds together gain less than this (relative).
 STALL = 2e-4
+# Separate cliques in every root round (not only once the top-k cuts have caught up).
+CLIQUES_ALWAYS = False
+# Every this many root rounds, cuts slack at the LP point leave the LP (0: never).
+PURGE_EVERY = 1
 _TOL = 1e-6
 
 
@@ -155,6 +159,7 @@ class CutSolver:
         used = np.zeros(F, dtype=bool)
         value = math.inf
         history: list[float] = []
+        seen = cursor.rows  # rows the LP has been solved with at least once
         for r in range(2000):
             if deadline is not None and time.perf_counter() > deadline:
                 if final is None or deadline >= final or not self.too_late_to_branch(final):
@@ -169,6 +174,7 @@ class CutSolver:
             self.lp_rows = cursor.rows
             out = lp.solve(None if deadline is None else max(1.0, deadline - time.perf_counter()),
                            threads=self.opts.threads)
+            solved_with, seen = seen, cursor.rows
             self.times.solve += out.solve_seconds
             self.lp_seconds.append(out.solve_seconds)
             if out.x is None:
@@ -185,13 +191,19 @@ class CutSolver:
                     self.opts.trace.bound(value)
                 if self.gap_closed():
                     break
+            dropped = 0
+            if PURGE_EVERY and r % PURGE_EVERY == PURGE_EVERY - 1:
+                # Cuts slack at this point (and in the LP for a solve before it) leave the LP.
+                dropped = self.rel.drop(lp, cursor, self.rel.slack_cuts(x, cursor, solved_with))
             cuts, _ = self.tk.separate(s, theta)
             self.rel.add_cuts(cuts)
             pairs = self.pairs.add_y(self.pairs.violated_pairs(x))
             cliques = 0
-            # Clique rows once the top-k cuts have (nearly) caught up with the LP point.
-            if len(cuts) <= max(2, C // 20) and pairs <= max(2, C // 20):
+            caught_up = len(cuts) <= max(2, C // 20) and pairs <= max(2, C // 20)
+            if CLIQUES_ALWAYS or caught_up:
                 cliques = separate_cliques(self.pairs, x, CLIQUES_PER_ROUND)
+            # Once the top-k cuts have (nearly) caught up with the LP point:
+            if caught_up:
                 # Each converged LP point is a good place to look for incumbents.
                 self.polish(s, deadline)
                 history.append(value)
@@ -199,7 +211,8 @@ class CutSolver:
                 if (cliques == 0 and len(cuts) == 0 and pairs == 0) or stalled:
                     break
             _say(self.opts.progress, f"root round {r}: LP {value:.4f}, {len(cuts)} cuts, "
-                 f"{pairs} pairs, {cliques} cliques")
+                 f"{pairs} pairs, {cliques} cliques, {dropped} dropped, "
+                 f"{int(cursor.live.sum())} rows")
         lp.close()
         self.root_value = value
         return used

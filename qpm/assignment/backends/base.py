@@ -140,6 +140,14 @@ class Session(ABC):
     ) -> BackendOutcome:
         """Solve; ``start`` is a full column vector (NaN = unknown) used as a warm start."""
 
+    def delete_rows(self, rows: np.ndarray) -> bool:
+        """Remove rows (positions in this session, ascending) if the solver can; False if not.
+
+        Only for LPs whose rows are cuts: the cut loop drops cuts that went slack, which keeps
+        the warm-started re-solves small (a slack row's basis status survives the removal).
+        """
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free solver memory early (optional)."""
 

@@ -153,6 +153,12 @@ class HighsSession(Session):
         )
         self.handoff_seconds += time.perf_counter() - t0
 
+    def delete_rows(self, rows) -> bool:
+        rows = np.asarray(rows, dtype=np.int32)
+        if rows.size:
+            self._h.deleteRows(rows.size, rows)
+        return True
+
     def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
         hs, h = self._hs, self._h
         self._set_limit(time_limit)

@@ -63,6 +63,17 @@ class ScipLPSession(Session):
             self._lp.addRows(entries, lhss=self._finite(lo), rhss=self._finite(hi))
         self.handoff_seconds += time.perf_counter() - t0
 
+    def delete_rows(self, rows) -> bool:
+        rows = np.asarray(rows, dtype=np.int64)
+        # SoPlex deletes contiguous ranges: remove runs from the last one down.
+        if rows.size:
+            breaks = np.flatnonzero(np.diff(rows) != 1)
+            starts = np.concatenate([[0], breaks + 1])
+            ends = np.concatenate([breaks, [rows.size - 1]])
+            for a, b in zip(starts[::-1].tolist(), ends[::-1].tolist(), strict=True):
+                self._lp.delRows(int(rows[a]), int(rows[b]))
+        return True
+
     def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
         from pyscipopt import SCIP_LPPARAM
 
