@@ -158,15 +158,24 @@ def feature_class_correlation(
     return np.clip(corr, -1.0, 1.0)
 
 
-def row_cosine_similarity(A: np.ndarray) -> np.ndarray:
-    """R from A: strict upper triangle of row cosines, / max|R|, negatives set to 0."""
+def row_cosine_similarity(A: np.ndarray, block: int = 256) -> np.ndarray:
+    """R from A: strict upper triangle of row cosines, / max|R|, negatives set to 0.
+
+    Computed in bands of ``block`` rows, each only from its diagonal to the right (half the
+    products of a full ``unit @ unit.T``), while the band is in cache.
+    """
     norms = np.linalg.norm(A, axis=1)
     unit = np.zeros_like(A)
     np.divide(A, norms[:, None], out=unit, where=norms[:, None] > 0)
-    R = unit @ unit.T  # numpy computes A @ A.T as one symmetric rank-k update
-    for i in range(R.shape[0]):  # clear the diagonal and lower triangle in place
-        R[i, : i + 1] = 0.0
-    top = max(float(R.max()), -float(R.min())) if R.size else 0.0
+    F = A.shape[0]
+    R = np.zeros((F, F))
+    top = 0.0
+    for a in range(0, F, block):
+        band = R[a:a + block, a:]
+        np.matmul(unit[a:a + block], unit[a:].T, out=band)
+        for i in range(band.shape[0]):  # the diagonal and what lies left of it
+            band[i, : i + 1] = 0.0
+        top = max(top, float(band.max()), -float(band.min()))
     np.maximum(R, 0.0, out=R)
     if top > 0:
         R /= top
