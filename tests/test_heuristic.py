@@ -129,3 +129,26 @@ def test_seeded_restarts_and_time_limit():
     assert a.objective >= heuristic_solution(p).objective
     quick = heuristic_solution(p, restarts=50, time_limit=0.0)
     assert quick.restarts == 1 and verify(p, quick.selected, quick.matrix, quick.objective).ok
+
+
+def test_greedy_repair_is_valid_and_never_beats_the_exact_one():
+    from itertools import combinations
+
+    from qpm.assignment.repair import greedy_unique_columns, unique_columns
+
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        A = rng.random((9, 12))
+        A[:, 6:] = A[:, :6] + 0.01 * rng.random((9, 6))  # classes that want the same sets
+        sel = np.sort(rng.choice(9, size=6, replace=False))  # C(6, 2) = 15 >= 12 sets
+        g = greedy_unique_columns(A, sel, 2)
+        e = unique_columns(A, sel, 2, exact_up_to=12)
+        for W in (g, e):
+            assert np.all(W.sum(axis=0) == 2) and not W[np.setdiff1d(np.arange(9), sel)].any()
+            cols = {tuple(np.flatnonzero(W[:, c])) for c in range(12)}
+            assert len(cols) == 12  # all classes distinct
+        assert (A * g).sum() <= (A * e).sum() + 1e-12
+        # the exact repair is optimal: brute force over distinct set assignments is too big,
+        # but no class can do better than its own best set
+        best = sum(max(A[list(s), c].sum() for s in combinations(sel, 2)) for c in range(12))
+        assert (A * e).sum() <= best + 1e-12

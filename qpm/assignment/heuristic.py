@@ -24,7 +24,7 @@ from scipy import sparse
 
 from qpm.assignment.presets import Rules, get_preset
 from qpm.assignment.problem import AssignmentProblem
-from qpm.assignment.repair import unique_columns
+from qpm.assignment.repair import greedy_unique_columns, unique_columns
 
 _IMPROVE = 1e-9  # a swap must gain more than this (relative) to count, so ties cannot cycle
 
@@ -208,6 +208,10 @@ class _Exact:
         AS = s.A[sel]
         if not self.rules.per_class_exact and not self.rules.unique_columns:
             use = _budget_use(AS, s.k)  # no (F, C) matrix: this runs for every candidate
+        elif self.rules.unique_columns:
+            # Scoring trials: the fast greedy repair (a valid value, at most the exact one);
+            # the selection finally returned gets the exact repair.
+            use = greedy_unique_columns(self.problem.A, sel, s.k)[sel].astype(bool)
         else:
             use = best_assignment_for_selection(self.problem, sel, self.rules)[sel].astype(bool)
         v = s.scale * float(AS[use].sum()) + float(s.b[sel].sum())

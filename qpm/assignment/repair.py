@@ -46,6 +46,52 @@ class _Subsets:
         return self.items[m] if m < len(self.items) else None
 
 
+def _top_sets(A: np.ndarray, sel: np.ndarray, k: int):
+    """Each class's selected features best first, its top-k matrix and which classes collide."""
+    F, C = A.shape
+    order = np.argsort(-A[sel], axis=0, kind="stable")  # (n, C) positions into sel
+    feats = sel[order]  # each class's selected features, best first
+    w = np.zeros((F, C), dtype=np.uint8)
+    w[feats[:k], np.arange(C)[None, :]] = 1
+    top = np.sort(feats[:k], axis=0).T
+    _, inverse, counts = np.unique(top, axis=0, return_inverse=True, return_counts=True)
+    return feats, w, top, counts[inverse.reshape(-1)] > 1
+
+
+def greedy_unique_columns(A: np.ndarray, selected: np.ndarray, k: int) -> np.ndarray:
+    """A fast valid repair: like :func:`unique_columns`, but colliding classes take their
+    best free subset one after the other (largest regret first) instead of an exact matching.
+
+    Never better than the exact repair; meant for scoring many trial selections (a local
+    search), where any feasible assignment gives a valid value.
+    """
+    F, C = A.shape
+    sel = np.asarray(selected, dtype=np.int64)
+    feats, w, top, collide = _top_sets(A, sel, k)
+    if not collide.any():
+        return w
+    play = np.flatnonzero(collide)
+    used = {tuple(top[c].tolist()) for c in np.flatnonzero(~collide).tolist()}
+    vals = np.take_along_axis(A[sel], np.argsort(-A[sel], axis=0, kind="stable"), axis=0)
+    # Regret: what the cheapest move away from the top set costs (k-th minus (k+1)-th).
+    regret = vals[k - 1, play] - (vals[k, play] if sel.size > k else 0.0)
+    for c in play[np.argsort(-regret, kind="stable")].tolist():
+        subsets = _Subsets(A[feats[:, c], c], k)
+        m = 0
+        while True:
+            item = subsets.get(m)
+            if item is None:  # cannot happen when C(n, k) >= C
+                raise RuntimeError("not enough feature subsets for a unique assignment")
+            m += 1
+            key = tuple(sorted(feats[list(item[0]), c].tolist()))
+            if key not in used:
+                break
+        used.add(key)
+        w[:, c] = 0
+        w[list(key), c] = 1
+    return w
+
+
 def unique_columns(
     A: np.ndarray, selected: np.ndarray, k: int, exact_up_to: int = 40
 ) -> np.ndarray:
@@ -56,19 +102,13 @@ def unique_columns(
     """
     F, C = A.shape
     sel = np.asarray(selected, dtype=np.int64)
-    order = np.argsort(-A[sel], axis=0, kind="stable")  # (n, C) positions into sel
-    feats = sel[order]  # each class's selected features, best first
-    w = np.zeros((F, C), dtype=np.uint8)
-    w[feats[:k], np.arange(C)[None, :]] = 1
-    top = np.sort(feats[:k], axis=0).T
-    _, inverse, counts = np.unique(top, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    if counts.max() == 1:
+    feats, w, top, collide = _top_sets(A, sel, k)
+    if not collide.any():
         return w
 
-    collide = counts[inverse] > 1
     play = np.arange(C) if C <= exact_up_to else np.flatnonzero(collide)
-    fixed = {tuple(top[c].tolist()) for c in range(C) if c not in set(play.tolist())}
+    in_play = set(play.tolist())
+    fixed = {tuple(top[c].tolist()) for c in range(C) if c not in in_play}
     columns: dict[tuple[int, ...], int] = {}
     rows: list[dict[int, float]] = []
     for c in play:
