@@ -270,12 +270,14 @@ def heuristic_solution(
     restarts: int = 1,
     seed: int = 0,
     time_limit: float | None = None,
+    patience: int | None = None,
 ) -> HeuristicSolution:
     """Greedy + swap local search + repair; ``restarts`` > 1 perturbs the best and retries.
 
     Each restart swaps out a random ~20% of the best selection for random good unselected
     features (drawn with weight on their greedy score) and runs the local search again; the
-    best valid assignment is kept. ``time_limit`` (seconds) stops the restarts early.
+    best valid assignment is kept. ``time_limit`` (seconds) stops the restarts early, and so
+    does ``patience``: that many restarts in a row without improvement.
     """
     start = time.perf_counter()
     deadline = None if time_limit is None else start + float(time_limit)
@@ -292,9 +294,11 @@ def heuristic_solution(
     F, n = problem.n_total, problem.n_features
     # Candidates for perturbation: features that could matter to some class.
     score = problem.scale * np.sort(problem.A, axis=1)[:, -1] + problem.bias
-    done = 1
+    done = since_best = 1
     for _ in range(max(int(restarts), 1) - 1):
         if deadline is not None and time.perf_counter() >= deadline:
+            break
+        if patience is not None and since_best > patience:
             break
         if n == F:
             break
@@ -309,8 +313,10 @@ def heuristic_solution(
         trial = improve(trial)
         w, obj = _finish(problem, trial, rules)
         done += 1
+        since_best += 1
         if obj > best_obj + 1e-12 * max(abs(best_obj), 1.0):
             best_sel, best_w, best_obj = trial, w, obj
+            since_best = 1
     return HeuristicSolution(
         selected=np.sort(best_sel),
         matrix=best_w,

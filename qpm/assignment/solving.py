@@ -34,6 +34,7 @@ FALLBACK = "highs"
 # The heuristic warm start may use this share of the time limit (and at most HEURISTIC_CAP s).
 HEURISTIC_SHARE = 0.1
 HEURISTIC_CAP = 30.0
+HEURISTIC_PATIENCE = 10
 
 
 def cpu_count() -> int:
@@ -129,7 +130,9 @@ def _heuristic(problem: AssignmentProblem, opts: SolveOptions):
     from qpm.assignment.heuristic import heuristic_solution
 
     limit = HEURISTIC_CAP if opts.time_limit is None else HEURISTIC_SHARE * opts.time_limit
-    return heuristic_solution(problem, restarts=3, seed=0, time_limit=min(limit, HEURISTIC_CAP))
+    # Restarts until the time share is spent or 10 in a row found nothing better.
+    return heuristic_solution(problem, restarts=1000, seed=0, patience=HEURISTIC_PATIENCE,
+                              time_limit=min(limit, HEURISTIC_CAP))
 
 
 def solve_full(problem: AssignmentProblem, backend, opts: SolveOptions) -> AssignmentResult:
