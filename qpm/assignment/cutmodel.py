@@ -58,6 +58,8 @@ POLISH_SHARE = 0.05
 STALL = 2e-4
 # Separate cliques in every root round (not only once the top-k cuts have caught up).
 CLIQUES_ALWAYS = False
+# A root round that lowers the LP value by less than this (relative) ends a catch-up phase.
+CATCH_UP = 2e-5
 # Every this many root rounds, cuts slack at the LP point leave the LP (0: never).
 PURGE_EVERY = 1
 _TOL = 1e-6
@@ -120,7 +122,9 @@ class CutSolver:
         self.polisher: SwapSearch | None = None
         self.last_x: np.ndarray | None = None
         self.lp_rows = 0  # rows the last root LP had
+        self.lp_live: np.ndarray | None = None  # which of them it still held
         self.lp_seconds: list[float] = []
+        self.root_cut_short = False  # the last root LP solve ran out of time
 
     # -- model ------------------------------------------------------------------------------
     def build(self) -> None:
@@ -145,8 +149,10 @@ class CutSolver:
         """True when less time is left than MIP_MIN_LPS root LP solves take."""
         if final is None or not self.lp_seconds:
             return False
-        lp_time = float(np.mean(self.lp_seconds[-5:]))
-        return final - time.perf_counter() < MIP_MIN_LPS * lp_time
+        # A root LP solve cut short by the time limit says too little time is left, and its
+        # short time would understate how long a solve takes: use the longest recent one.
+        lp_time = float(max(self.lp_seconds[-5:]))
+        return self.root_cut_short or final - time.perf_counter() < MIP_MIN_LPS * lp_time
 
     def root(self, deadline: float | None, final: float | None = None) -> np.ndarray:
         """The root cut loop until ``deadline``; past it, on until ``final`` (the overall
@@ -160,6 +166,7 @@ class CutSolver:
         value = math.inf
         history: list[float] = []
         seen = cursor.rows  # rows the LP has been solved with at least once
+        previous = math.inf
         for r in range(2000):
             if deadline is not None and time.perf_counter() > deadline:
                 if final is None or deadline >= final or not self.too_late_to_branch(final):
@@ -172,6 +179,7 @@ class CutSolver:
             self.rel.sync(lp, cursor, integral=False)
             self.times.handoff += time.perf_counter() - t0
             self.lp_rows = cursor.rows
+            self.lp_live = cursor.live.copy()
             out = lp.solve(None if deadline is None else max(1.0, deadline - time.perf_counter()),
                            threads=self.opts.threads)
             solved_with, seen = seen, cursor.rows
@@ -179,6 +187,7 @@ class CutSolver:
             self.lp_seconds.append(out.solve_seconds)
             if out.x is None:
                 _say(self.opts.progress, f"root LP stopped: {out.status} {out.message}")
+                self.root_cut_short = out.status == "time_limit"
                 break
             x = out.x
             self.last_x = x
@@ -199,7 +208,12 @@ class CutSolver:
             self.rel.add_cuts(cuts)
             pairs = self.pairs.add_y(self.pairs.violated_pairs(x))
             cliques = 0
-            caught_up = len(cuts) <= max(2, C // 20) and pairs <= max(2, C // 20)
+            # The top-k cuts have caught up with the LP point when few are left, or when the
+            # last round moved the LP value by almost nothing (many classes, tiny changes).
+            moved = previous - value if out.status == "optimal" else math.inf
+            previous = value
+            caught_up = (len(cuts) <= max(2, C // 20) or moved <= CATCH_UP * abs(value)) \
+                and pairs <= max(2, C // 20)
             if CLIQUES_ALWAYS or caught_up:
                 cliques = separate_cliques(self.pairs, x, CLIQUES_PER_ROUND)
             # Once the top-k cuts have (nearly) caught up with the LP point:
@@ -337,8 +351,9 @@ class CutSolver:
     def mip(self, backend, deadline: float | None) -> str:
         keep = None
         if self.last_x is not None:
-            # Clique rows slack at the final LP point only slow the branching down.
-            keep = self.rel.tight_rows(self.last_x)
+            # Cuts and clique rows slack at the final LP point (and no longer in the root LP)
+            # only slow the branching down.
+            keep = self.rel.tight_rows(self.last_x, live=self.lp_live)
             keep[self.lp_rows:] = True  # rows added after it (cuts at the incumbent, pairs)
             _say(self.opts.progress, f"MIP model keeps {int(keep.sum())} of {keep.size} rows")
         form = self.rel.form(integral=True, keep=keep)

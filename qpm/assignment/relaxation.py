@@ -223,15 +223,21 @@ class Relaxation:
                                f"{self.n_cols} / {self.n_rows}")
         return self.compiler
 
-    def tight_rows(self, x: np.ndarray, tol: float = 1e-6) -> np.ndarray:
-        """Rows to keep at point ``x``: every required row, and optional ones within tol."""
+    def tight_rows(self, x: np.ndarray, tol: float = 1e-6,
+                   live: np.ndarray | None = None) -> np.ndarray:
+        """Rows to keep at point ``x``: every row that is neither optional nor a cut, and the
+        others (cuts, cliques) when tight at ``x`` or marked in ``live`` (e.g. the rows the
+        root LP still held)."""
         form = self.compile().form
         xx = np.zeros(self.n_cols)
         xx[: x.size] = x[: self.n_cols]
         ax = form.A @ xx
         rhi = form.row_hi
         tight = (ax >= rhi - tol * np.maximum(1.0, np.abs(rhi))) | np.isfinite(form.row_lo)
-        return ~np.concatenate(self._optional) | tight
+        if live is not None:
+            tight[: live.size] |= live
+        droppable = np.concatenate(self._optional) | np.concatenate(self._cut)
+        return ~droppable | tight
 
     def form(self, integral: bool, keep: np.ndarray | None = None) -> MatrixForm:
         """The model as a maximisation; ``integral`` False relaxes integrality and ``keep``
