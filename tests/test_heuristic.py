@@ -137,7 +137,7 @@ def test_greedy_repair_is_valid_and_never_beats_the_exact_one():
     from qpm.assignment.repair import greedy_unique_columns, unique_columns
 
     rng = np.random.default_rng(7)
-    for trial in range(20):
+    for _ in range(20):
         A = rng.random((9, 12))
         A[:, 6:] = A[:, :6] + 0.01 * rng.random((9, 6))  # classes that want the same sets
         sel = np.sort(rng.choice(9, size=6, replace=False))  # C(6, 2) = 15 >= 12 sets
