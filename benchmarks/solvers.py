@@ -58,6 +58,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--solvers", default="highs,scip,gurobi,greedy")
     p.add_argument("--formulations", default="full,cuts")
     p.add_argument("--preset", default=None, help="default: qpm (or the file's record)")
+    p.add_argument("--tau-rule", default=None,
+                   help="paper or tight (default: the file's record, else paper)")
     p.add_argument("--n-features", type=int, help="n (default: the size's or the file's)")
     p.add_argument("--per-class", type=int, help="k (default: the size's or the file's)")
     p.add_argument("--time-limit", type=float, default=300.0)
@@ -111,10 +113,11 @@ def instances(args):
         yield Path(args.instance).name, sims.problem(
             n_features=args.n_features or rec.get("n_features", 50),
             per_class=args.per_class or rec.get("per_class", 5),
-            preset=args.preset or rec.get("preset", "qpm"))
+            preset=args.preset or rec.get("preset", "qpm"),
+            tau_rule=args.tau_rule or rec.get("tau_rule", "paper"))
         return
     for size in [s for s in args.size.split(",") if s]:
-        kw = {"preset": args.preset or "qpm"}
+        kw = {"preset": args.preset or "qpm", "tau_rule": args.tau_rule or "paper"}
         if args.n_features:
             kw["n_features"] = args.n_features
         if args.per_class:
@@ -164,7 +167,8 @@ def main(argv=None) -> int:
             save_similarities(args.write_instance, problem.A, problem.R, problem.b,
                               settings={"n_features": problem.n_features,
                                         "per_class": problem.per_class,
-                                        "preset": problem.preset, "tau_rule": "tight"})
+                                        "preset": problem.preset,
+                                        "tau_rule": problem.tau_rule})
         header = describe(name, problem, {}, limits)
         print(f"{header['title']}\n  {header['limits']}, tau rule "
               f"{problem.tau_rule}, load {os.getloadavg()[0]:.2f}", flush=True)
