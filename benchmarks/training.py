@@ -194,7 +194,7 @@ def report(rates: dict[str, list[tuple[float, float]]], cpu_too: bool) -> None:
 
 def make_bench(args: argparse.Namespace, tmp: Path) -> Bench:
     """The run configuration `qpm train` would resolve for these flags, in a scratch folder."""
-    from qpm.pipeline.config import TrainConfig
+    from qpm.run_folder.config import TrainConfig
 
     dataset, root = args.dataset, args.data_root
     if dataset is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,16 +114,56 @@ def trained_run(tmp_path_factory, tiny_imagefolder) -> Path:
 
 def consistent(run_dir: Path) -> bool:
     """Every artifact of a run folder is the file its stage record names, and every record's
-    inputs are the recorded outputs of the stages before it (no mixed folder)."""
+    inputs are the recorded outputs of the stages before it, in its own folder or the shared
+    one (no mixed folder)."""
     import json
 
-    from qpm.pipeline import run_folder as rf
+    from qpm import run_folder as rf
 
-    records = [json.loads(p.read_text()) for p in (run_dir / rf.RECORDS).glob("*.json")]
-    outputs = {r["artifact"]: r["output"] for r in records}
-    for r in records:
-        if rf.file_hash(run_dir / r["artifact"]) != r["output"]:
+    run_dir = Path(run_dir)
+    records = [(p.parent.parent, json.loads(p.read_text()))
+               for p in sorted(run_dir.rglob(f"{rf.RECORDS}/*.json"))]
+    outputs = {(folder, r["artifact"]): r["output"] for folder, r in records}
+    for folder, r in records:
+        if rf.file_hash(folder / r["artifact"]) != r["output"]:
             return False
-        if any(outputs.get(k, v) != v for k, v in r["inputs"].items() if k != "data"):
-            return False
+        for name, digest in r["inputs"].items():
+            made = outputs.get((folder, name), outputs.get((run_dir, name), digest))
+            if name != "data" and made != digest:
+                return False
     return bool(records)
+
+
+def variant(run_dir: Path, model_type: str = "qpm") -> Path:
+    """The one variant folder of ``model_type`` in a run folder that trained one setting."""
+    found = sorted((Path(run_dir) / "variants").glob(f"{model_type}-*"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def train(run_dir, data_root, capsys, *extra) -> tuple[int, str]:
+    """``qpm train`` of the tiny run (TINY_RUN_FLAGS) plus ``extra``: (exit code, stderr)."""
+    from qpm.cli import main
+
+    capsys.readouterr()
+    code = main(["train", *TINY_RUN_FLAGS, "--data-root", str(data_root), "--run-dir",
+                 str(run_dir), *extra])
+    return code, capsys.readouterr().err
+
+
+def statuses(err: str) -> dict[str, str]:
+    """stage -> "ran" or "skipped", read from qpm train's messages."""
+    out = {}
+    for line in err.splitlines():
+        for word in ("skipping", "computing"):
+            if line.startswith("[") and word in line:
+                out[line[1:line.index("]")]] = "ran" if word == "computing" else "skipped"
+    return out
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A copy of the trained tiny run, to write into."""
+    dst = tmp_path / "run"
+    shutil.copytree(trained_run, dst)
+    return dst

@@ -9,19 +9,20 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import variant
 
 from qpm.baselines import GLMConfig
-from qpm.baselines.head import SparseHead
 from qpm.cli import main
 from qpm.metrics import features_per_class
-from qpm.metrics.run_folder import class_attributes_for
+from qpm.metrics.cub import class_attributes_for
 from qpm.models.checkpoint import load_model
-from qpm.pipeline.config import TrainConfig
+from qpm.models.sparse_head import SparseHead
 from qpm.pipeline.run import run_pipeline
+from qpm.run_folder.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N, K = 8, 2
-HOOKS = {"glm_config": GLMConfig(n_lambdas=20, max_epochs=20, batch_size=16)}
+GLM = GLMConfig(n_lambdas=20, max_epochs=20, batch_size=16)  # a short glm-saga path
 
 
 @pytest.fixture(scope="module")
@@ -48,40 +49,45 @@ def cub_run(tiny_cub, tmp_path_factory):
                           arch="small-cnn", epochs=1, ft_epochs=1, batch_size=8,
                           n_features=N, per_class=K, solver="greedy", device="cpu",
                           model_type=model_type, run_dir=str(run_dir))
-        run_pipeline(cfg, log=lambda _m: None, hooks=HOOKS)
+        run_pipeline(cfg, log=lambda _m: None, glm=GLM)
     return run_dir
 
 
+def metrics_of(run_dir, name: str) -> dict:
+    folder = run_dir if name == "dense" else variant(run_dir, name)
+    return json.loads((folder / "metrics.json").read_text())[name]
+
+
 def test_baseline_models_are_sparse_and_recorded(cub_run):
-    metrics = json.loads((cub_run / "metrics.json").read_text())
     for name in ("sldd", "qsenn"):
-        model, meta = load_model(cub_run / f"{name}.pt")
+        model, meta = load_model(variant(cub_run, name) / f"{name}.pt")
         head = model.classifier
         assert isinstance(head, SparseHead)
         w = head.weight.numpy()
         assert w.shape == (3, N)
         assert features_per_class(w) == K  # K per class on average
         assert meta["sparsifier"] == name
-        assert metrics[name]["sparsifier"].startswith(name)
-        assert metrics[name]["per_class"] == K
-    q = load_model(cub_run / "qsenn.pt")[0].classifier.weight.numpy()
+        assert metrics_of(cub_run, name)["sparsifier"].startswith(name)
+        assert metrics_of(cub_run, name)["per_class"] == K
+    q = load_model(variant(cub_run, "qsenn") / "qsenn.pt")[0].classifier.weight.numpy()
     v = np.abs(q[q != 0])
     assert np.allclose(v, v[0])  # ternary {-v, 0, +v}
-    rounds = metrics["qsenn"]["rounds"]
+    rounds = metrics_of(cub_run, "qsenn")["rounds"]
     assert [r["lr_scale"] for r in rounds] == pytest.approx([1, 0.9, 0.81, 0.729])
-    assert not list(cub_run.glob("*.ckpt"))
-    for png in ("assignment.png", "sldd_assignment.png", "qsenn_assignment.png"):
-        assert (cub_run / png).read_bytes()[:4] == b"\x89PNG"
+    assert not list(cub_run.rglob("*.ckpt"))
+    for name, png in (("qpm", "assignment.png"), ("sldd", "sldd_assignment.png"),
+                      ("qsenn", "qsenn_assignment.png")):
+        assert (variant(cub_run, name) / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_table_and_metrics_json(cub_run, capsys):
     assert main(["evaluate", str(cub_run), "--device", "cpu"]) == 0
     table = capsys.readouterr().out
     header = table.splitlines()[0].split()
-    assert header[-4:] == ["dense", "qpm", "qsenn", "sldd"]
+    assert header[-4:] == ["dense", variant(cub_run, "qpm").name, "qsenn-n8-k2", "sldd-n8-k2"]
     for label in ("SID@5", "Diversity@5", "Dependence", "Structural Grounding", "Alignment"):
         assert label in table
-    metrics = json.loads((cub_run / "metrics.json").read_text())
+    metrics = {name: metrics_of(cub_run, name) for name in ("dense", "qpm", "qsenn", "sldd")}
     for name in ("dense", "qpm", "qsenn", "sldd"):
         m = metrics[name]
         for key in ("accuracy", "n_features", "per_class", "class_independence",
@@ -95,11 +101,11 @@ def test_evaluate_table_and_metrics_json(cub_run, capsys):
 
 
 def test_qsenn_fine_tunes_10_10_10_then_the_full_epochs(cub_run, tmp_path, monkeypatch):
-    import qpm.pipeline.stages as stages
+    import qpm.pipeline.stages.base as stages
 
     run_dir = tmp_path / "qsenn"
     shutil.copytree(cub_run, run_dir)
-    (run_dir / "qsenn.pt").unlink()  # dense.pt and features.npz are reused
+    (variant(run_dir, "qsenn") / "qsenn.pt").unlink()  # dense.pt and features.npz are reused
     epochs, lrs = [], {}
     real_fit = stages.fit
 
@@ -108,10 +114,11 @@ def test_qsenn_fine_tunes_10_10_10_then_the_full_epochs(cub_run, tmp_path, monke
         return real_fit(model, data, settings, **kw)
 
     monkeypatch.setattr(stages, "fit", spy)
-    hooks = {**HOOKS, "on_epoch_end": lambda stage, epoch: epochs.append(stage)}
+
     cfg = json.loads((cub_run / "config.json").read_text())
     cfg.update(model_type="qsenn", ft_epochs=11, run_dir=str(run_dir))
-    run_pipeline(TrainConfig.from_dict(cfg), log=lambda _m: None, hooks=hooks)
+    run_pipeline(TrainConfig.from_dict(cfg), log=lambda _m: None, glm=GLM,
+                 on_epoch_end=lambda stage, epoch: epochs.append(stage))
     rounds = [f"qsenn-round{r}" for r in range(1, 5)]
     assert [epochs.count(r) for r in rounds] == [10, 10, 10, 11]
     ft_lr = TrainConfig.from_dict(cfg).ft_lr
@@ -130,7 +137,7 @@ def test_explain_writes_json_figures_and_page(cub_run, capsys):
     assert page.count('class="class-entry"') == 3
     assert main(["explain", str(cub_run), "--model-type", "sldd", "--device", "cpu",
                  "--split", "train"]) == 0
-    assert (cub_run / "explain" / "sldd" / "index.html").exists()
+    assert (variant(cub_run, "sldd") / "explain" / "index.html").exists()
 
 
 def test_no_finished_model_and_missing_glm_saga_exit_2(cub_run, tmp_path, monkeypatch, capsys):
@@ -146,8 +153,7 @@ def test_no_finished_model_and_missing_glm_saga_exit_2(cub_run, tmp_path, monkey
     cfg = json.loads((cub_run / "config.json").read_text())
     other = tmp_path / "other"
     shutil.copytree(cub_run, other)
-    for f in other.glob("sldd*"):
-        f.unlink()
+    shutil.rmtree(variant(other, "sldd"))
     rc = main(["train", "--dataset", "cub2011", "--data-root", cfg["data_root"],
                "--image-size", "32", "--arch", "small-cnn", "--epochs", "1", "--ft-epochs", "1",
                "--batch-size", "8", "--n-features", str(N), "--per-class", str(K),

@@ -72,16 +72,15 @@ def test_sldd_end_to_end_k_per_class_on_average():
 
 
 def test_sparse_head_computes_the_layer_and_round_trips():
-    from qpm.baselines.head import SparseHead
-    from qpm.models.checkpoint import _HEADS
+    from qpm.models.heads import head_from_state
 
     X, y = _data()
     layer = sldd_sparsify(X, y, C, n_features=N_SEL, per_class=K, cfg=FAST)
-    head = SparseHead.from_layer(layer).eval()
+    head = layer.head().eval()
     with torch.no_grad():
         out = head(torch.as_tensor(X, dtype=torch.float32)).numpy()
     assert np.allclose(out, layer.logits(X), atol=1e-4)
-    again = _HEADS["sparse"][1](head.state_dict())
+    again = head_from_state("sparse", head.state_dict())
     again.load_state_dict(head.state_dict())
     assert torch.equal(again.bias, head.bias) and torch.equal(again.weight, head.weight)
 
@@ -211,12 +210,11 @@ def test_selection_stops_with_a_user_error_when_only_constant_features_remain():
 
 
 def test_sparse_head_input_reproduces_its_logits():
-    from qpm.baselines.head import SparseHead
     from qpm.metrics.model_eval import head_input
 
     X, y = _data()
     layer = sldd_sparsify(X, y, C, n_features=N_SEL, per_class=K, cfg=FAST)
-    head = SparseHead.from_layer(layer).eval()
+    head = layer.head().eval()
     with torch.no_grad():  # move the learned normalisation away from its start
         head.mean.normal_(0, 0.3)
         head.log_scale.normal_(0, 0.3)

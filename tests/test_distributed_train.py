@@ -11,18 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import variant
 
+from qpm.data import build_data
 from qpm.models.checkpoint import load_model
 from qpm.pipeline import distributed as D
-from qpm.pipeline.artifacts import load_npz
-from qpm.pipeline.data import build_data
 from qpm.pipeline.extraction import extract
+from qpm.run_folder import read_arrays
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["--dataset", "digits", "--epochs", "1", "--ft-epochs", "1", "--n-features", "12",
               "--per-class", "3", "--solver", "greedy", "--device", "cpu"]
 EXPECTED = {"config.json", "data.json", "stages", "metrics.json", "dense.pt", "features.npz",
-            "similarities.npz", "assignment.json", "qpm.pt"}
+            "similarities.npz", "variants"}
+EXPECTED_VARIANT = {"config.json", "stages", "metrics.json", "assignment.json", "qpm.pt"}
 
 
 def torchrun(run_dir: Path, state_dir: Path) -> subprocess.CompletedProcess:
@@ -54,14 +56,15 @@ def assert_same_tensors(a: dict, b: dict) -> None:
 
 def test_one_set_of_artifacts_and_one_summary(two_process_run):
     run_dir, _, proc = two_process_run
-    names = {p.name for p in run_dir.iterdir()}
-    assert EXPECTED <= names
+    assert EXPECTED <= {p.name for p in run_dir.iterdir()}
+    assert EXPECTED_VARIANT <= {p.name for p in variant(run_dir).iterdir()}
     # No per-rank copies, no temporaries, no checkpoints left behind by any rank.
+    names = [p.name for p in run_dir.rglob("*")]
     assert not [n for n in names if "rank" in n or ".tmp" in n or n.endswith(".ckpt")], names
     assert proc.stdout.count("run folder:") == 1  # only rank 0 reports
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((variant(run_dir) / "metrics.json").read_text())
     assert 0 <= metrics["qpm"]["accuracy"] <= 100
-    model, _ = load_model(run_dir / "qpm.pt")
+    model, _ = load_model(variant(run_dir) / "qpm.pt")
     assert model.classifier.weight.sum(1).eq(3).all()  # a real k=3 QPM layer was saved
 
 
@@ -73,8 +76,8 @@ def test_ranks_hold_identical_weights(two_process_run):
         assert_same_tensors(stage0["params"], stage1["params"])  # DDP kept them in step
         assert_same_tensors(stage0["state"], stage1["state"])  # BatchNorm statistics too
     # The saved models are the ones every rank holds at the end of their stage.
-    for stage, name in zip(r0, ("dense.pt", "qpm.pt"), strict=True):
-        model, _ = load_model(run_dir / name)
+    for stage, path in zip(r0, (run_dir / "dense.pt", variant(run_dir) / "qpm.pt"), strict=True):
+        model, _ = load_model(path)
         assert_same_tensors(stage["state"], model.state_dict())
 
 
@@ -90,7 +93,7 @@ def test_sharded_features_equal_single_process_extraction(two_process_run):
         test = extract(model, data.test, batch_size=50, features=True)
     finally:
         D.cleanup()
-    saved = load_npz(run_dir / "features.npz")
+    saved = read_arrays(run_dir / "features.npz")
     assert np.array_equal(saved["labels"], train.labels)  # same samples in the same order
     assert np.array_equal(saved["test_labels"], test.labels)
     np.testing.assert_allclose(saved["features"], train.features, rtol=1e-5, atol=1e-5)
@@ -106,8 +109,8 @@ def test_single_process_rerun_reuses_every_stage(two_process_run, capsys):
 
     run_dir, _, _ = two_process_run
     def stamps():  # the lock file changes hands; nothing else may change
-        return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()
-                if p.suffix != ".json" and p.name != ".lock"}
+        return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
+                if p.is_file() and p.suffix != ".json" and p.name != ".lock"}
 
     before = stamps()
     torch.set_num_threads(1)
@@ -116,6 +119,6 @@ def test_single_process_rerun_reuses_every_stage(two_process_run, capsys):
         assert main(["train", *TRAIN_ARGS, "--run-dir", str(run_dir)]) == 0
     finally:
         D.cleanup()
-    stages = list((run_dir / "stages").glob("*.json"))
+    stages = list(run_dir.rglob("stages/*.json"))
     assert capsys.readouterr().out.count("(skipped)") == len(stages) == 5  # every stage
     assert stamps() == before

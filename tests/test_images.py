@@ -7,8 +7,8 @@ import pytest
 from badfiles import png_header_only
 from PIL import Image
 
+from qpm.data.images import read_rgb
 from qpm.errors import QPMError
-from qpm.pipeline.datasets import read_rgb
 
 
 def test_16_bit_png_keeps_its_grey_levels(tmp_path):

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from qpm.cli import main
-from qpm.pipeline.data import build_data
+from qpm.data import build_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,7 +123,7 @@ def test_incomplete_or_misplaced_reference_checkpoints_are_one_clear_error(
 
 
 def test_qsenn_layout_with_bias_and_real_weights(reference_checkpoint):
-    from qpm.baselines.head import SparseHead
+    from qpm.models.sparse_head import SparseHead
     from qpm.pipeline.import_reference import reference_model
 
     _, net, state = reference_checkpoint

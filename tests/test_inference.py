@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import variant
 from pagecheck import CHROMIUM, browser_checks, static_checks
 from PIL import Image
 
 import qpm
+from qpm import run_folder as rf
 from qpm.cli import main
+from qpm.data import build_data
 from qpm.errors import QPMError
-from qpm.pipeline import run_folder as rf
-from qpm.pipeline.config import TrainConfig
-from qpm.pipeline.data import build_data
 from qpm.pipeline.run import run_pipeline
+from qpm.run_folder.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -71,7 +72,8 @@ def test_readme_example_runs(mnist_run, mnist_test, tmp_path, monkeypatch, capsy
 
 def test_predict_reproduces_the_recorded_test_accuracy(mnist_run, mnist_test):
     x, y, _ = mnist_test
-    metrics = json.loads((mnist_run / "metrics.json").read_text())
+    metrics = {**json.loads((mnist_run / "metrics.json").read_text()),
+               **json.loads((variant(mnist_run) / "metrics.json").read_text())}
     for model_type in ("qpm", "dense"):
         pred = qpm.load(mnist_run, model_type, device="cpu").predict(x, batch_size=256)
         acc = 100.0 * float(np.mean(pred.classes == y))
@@ -167,8 +169,10 @@ def test_load_refuses_what_it_cannot_use(mnist_run, tmp_path):
         qpm.load(tmp_path)
     with pytest.raises(QPMError, match="qpm train --model-type sldd"):
         qpm.load(mnist_run, "sldd")
-    with pytest.raises(QPMError, match="Unknown model type"):
+    with pytest.raises(QPMError, match="holds no finished nonsense model"):
         qpm.load(mnist_run, "nonsense")
+    with pytest.raises(QPMError, match="no qpm variant 'qpm-n7'"):
+        qpm.load(mnist_run, variant="qpm-n7")
     with pytest.raises(QPMError, match="Unknown device"):
         qpm.load(mnist_run, device="bogus")
 
@@ -185,7 +189,7 @@ def test_predict_and_explain_commands_on_the_default_run(mnist_run, mnist_test, 
     assert [r["path"] for r in rows] == [str(p) for p in sorted(folder.glob("*.png"))]
     acc = 100.0 * float(np.mean([int(r["class_index"]) == t for r, t in zip(rows, y,
                                                                             strict=True)]))
-    metrics = json.loads((mnist_run / "metrics.json").read_text())
+    metrics = json.loads((variant(mnist_run) / "metrics.json").read_text())
     assert acc == pytest.approx(metrics["qpm"]["accuracy"], abs=1e-9)  # from the files
     assert all(len(r["features"].split("; ")) == 5 for r in rows)
     assert all(0 < float(r["probability"]) <= 1 for r in rows)
@@ -249,7 +253,7 @@ def test_commands_on_the_cub_layout_report_counts(cub_qpm_run, tiny_cub, tmp_pat
     assert len(rows) == 27 and {r["class"] for r in rows} <= {
         "001.red_disc", "002.green_bar", "003.blue_cross"}
     assert main(["evaluate", str(cub_qpm_run), "--device", "cpu"]) == 0
-    assert "qpm: 8 features selected" in capsys.readouterr().out
+    assert f"{variant(cub_qpm_run).name}: 8 features selected" in capsys.readouterr().out
     page = tmp_path / "page"
     assert main(["explain", str(cub_qpm_run), "--out", str(page), "--device", "cpu"]) == 0
     page_text, expl = static_checks(page)
@@ -263,15 +267,16 @@ def test_drawing_runs_only_after_the_stage_is_recorded(cub_qpm_run, tmp_path, mo
 
     run_dir = tmp_path / "run"
     shutil.copytree(cub_qpm_run, run_dir)
-    (run_dir / "qpm.pt").unlink()
-    (run_dir / "assignment.png").unlink()
+    own = variant(run_dir)
+    (own / "qpm.pt").unlink()
+    (own / "assignment.png").unlink()
     cfg = TrainConfig.from_dict({**json.loads((run_dir / "config.json").read_text()),
                                  "run_dir": str(run_dir)})
     seen = []
 
     def broken(*_args, **_kwargs):
-        rec, _ = rf.read_record(run_dir, "qpm")  # the stage is recorded before any drawing
-        seen.append(rec.output == rf.file_hash(run_dir / "qpm.pt"))
+        rec, _ = rf.read_record(own, "qpm")  # the stage is recorded before any drawing
+        seen.append(rec.output == rf.file_hash(own / "qpm.pt"))
         raise ValueError("mathtext exploded")
 
     monkeypatch.setattr(figures, "plot_assignment", broken)
@@ -285,4 +290,4 @@ def test_drawing_runs_only_after_the_stage_is_recorded(cub_qpm_run, tmp_path, mo
     lines.clear()
     summary = run_pipeline(cfg, log=lines.append)  # nothing to recompute; the picture is drawn
     assert [s.status for s in summary.stages] == ["skipped"] * 5
-    assert (run_dir / "assignment.png").read_bytes()[:8] == PNG_MAGIC
+    assert (own / "assignment.png").read_bytes()[:8] == PNG_MAGIC

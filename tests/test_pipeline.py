@@ -9,17 +9,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import variant
 
 from qpm.assignment.cache import load_similarities
 from qpm.cli import main
+from qpm.data import build_data
 from qpm.errors import QPMError
+from qpm.io import ArtifactError
 from qpm.models.checkpoint import load_model
 from qpm.models.qpm_layer import QPMLayer
-from qpm.pipeline.artifacts import ArtifactError, load_torch, save_torch
+from qpm.models.torch_files import load_checkpoint, save_torch
 from qpm.pipeline.bias import BIAS_SCALE, locality_bias, main_cluster_range
-from qpm.pipeline.config import TrainConfig
-from qpm.pipeline.data import build_data
 from qpm.pipeline.run import run_pipeline
+from qpm.run_folder.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,7 +30,8 @@ FAST = ["--epochs", "1", "--ft-epochs", "1", "--device", "cpu", "--image-size", 
 
 
 def check_qpm_model(run_dir, n: int, k: int, n_classes: int) -> QPMLayer:
-    model, meta = load_model(run_dir / "qpm.pt")
+    folder = variant(run_dir)
+    model, meta = load_model(folder / "qpm.pt")
     layer = model.classifier
     assert isinstance(layer, QPMLayer)
     w = layer.weight.numpy()
@@ -39,7 +42,7 @@ def check_qpm_model(run_dir, n: int, k: int, n_classes: int) -> QPMLayer:
     if n_classes * k >= n:
         assert np.all(w.sum(axis=0) >= 1)  # every selected feature is used
     assert len({tuple(row) for row in w}) == n_classes  # no two classes alike
-    assignment = json.loads((run_dir / "assignment.json").read_text())
+    assignment = json.loads((folder / "assignment.json").read_text())
     assert sorted(assignment["selected_features"]) == sorted(layer.selected.tolist())
     assert meta["assignment"] == {str(c): f for c, f in layer.assignment().items()}
     return layer
@@ -57,7 +60,7 @@ class Recorder:
             raise KeyboardInterrupt
 
     def run(self, cfg: TrainConfig):
-        return run_pipeline(cfg, log=self.lines.append, hooks={"on_epoch_end": self.hook})
+        return run_pipeline(cfg, log=self.lines.append, on_epoch_end=self.hook)
 
 
 def test_digits_pipeline_resume_skip_corrupt_and_config_guard(tmp_path):
@@ -72,7 +75,7 @@ def test_digits_pipeline_resume_skip_corrupt_and_config_guard(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         first.run(cfg)
     assert (run_dir / "dense.ckpt").exists() and not (run_dir / "dense.pt").exists()
-    assert load_torch(run_dir / "dense.ckpt")["epoch"] == 1
+    assert load_checkpoint(run_dir / "dense.ckpt")["epoch"] == 1
 
     # 2. The re-run resumes at epoch 2 and finishes every stage.
     second = Recorder()
@@ -80,13 +83,18 @@ def test_digits_pipeline_resume_skip_corrupt_and_config_guard(tmp_path):
     assert any("resuming from the checkpoint after epoch 1/2" in line for line in second.lines)
     assert second.epochs == [("dense", 2), ("qpm", 1)]
     assert [s.status for s in summary.stages] == ["ran"] * 5
-    assert not (run_dir / "dense.ckpt").exists() and not (run_dir / "qpm.ckpt").exists()
+    assert not (run_dir / "dense.ckpt").exists()
+    assert not (variant(run_dir) / "qpm.ckpt").exists()
     check_qpm_model(run_dir, n=12, k=2, n_classes=10)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["dense"]["accuracy"] > 30 and metrics["qpm"]["accuracy"] > 30
-    assert set(metrics["seconds"]) == {"dense", "features", "similarities", "assignment", "qpm"}
-    saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    assert saved == cfg.resolve()
+    own = json.loads((variant(run_dir) / "metrics.json").read_text())
+    assert metrics["dense"]["accuracy"] > 30 and own["qpm"]["accuracy"] > 30
+    assert set(metrics["seconds"]) == {"dense", "features", "similarities"}
+    assert set(own["seconds"]) == {"assignment", "qpm"}
+    assert summary.metrics["qpm"] == own["qpm"] and summary.variant_dir == variant(run_dir)
+    for folder in (run_dir, variant(run_dir)):
+        saved = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        assert saved == cfg.resolve()
 
     # 3. Same config again: everything skipped, nothing rewritten.
     mtime = (run_dir / "dense.pt").stat().st_mtime_ns
@@ -107,12 +115,12 @@ def test_digits_pipeline_resume_skip_corrupt_and_config_guard(tmp_path):
     # 5. A config that changes a finished stage is refused with the way out.
     with pytest.raises(QPMError) as info:
         run_pipeline(replace(cfg, epochs=3), log=lambda _: None)
-    assert "different config" in str(info.value) and "--run-dir" in str(info.value)
+    assert "different config" in str(info.value) and "--force dense" in str(info.value)
     with pytest.raises(QPMError, match="qpm.pt"):
         run_pipeline(replace(cfg, ft_epochs=2), log=lambda _: None)
 
     # 6. ... and deleting only what the change affects re-runs only that.
-    (run_dir / "qpm.pt").unlink()
+    (variant(run_dir) / "qpm.pt").unlink()
     fifth = Recorder()
     summary = fifth.run(replace(cfg, ft_epochs=2))
     assert [s.status for s in summary.stages] == ["skipped"] * 4 + ["ran"]
@@ -121,7 +129,7 @@ def test_digits_pipeline_resume_skip_corrupt_and_config_guard(tmp_path):
 
 def test_cub_layout_with_crop_via_cli(tiny_cub, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
-    import qpm.pipeline.stages as stages
+    import qpm.pipeline.stages.shared as stages
 
     calls, real_extract = [], stages.extract
 
@@ -239,11 +247,11 @@ def test_checkpoint_from_other_settings_is_not_resumed(tmp_path):
 def test_artifact_loading_rejects_garbage(tmp_path):
     path = tmp_path / "x.pt"
     save_torch(path, {"a": torch.ones(2)})
-    assert torch.equal(load_torch(path)["a"], torch.ones(2))
+    assert torch.equal(load_checkpoint(path)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]  # no temp file left behind
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(ArtifactError, match="corrupt"):
-        load_torch(path)
+        load_checkpoint(path)
 
 
 def test_locality_bias_scale_and_border_penalty():

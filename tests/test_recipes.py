@@ -10,12 +10,12 @@ from PIL import Image
 from torchvision import transforms as T
 
 from qpm.cli import main
+from qpm.data import build_data
+from qpm.data.transforms import DigitTransform, Lighting
 from qpm.errors import QPMError
 from qpm.models.backbones import create_backbone, weights_cache_path
-from qpm.pipeline.config import TrainConfig
-from qpm.pipeline.data import build_data
-from qpm.pipeline.recipes import get_recipe
-from qpm.pipeline.transforms import DigitTransform, Lighting
+from qpm.run_folder.config import TrainConfig
+from qpm.run_folder.recipes import get_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,42 +9,19 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_RUN_FLAGS, consistent
+from conftest import TINY_RUN_FLAGS, consistent, statuses, train, variant
 
+from qpm import run_folder as rf
 from qpm.cli import main
 from qpm.errors import QPMError
-from qpm.pipeline import run_folder as rf
-from qpm.pipeline.artifacts import load_torch, save_torch
+from qpm.models.torch_files import load_checkpoint, save_torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def train(run_dir, data_root, capsys, *extra) -> tuple[int, str]:
-    capsys.readouterr()
-    code = main(["train", *TINY_RUN_FLAGS, "--data-root", str(data_root), "--run-dir",
-                 str(run_dir), *extra])
-    return code, capsys.readouterr().err
-
-
-def statuses(err: str) -> dict[str, str]:
-    out = {}
-    for line in err.splitlines():
-        for word in ("skipping", "computing"):
-            if line.startswith("[") and word in line:
-                out[line[1:line.index("]")]] = "ran" if word == "computing" else "skipped"
-    return out
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    dst = tmp_path / "run"
-    shutil.copytree(trained_run, dst)
-    return dst
-
-
 HOLD = """
 import sys, time
-from qpm.pipeline.run_folder import RunLock
+from qpm.run_folder import RunLock
 RunLock(sys.argv[1], command="qpm train --seed 0").acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -87,11 +64,12 @@ def test_trained_folder_is_consistent_and_a_rerun_skips_everything(trained_run, 
 
 def test_a_model_from_another_run_is_detected_and_only_its_stage_recomputed(
         run_copy, tiny_imagefolder, capsys):
-    ckpt = load_torch(run_copy / "qpm.pt")  # a valid model file, but not the recorded one
+    own = variant(run_copy)
+    ckpt = load_checkpoint(own / "qpm.pt")  # a valid model file, but not the recorded one
     ckpt["state_dict"]["classifier.mean"] += 1.0
-    save_torch(run_copy / "qpm.pt", ckpt)
+    save_torch(own / "qpm.pt", ckpt)
     assert "changed after its stage finished" in str(
-        pytest.raises(QPMError, rf.check_model_file, run_copy, "qpm").value)
+        pytest.raises(QPMError, rf.check_model_file, own, "qpm").value)
     code, err = train(run_copy, tiny_imagefolder, capsys)
     assert code == 0 and "qpm.pt changed after its stage finished" in err
     assert statuses(err) == {"dense": "skipped", "features": "skipped",
@@ -101,7 +79,7 @@ def test_a_model_from_another_run_is_detected_and_only_its_stage_recomputed(
 
 def test_a_hand_edited_assignment_is_recomputed_with_the_model(run_copy, tiny_imagefolder,
                                                                capsys):
-    path = run_copy / "assignment.json"
+    path = variant(run_copy) / "assignment.json"
     data = json.loads(path.read_text())
     original = dict(data["assignment"])
     data["assignment"]["0"], data["assignment"]["1"] = original["1"], original["0"]
@@ -115,19 +93,20 @@ def test_a_hand_edited_assignment_is_recomputed_with_the_model(run_copy, tiny_im
 
 def test_a_mixed_folder_recomputes_from_the_foreign_artifact_on(run_copy, tiny_imagefolder,
                                                                 capsys):
-    ckpt = load_torch(run_copy / "dense.pt")
+    ckpt = load_checkpoint(run_copy / "dense.pt")
     ckpt["meta"]["accuracy"] = -1.0  # as if dense.pt came from another run
     save_torch(run_copy / "dense.pt", ckpt)
     code, err = train(run_copy, tiny_imagefolder, capsys)
     assert code == 0 and set(statuses(err).values()) == {"ran"}
     assert consistent(run_copy)
-    assert load_torch(run_copy / "dense.pt")["meta"]["accuracy"] >= 0
+    assert load_checkpoint(run_copy / "dense.pt")["meta"]["accuracy"] >= 0
 
 
 def test_an_unreadable_record_or_metrics_file_costs_no_training(run_copy, tiny_imagefolder,
                                                                 capsys):
     (run_copy / rf.RECORDS / "dense.json").write_text("{ not json")
-    (run_copy / rf.RECORDS / "qpm.json").write_text(json.dumps({"stage": "qpm", "artifact": 3}))
+    (variant(run_copy) / rf.RECORDS / "qpm.json").write_text(
+        json.dumps({"stage": "qpm", "artifact": 3}))
     metrics = json.loads((run_copy / rf.METRICS).read_text())
     (run_copy / rf.METRICS).unlink()
     code, err = train(run_copy, tiny_imagefolder, capsys)
@@ -147,7 +126,11 @@ def test_other_data_is_refused_and_moved_data_accepted(run_copy, tiny_imagefolde
     code, err = train(run_copy, moved, capsys)
     assert code == 0 and set(statuses(err).values()) == {"skipped"}
     next(iter(sorted((moved / "train").rglob("*.png")))).unlink()
-    before = {p.name: p.stat().st_mtime_ns for p in run_copy.iterdir() if p.name != rf.LOCK}
+    def stamps():  # every file but the lock, which changes hands
+        return {p: p.stat().st_mtime_ns for p in run_copy.rglob("*")
+                if p.is_file() and p.name != rf.LOCK}
+
+    before = stamps()
     for argv in (["train", *TINY_RUN_FLAGS, "--run-dir", str(run_copy)],
                  ["evaluate", str(run_copy), "--device", "cpu"],
                  ["explain", str(run_copy), "--device", "cpu"]):
@@ -155,8 +138,7 @@ def test_other_data_is_refused_and_moved_data_accepted(run_copy, tiny_imagefolde
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "was trained on other data" in err[0], err
         assert "other image counts" in err[0]
-    assert before == {p.name: p.stat().st_mtime_ns for p in run_copy.iterdir()
-                      if p.name != rf.LOCK}
+    assert before == stamps()
 
 
 def test_stale_temporaries_are_removed_at_start(run_copy, tiny_imagefolder, capsys):
@@ -170,11 +152,12 @@ def test_stale_temporaries_are_removed_at_start(run_copy, tiny_imagefolder, caps
 
 
 def test_evaluate_and_explain_refuse_a_foreign_model(run_copy, capsys):
-    state = torch.load(run_copy / "qpm.pt", weights_only=True)
-    save_torch(run_copy / "qpm.pt", state)  # same content, new file: same hash, accepted
-    assert rf.check_model_file(run_copy, "qpm") is None
+    own = variant(run_copy)
+    state = torch.load(own / "qpm.pt", weights_only=True)
+    save_torch(own / "qpm.pt", state)  # same content, new file: same hash, accepted
+    assert rf.check_model_file(own, "qpm") is None
     state["state_dict"]["classifier.mean"] += 1
-    save_torch(run_copy / "qpm.pt", state)
+    save_torch(own / "qpm.pt", state)
     assert main(["explain", str(run_copy), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot be trusted" in err[0]

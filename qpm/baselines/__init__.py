@@ -1,4 +1,8 @@
-"""The Q-SENN and SLDD baselines: glm-saga based sparse final layers (arrays in, arrays out)."""
+"""The Q-SENN and SLDD baselines: glm-saga based sparse final layers (arrays in, arrays out).
+
+Their torch head is :class:`qpm.models.sparse_head.SparseHead`; their pipeline stages are in
+:mod:`qpm.pipeline.stages.baselines`.
+"""
 
 from qpm.baselines.glm import GLMConfig, require_glm_saga
 from qpm.baselines.layer import SparseLayer, keep_largest
@@ -20,6 +24,3 @@ __all__ = [
     "selection_path",
     "sldd_sparsify",
 ]
-
-# Registers the "sldd" and "qsenn" model types and the "sparse" head with the pipeline.
-from qpm.baselines import stages as _stages  # noqa: E402,F401

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from qpm.io import ArtifactError, read_npz, save_npz
+
+LAYER_KEYS = ("selection", "weight", "bias", "mean", "std", "info")
 
 
 @dataclass
@@ -32,6 +38,28 @@ class SparseLayer:
         """Scores (N, C) for backbone features (N, F)."""
         x = (np.asarray(features)[:, self.selection] - self.mean) / self.std
         return x @ self.weight.T + self.bias
+
+    def head(self, dropout: float = 0.1):
+        """This layer as a torch head (:class:`qpm.models.sparse_head.SparseHead`)."""
+        from qpm.models.sparse_head import SparseHead
+
+        return SparseHead(self.selection, self.weight, self.bias, self.mean, self.std, dropout)
+
+    def save(self, path: str | Path) -> Path:
+        return save_npz(path, selection=self.selection.astype(np.int64), weight=self.weight,
+                        bias=self.bias, mean=self.mean, std=self.std,
+                        info=np.asarray(json.dumps({"sparsifier": self.sparsifier, **self.info})))
+
+    @classmethod
+    def load(cls, path: str | Path) -> SparseLayer:
+        fix = f"Delete {path} and re-run; it will be recomputed."
+        a = read_npz(path, LAYER_KEYS, what="Sparse-layer", fix=fix)
+        try:
+            info = json.loads(str(a["info"]))
+        except ValueError:
+            raise ArtifactError(f"{path} holds unreadable layer information.", fix) from None
+        return cls(a["selection"], a["weight"], a["bias"], a["mean"], a["std"],
+                   info.pop("sparsifier", "sldd"), info)
 
 
 def keep_largest(weight: np.ndarray, n_keep: int) -> np.ndarray:

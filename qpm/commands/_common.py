@@ -1,4 +1,4 @@
-"""Arguments shared by the commands that read a run folder (evaluate, explain)."""
+"""Arguments shared by the commands that read a run folder (evaluate, explain, predict)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,16 @@ def add_run_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 
+def add_variant_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", metavar="NAME",
+                   help="which setting of the model type: its folder under RUN_DIR/variants/ "
+                   "or a unique start of it, e.g. qpm-n30 (default: the most recently trained)")
+
+
 def check_run_folder_arguments(args: argparse.Namespace) -> None:
     """One line for a bad --device or --batch-size, before anything is loaded."""
     from qpm.errors import QPMError
-    from qpm.pipeline.config import check_device
+    from qpm.run_folder.config import check_device
 
     check_device(args.device)
     if args.batch_size < 1:

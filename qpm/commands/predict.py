@@ -8,7 +8,8 @@ import io
 import sys
 from pathlib import Path
 
-MODEL_TYPES = ("qpm", "dense", "sldd", "qsenn")
+from qpm.commands._common import add_variant_argument
+
 COLUMNS = ("path", "class_index", "class", "probability", "features")
 
 
@@ -25,8 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by qpm train")
     p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+",
                    help="image files or folders of images")
-    p.add_argument("--model-type", choices=MODEL_TYPES, default="qpm",
-                   help="which model of the run to use (default qpm)")
+    p.add_argument("--model-type", default="qpm", metavar="NAME",
+                   help="which model of the run to use: qpm, dense, sldd or qsenn (default qpm)")
+    add_variant_argument(p)
     p.add_argument("--out", metavar="CSV", help="write the predictions here (default: stdout)")
     p.add_argument("--explain", metavar="DIR",
                    help="write DIR/NNNN.png, a local explanation of image NNNN (CSV order)")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from qpm.errors import QPMError
     from qpm.inference import load
     from qpm.inference.inputs import find_images
-    from qpm.pipeline.artifacts import atomic_write
+    from qpm.io import atomic_write
     from qpm.text import printable
 
     if args.batch_size < 1:
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     _check_output(out, is_dir=False)
     _check_output(explain_dir, is_dir=True)
     files = find_images(args.images)
-    model = load(args.run_dir, args.model_type, args.device)
+    model = load(args.run_dir, args.model_type, args.device, variant=args.variant)
     pred = model.predict(files, batch_size=args.batch_size)
     figures = {}
     if explain_dir is not None:

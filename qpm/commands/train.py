@@ -55,11 +55,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a = p.add_argument_group("assignment")
     a.add_argument("--solver", default="gurobi", help="gurobi (falls back to HiGHS), highs, "
                    "scip or greedy")
-    a.add_argument("--preset", default="qpm", help="constraint preset (see qpm solve)")
+    a.add_argument("--preset", help="constraint preset (see qpm solve; default: qpm, with "
+                   "--assignment: the result's)")
     a.add_argument("--tau-rule", default="paper", help="how the redundancy threshold is chosen: "
                    "paper (default, the reference's search) or tight (see qpm solve)")
-    a.add_argument("--n-features", type=int, default=50, help="features kept (n)")
-    a.add_argument("--per-class", type=int, default=5, help="features per class (k)")
+    a.add_argument("--n-features", type=int,
+                   help="features kept (n; default: 50, with --assignment: the result's)")
+    a.add_argument("--per-class", type=int,
+                   help="features per class (k; default: 5, with --assignment: the result's)")
     from qpm.assignment.limits import LARGE_CELLS, LARGE_TIME_LIMIT
 
     a.add_argument("--time-limit", type=float, metavar="S",
@@ -68,6 +71,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--mip-gap", type=float, default=1e-4, help="relative MIP gap")
     a.add_argument("--strict-solver", action="store_true",
                    help="fail instead of falling back to HiGHS when Gurobi cannot take the model")
+    a.add_argument("--assignment", metavar="RESULT.json",
+                   help="use this qpm solve result (on this run's similarities.npz) instead of "
+                   "solving; it is verified against the run's similarities first")
     t = p.add_argument_group("training " + DEFAULTS_NOTE)
     t.add_argument("--epochs", type=int, help="dense epochs")
     t.add_argument("--ft-epochs", type=int, help="fine-tuning epochs")
@@ -80,25 +86,56 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (also names the run folder)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/DATASET/ARCH/SEED)")
+    p.add_argument("--force", metavar="STAGE",
+                   help="recompute STAGE and every later one (dense, features, similarities, "
+                   "assignment, qpm; sldd-layer, sldd; qsenn)")
     return p
 
 
 def config_from_args(args: argparse.Namespace):
-    from qpm.pipeline.config import TrainConfig
+    from qpm.run_folder.config import TrainConfig
 
+    n, k, preset = given_problem(args)
     return TrainConfig(
         dataset=args.dataset, data_root=args.data_root, recipe=args.recipe,
         crop_gt=args.crop_gt, image_size=args.image_size, arch=args.arch, weights=args.weights,
         reduced_strides=args.reduced_strides, dense_training=args.dense_training,
         model_type=args.model_type, solver=args.solver,
-        preset=args.preset, tau_rule=args.tau_rule, n_features=args.n_features,
-        per_class=args.per_class,
+        preset=preset, tau_rule=args.tau_rule, n_features=n, per_class=k,
         time_limit=args.time_limit, mip_gap=args.mip_gap, strict_solver=args.strict_solver,
+        assignment=args.assignment,
         epochs=args.epochs, lr=args.lr,
         classifier_lr=args.classifier_lr, batch_size=args.batch_size, beta=args.beta,
         ft_epochs=args.ft_epochs, ft_lr=args.ft_lr, seed=args.seed, device=args.device,
         workers=args.workers, run_dir=args.run_dir,
     )
+
+
+def given_problem(args: argparse.Namespace) -> tuple[int, int, str]:
+    """n, k and the preset: the flags', else those of the --assignment result, else 50, 5, qpm.
+    Flags that contradict the given result are one clear line."""
+    given = {"n_features": args.n_features, "per_class": args.per_class, "preset": args.preset}
+    if args.assignment is None:
+        return args.n_features or 50, args.per_class or 5, args.preset or "qpm"
+    if args.model_type != "qpm":
+        raise QPMError(f"--assignment is a QPM assignment; --model-type {args.model_type} "
+                       "makes its own.", "Drop --assignment, or use --model-type qpm.")
+    from qpm.assignment.result import AssignmentResult
+
+    result = AssignmentResult.load_json(args.assignment)
+    if result.matrix is None or not result.selected_features:
+        raise QPMError(f"{args.assignment} holds no assignment (status "
+                       f"{result.status}).", "Pass a result that qpm solve finished.")
+    classes = result.matrix.shape[1]
+    found = {"n_features": len(result.selected_features),
+             "per_class": int(round(result.matrix.sum() / classes)), "preset": result.preset}
+    for key, value in given.items():
+        if value is not None and value != found[key]:
+            flag = "--" + key.replace("_", "-")
+            raise QPMError(f"{flag} {value} contradicts --assignment "
+                           f"{args.assignment}, which has {found[key]}.",
+                           f"Drop {flag}: the result decides it.")
+    return found["n_features"], found["per_class"], found["preset"]
 
 
 def _early_lock(args: argparse.Namespace):
@@ -107,7 +144,7 @@ def _early_lock(args: argparse.Namespace):
     import os
     from pathlib import Path
 
-    from qpm.pipeline.run_folder import RunLock
+    from qpm.run_folder import RunLock
 
     if not args.run_dir or not Path(args.run_dir).is_dir() or os.environ.get("RANK", "0") != "0":
         return None
@@ -120,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from qpm.pipeline.run import run_pipeline
 
     try:
-        summary = run_pipeline(config_from_args(args), log=log.info)
+        summary = run_pipeline(config_from_args(args), log=log.info, force=args.force)
         if dist.get_context().is_main:
             print(format_summary(summary))
     finally:
@@ -174,26 +211,29 @@ def assignment_counts(assignment: dict[int, list[int]], selected: list[int]):
 
 
 def format_summary(summary) -> str:
-    from qpm.pipeline import run_folder as rf
-    from qpm.pipeline.artifacts import ArtifactError, read_json
-    from qpm.pipeline.recipes import describe
+    from qpm import run_folder as rf
+    from qpm.io import ArtifactError, read_json
+    from qpm.run_folder.recipes import describe
     from qpm.text import printable
 
     m = summary.metrics
     cfg = summary.config
-    out = [f"run folder: {printable(summary.run_dir)}", describe(cfg),
-           f"dense accuracy: {_fmt_acc(m, 'dense')}   "
-           f"{cfg.model_type} accuracy: {_fmt_acc(m, cfg.model_type)}   "
-           f"(n={cfg.n_features}, k={cfg.per_class}, test top-1)"]
+    out = [f"run folder: {printable(summary.run_dir)}", describe(cfg)]
+    if summary.variant_dir != summary.run_dir:
+        out.append(f"variant: {printable(summary.variant_dir.name)}")
+    out += [f"dense accuracy: {_fmt_acc(m, 'dense')}   "
+            f"{cfg.model_type} accuracy: {_fmt_acc(m, cfg.model_type)}   "
+            f"(n={cfg.n_features}, k={cfg.per_class}, test top-1)"]
     out.append("seconds per stage: " + ", ".join(
         f"{s.name} {'-' if s.seconds is None else f'{s.seconds:.1f}'}"
         + (" (skipped)" if s.status == "skipped" else "") for s in summary.stages))
-    path = summary.run_dir / rf.ASSIGNMENT
+    path = summary.variant_dir / rf.ASSIGNMENT
+    model_file = summary.variant_dir / rf.model_file(cfg.model_type)
     if cfg.model_type == "qpm" and path.exists():
         try:
             data = read_json(path)
             assignment = {int(c): feats for c, feats in data["assignment"].items()}
-            names = _class_names(summary)
+            names = rf.class_names(summary.run_dir)
         except (ArtifactError, KeyError, ValueError, TypeError) as exc:
             raise QPMError(f"{path} is unreadable ({exc}).", "Delete it and re-run.") from None
         counts = assignment_counts(assignment, data.get("selected_features", []))
@@ -201,22 +241,14 @@ def format_summary(summary) -> str:
         if counts.warning():
             out.append(counts.warning())
         out += explanation_lines(assignment, names)
-    elif (summary.run_dir / rf.model_file(cfg.model_type)).exists():  # a baseline's layer
+    elif model_file.exists():  # a baseline's layer
         from qpm.explain.structure import FeatureCounts
         from qpm.models.checkpoint import load_model
 
-        model, _ = load_model(summary.run_dir / rf.model_file(cfg.model_type))
+        model, _ = load_model(model_file)
         weight, _ = model.classifier.class_feature_weights()
         counts = FeatureCounts.of(weight.detach().numpy())
         out.append(f"{cfg.model_type} layer: {counts.line()}")
         if counts.warning():
             out.append(counts.warning())
     return "\n".join(out)
-
-
-def _class_names(summary) -> list[str]:
-    from qpm.pipeline import run_folder as rf
-    from qpm.pipeline.artifacts import load_npz
-
-    arrays = load_npz(summary.run_dir / rf.FEATURES, ("class_names",))
-    return [str(x) for x in arrays["class_names"].tolist()]

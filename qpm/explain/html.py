@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from qpm.pipeline.artifacts import atomic_write
+from qpm.io import atomic_write
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222;

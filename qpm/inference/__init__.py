@@ -1,7 +1,7 @@
 """Using a trained model: ``qpm.load(run_dir)`` gives a ``torch.nn.Module`` whose forward
 returns logits, with ``predict``, ``explain`` (local) and ``global_explanation``."""
 
-from qpm.inference.model import MODEL_TYPES, QPMModel, load
+from qpm.inference.model import QPMModel, load
 from qpm.inference.results import (
     FeatureEvidence,
     GlobalExplanation,
@@ -11,7 +11,6 @@ from qpm.inference.results import (
 )
 
 __all__ = [
-    "MODEL_TYPES",
     "FeatureEvidence",
     "GlobalExplanation",
     "LocalExplanation",

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qpm.data.images import IMAGE_EXTENSIONS
 from qpm.errors import QPMError
-from qpm.pipeline.datasets import IMAGE_EXTENSIONS
 from qpm.text import printable
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qpm.data import eval_transform, get_dataset
 from qpm.errors import QPMError
 from qpm.explain.structure import FeatureCounts, class_features, feature_label
 from qpm.inference.inputs import to_batch
@@ -30,8 +31,6 @@ from qpm.inference.results import (
 )
 from qpm.text import printable
 
-MODEL_TYPES = ("qpm", "dense", "sldd", "qsenn")
-
 
 class QPMModel(nn.Module):
     """A run's backbone and final layer; ``forward(x)`` returns the (N, C) logits.
@@ -43,9 +42,7 @@ class QPMModel(nn.Module):
     def __init__(self, network: nn.Module, class_names: list[str], *, model_type: str,
                  dataset: str, image_size: int | None = None, per_class: int = 5,
                  run_dir: str | os.PathLike | None = None, meta: dict | None = None,
-                 crop_gt: bool = False) -> None:
-        from qpm.pipeline.data import eval_transform, get_dataset
-
+                 crop_gt: bool = False, variant: str | None = None) -> None:
         super().__init__()
         spec = get_dataset(dataset)
         self.network = network
@@ -57,6 +54,7 @@ class QPMModel(nn.Module):
         self.in_channels = len(spec.mean)
         self.transform = eval_transform(spec, self.image_size, crop_gt)
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.variant = variant  # the run's variant folder it came from (None: dense, older)
         self.meta = dict(meta or {})
         self.eval()
 
@@ -209,53 +207,36 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def load(run_dir: str | os.PathLike, model_type: str = "qpm",
-         device: str | torch.device = "auto") -> QPMModel:
+         device: str | torch.device = "auto", variant: str | None = None) -> QPMModel:
     """The trained ``model_type`` model of a run folder, in eval mode on ``device``.
 
-    Reads the folder's config.json and model file; a model file whose stage record exists
-    must be the file that record names (its sha256), so a mixed or edited folder is refused.
+    ``variant`` picks one of the run's settings (its folder name under variants/, or a
+    unique start of it such as ``"qpm-n30"``); by default the most recently trained one.
+    Reads config.json and the model file; a model file whose stage record exists must be
+    the file that record names (its sha256), so a mixed or edited folder is refused.
     """
+    from qpm import run_folder as rf
+    from qpm.io import ArtifactError
     from qpm.models.checkpoint import load_model
-    from qpm.pipeline import run_folder as rf
-    from qpm.pipeline.artifacts import ArtifactError, load_npz, read_json
-    from qpm.pipeline.config import TrainConfig
 
-    path = Path(run_dir)
-    if model_type not in MODEL_TYPES:
-        raise QPMError(f"Unknown model type {model_type!r}.",
-                       f"Choose one of: {', '.join(MODEL_TYPES)}.")
-    if not (path / rf.CONFIG).is_file():
-        raise QPMError(f"{printable(path)} is not a qpm run folder (no config.json).",
-                       "Pass the folder qpm train wrote (e.g. runs/mnist-5k/small-cnn/0).")
-    file = path / rf.model_file(model_type)
-    if not file.is_file():
-        raise QPMError(f"{printable(path)} holds no finished {model_type} model "
-                       f"({file.name}).", f"Train it: qpm train --model-type {model_type} "
-                       f"--run-dir {printable(path)} (dense.pt comes with every model type).")
-    try:
-        config = TrainConfig.from_dict(read_json(path / rf.CONFIG))
-    except (TypeError, AttributeError):
-        raise QPMError(f"{printable(path / rf.CONFIG)} is not a qpm config.",
-                       "Pass a folder written by qpm train.") from None
-    if rf.record_path(path, model_type).exists():  # recorded: it must be that very file
-        rf.check_model_file(path, model_type)
+    run = rf.open_run(run_dir)
+    found = run.find(model_type, variant)
+    config = run.config_of(found)
+    if rf.record_path(found.folder, model_type).exists():  # recorded: it must be that file
+        rf.check_model_file(found.folder, model_type)
     dev = resolve_device(device)
-    try:
-        import qpm.baselines  # noqa: F401  (registers the baselines' head type)
-    except ModuleNotFoundError:
-        pass
-    network, meta = load_model(file, "cpu")
+    network, meta = load_model(found.file, "cpu")
     names = meta.get("class_names")
     if not names:
         try:
-            names = load_npz(path / rf.FEATURES, ("class_names",))["class_names"].tolist()
+            names = rf.class_names(run.path)
         except ArtifactError:
             names = [str(c) for c in range(network.num_classes)]
     if len(names) != network.num_classes:
-        raise QPMError(f"{printable(file)} has {network.num_classes} classes but names "
-                       f"{len(names)}.", f"Re-run qpm train in {printable(path)}.")
+        raise QPMError(f"{printable(found.file)} has {network.num_classes} classes but names "
+                       f"{len(names)}.", f"Re-run qpm train in {printable(run.path)}.")
     model = QPMModel(network, [str(n) for n in names], model_type=model_type,
                      dataset=config.dataset, image_size=config.image_size,
-                     per_class=config.per_class, run_dir=path, meta=meta,
-                     crop_gt=bool(config.crop_gt))
+                     per_class=config.per_class, run_dir=run.path, meta=meta,
+                     crop_gt=bool(config.crop_gt), variant=found.variant)
     return model.to(dev)

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from qpm.errors import QPMError
+from qpm.models.heads import register_head
+from qpm.models.torch_files import load_torch
 
 
 class BackboneOutput(NamedTuple):
@@ -27,6 +29,7 @@ class BackboneOutput(NamedTuple):
 DENSE_DROPOUT = 0.2  # the reference's dropout on the pooled features of the dense model
 
 
+@register_head("linear")
 class Classifier(nn.Module):
     """The dense head: a linear layer on the pooled features, with feature dropout."""
 
@@ -41,6 +44,11 @@ class Classifier(nn.Module):
     def class_feature_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(C, n) weights and the indices of the n features they act on (None: all)."""
         return self.linear.weight, None
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> Classifier:
+        c, f = state["linear.weight"].shape
+        return cls(f, c)
 
 
 class Backbone(nn.Module):
@@ -277,13 +285,8 @@ def backbone_feature_count(name: str, in_channels: int = 3) -> int:
 
 
 def _local_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        text = str(exc).strip() or type(exc).__name__
-        first = text.splitlines()[0].split(". ")[0]  # torch's messages run to many lines
-        raise QPMError(f"Cannot load weights file {path} ({first}).",
-                       "Pass a state_dict saved with torch.save (weights only).") from None
+    obj = load_torch(path, f"Cannot load weights file {path}",
+                     "Pass a state_dict saved with torch.save (weights only).")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

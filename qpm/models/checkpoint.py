@@ -1,49 +1,24 @@
 """Saving and loading whole models (backbone + head) as plain tensors and Python values.
 
 A model file is a dict that ``torch.load(..., weights_only=True)`` reads: the architecture
-arguments, the head type, the state dict and a JSON-like ``meta``. Heads are looked up in a
-registry so other final layers (Q-SENN, SLDD) load through the same function.
+arguments, the head type, the state dict and a JSON-like ``meta``. Heads are looked up in
+their registry (:mod:`qpm.models.heads`), so every final layer loads through this function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from qpm.models.backbones import Backbone, Classifier, create_backbone
-from qpm.models.qpm_layer import QPMLayer
+from qpm.io import ArtifactError
+from qpm.models import qpm_layer, sparse_head  # noqa: F401  (every head: they register on import)
+from qpm.models.backbones import Backbone, create_backbone
+from qpm.models.heads import head_from_state, head_name
+from qpm.models.torch_files import load_checkpoint
 
 FORMAT_VERSION = 1
-
-# head name -> (class, factory building an empty head of the right shape from its state)
-_HEADS: dict[str, tuple[type, Callable[[dict[str, torch.Tensor]], nn.Module]]] = {}
-
-
-def register_head(name: str, cls: type, from_state: Callable[[dict[str, torch.Tensor]], nn.Module]
-                  ) -> None:
-    """``from_state(head_state)`` returns a module whose load_state_dict accepts that state."""
-    _HEADS[name] = (cls, from_state)
-
-
-def _linear_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
-    c, f = state["linear.weight"].shape
-    return Classifier(f, c)
-
-
-register_head("linear", Classifier, _linear_from_state)
-register_head("qpm", QPMLayer, QPMLayer.from_state_dict)
-
-
-def head_name(head: nn.Module) -> str:
-    # Most specific registered class wins (subclasses register their own names).
-    for name, (cls, _) in reversed(list(_HEADS.items())):
-        if type(head) is cls:
-            return name
-    raise ValueError(f"head type {type(head).__name__} is not registered; use register_head")
 
 
 def model_state(model: Backbone, in_channels: int, reduced_strides: bool,
@@ -68,21 +43,16 @@ def build_model(ckpt: dict[str, Any]) -> Backbone:
     model = create_backbone(ckpt["arch"], "none", ckpt["reduced_strides"], ckpt["in_channels"],
                             ckpt["num_classes"])
     state = ckpt["state_dict"]
-    name = ckpt["head"]
-    if name not in _HEADS:
-        raise ValueError(f"unknown head type {name!r} (not registered)")
     head_state = {k.removeprefix("classifier."): v for k, v in state.items()
                   if k.startswith("classifier.")}
-    model.classifier = _HEADS[name][1](head_state)
+    model.classifier = head_from_state(ckpt["head"], head_state)
     model.load_state_dict(state, strict=True)
     return model
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Backbone, dict]:
     """Load a model file written by the pipeline; returns (model in eval mode, meta)."""
-    from qpm.pipeline.artifacts import ArtifactError, load_torch
-
-    ckpt = load_torch(path)
+    ckpt = load_checkpoint(path)
     try:
         model = build_model(ckpt)
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:

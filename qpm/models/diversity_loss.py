@@ -10,7 +10,6 @@ lowest when the features a class uses light up at different places.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 DEFAULT_BETA = 0.196  # the papers' value for ResNets
 
@@ -37,15 +36,3 @@ def diversity_loss(
     w = w / (w.norm(dim=1, keepdim=True) + 1e-5)
     weighted = relative_softmax_maps(feature_maps).flatten(2) * w.unsqueeze(2)
     return -beta * weighted.amax(dim=1).sum() / feature_maps.shape[0]
-
-
-class FeatureDiversityLoss(nn.Module):
-    """Module form of :func:`diversity_loss` for a fixed ``beta``."""
-
-    def __init__(self, beta: float = DEFAULT_BETA) -> None:
-        super().__init__()
-        self.beta = float(beta)
-
-    def forward(self, feature_maps: torch.Tensor, logits: torch.Tensor,
-                weight: torch.Tensor) -> torch.Tensor:
-        return diversity_loss(feature_maps, logits, weight, self.beta)

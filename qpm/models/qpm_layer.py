@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from qpm.errors import QPMError
+from qpm.models.heads import register_head
 
 # Bounds of the learned scale, relative to the data's std. A positive, bounded scale keeps the
 # division well defined: a raw std parameter could be stepped below zero by one large gradient
@@ -36,6 +37,7 @@ STD_FLOOR = 0.05
 MIN_STD = 1e-6
 
 
+@register_head("qpm")
 class QPMLayer(nn.Module):
     """Sparse final layer; ``binary=False`` allows real-valued fixed weights (SLDD-style)."""
 

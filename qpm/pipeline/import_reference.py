@@ -109,7 +109,7 @@ def _sparse_head(state: dict[str, torch.Tensor], model_type: str, n_total: int):
             f"mean {mean.numel()}, std {std.numel()}.", FIX)
     if model_type == "qpm":
         return QPMLayer(selection, weight, mean, std, dropout=0.1)
-    from qpm.baselines.head import SparseHead
+    from qpm.models.sparse_head import SparseHead
 
     return SparseHead(selection, weight, state.get("linear.layer.bias"), mean, std)
 
@@ -147,13 +147,14 @@ def import_reference(checkpoint: str | Path, dataset: str, data_root: str | None
                      model_type: str | None = None) -> ReferenceModel:
     """Write ``run_dir`` as ``qpm train`` would have: config.json (the paper recipe with the
     checkpoint's sizes), data.json, the model file and its stage record."""
+    from qpm import run_folder as rf
+    from qpm.data import build_data
     from qpm.io import write_json
     from qpm.models.checkpoint import model_state
-    from qpm.pipeline import run_folder as rf
-    from qpm.pipeline.artifacts import save_torch
-    from qpm.pipeline.config import TrainConfig
-    from qpm.pipeline.data import build_data
-    from qpm.pipeline.stages import DENSE_FIELDS, FINETUNE_FIELDS
+    from qpm.models.torch_files import save_torch
+    from qpm.pipeline.stages.base import DENSE_FIELDS
+    from qpm.pipeline.stages.qpm import FINETUNE_FIELDS
+    from qpm.run_folder.config import TrainConfig
     from qpm.text import printable
 
     path, folder = Path(checkpoint), Path(run_dir)
@@ -190,11 +191,3 @@ def import_reference(checkpoint: str | Path, dataset: str, data_root: str | None
             inputs={"data": rf.fingerprint_hash(fingerprint)}, output=rf.file_hash(file),
             extra={"imported_from": str(path), "checkpoint_sha256": rf.file_hash(path)}))
     return ref
-
-
-def imported_from(folder: str | Path, stage: str) -> str | None:
-    """The checkpoint a run folder's ``stage`` was imported from, or None (trained here)."""
-    from qpm.pipeline import run_folder as rf
-
-    rec, _ = rf.read_record(folder, stage)
-    return None if rec is None else rec.extra.get("imported_from")

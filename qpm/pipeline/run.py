@@ -1,10 +1,12 @@
 """The stage runner: skip finished stages, recompute stale or corrupt ones, record everything.
 
 One process at a time writes a run folder: it holds the folder's lock for the whole run
-(:class:`qpm.pipeline.run_folder.RunLock`). A stage counts as finished only if its artifact
-loads and its record (``stages/<stage>.json``) names the sha256 of that very file and of the
-data and upstream artifacts it was computed from; anything else (a hand-edited or copied
-artifact, a half-finished other run) is recomputed together with every later stage.
+(:class:`qpm.run_folder.RunLock`). A stage counts as finished only if its artifact
+loads and its record (``stages/<stage>.json`` in its folder) names the sha256 of that very
+file and of the data and upstream artifacts it was computed from; anything else (a
+hand-edited or copied artifact, a half-finished other run) is recomputed together with every
+later stage, and so is every stage from ``force`` on. The model type's ``per_variant``
+stages run in the variant folder of the config's setting, next to the other variants.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from qpm import run_folder as rf
 from qpm.errors import QPMError
+from qpm.io import ArtifactError, read_json, write_json
 from qpm.pipeline import distributed as dist
-from qpm.pipeline import run_folder as rf
-from qpm.pipeline.artifacts import ArtifactError, read_json, write_json
-from qpm.pipeline.config import TrainConfig, describe_diff
-from qpm.pipeline.run_folder import StageRecord
-from qpm.pipeline.stages import RunContext, Stage, pipeline_stages
+from qpm.pipeline.checks import check_before_training
+from qpm.pipeline.stages import RunContext, Stage, pipeline_stages, variant_of
+from qpm.run_folder import StageRecord
+from qpm.run_folder.config import TrainConfig, describe_diff
 
 _log = logging.getLogger("qpm.train")
 
@@ -39,8 +42,9 @@ class StageReport:
 class RunSummary:
     run_dir: Path
     config: TrainConfig
+    variant_dir: Path  # where the model type's files are (the run folder in older layouts)
     stages: list[StageReport] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # the run's and the variant's
 
     def status(self, name: str) -> str | None:
         return next((s.status for s in self.stages if s.name == name), None)
@@ -57,9 +61,9 @@ def _read_optional(path: Path, what: str, log: Callable[[str], None]) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def merge_metrics(run_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``update`` into metrics.json one level deep (per model type) and write it."""
-    path = Path(run_dir) / rf.METRICS
+def merge_metrics(folder: Path, update: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``update`` into ``folder``'s metrics.json one level deep (per model type)."""
+    path = Path(folder) / rf.METRICS
     metrics = _read_optional(path, rf.METRICS, _log.warning)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(metrics.get(key), dict):
@@ -70,96 +74,53 @@ def merge_metrics(run_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def check_compatible(cfg: TrainConfig, stages: list[Stage], records: dict, run_dir: Path) -> None:
-    """Refuse to mix: a finished stage whose recorded fields differ from ``cfg``'s, or a model
-    imported by qpm import-reference (training would replace it)."""
-    for i, stage in enumerate(stages):
-        rec = records[stage.name][0]
-        if rec is None or not (run_dir / stage.artifact).exists():
-            continue
-        if rec.extra.get("imported_from"):
+def check_compatible(cfg: TrainConfig, stages: list[Stage], records: dict, run_dir: Path,
+                     force: str | None = None) -> None:
+    """Refuse to mix: a model imported by qpm import-reference, or a finished stage before
+    ``force`` whose recorded fields differ from ``cfg``'s."""
+    for model in rf.finished_models(run_dir):
+        source = rf.imported_from(model.folder, model.model_type)
+        if source:
             raise QPMError(
-                f"Run folder {run_dir} holds {stage.artifact} imported from "
-                f"{rec.extra['imported_from']}; qpm train would replace it.",
+                f"Run folder {run_dir} holds {model.file.name} imported from {source}; "
+                "qpm train would mix it with what it trains.",
                 "Use qpm evaluate, explain or predict on it, or train in a new --run-dir.")
+    for stage in stages:
+        if stage.name == force:
+            return
+        rec = records[stage.name][0]
+        if rec is None or not stage.path(run_dir).exists():
+            continue
         old, new = rec.fields, cfg.fingerprint(stage.fields)
         if old != new:
-            later = [s.artifact for s in stages[i:] if (run_dir / s.artifact).exists()]
             raise QPMError(
                 f"Run folder {run_dir} holds {stage.artifact} made with a different config "
                 f"({describe_diff(old, new)}).",
-                f"Start fresh with --run-dir NEW_DIR, delete {run_dir}, or delete "
-                f"{', '.join(later)} there to recompute only from {stage.name} on.",
-            )
-
-
-def _check_static(cfg: TrainConfig, ctx: RunContext) -> None:
-    """Cheap checks before any training: data readable, feature counts possible."""
-    from math import comb
-
-    from qpm.models.backbones import check_weights
-
-    data = ctx.data()  # a missing or malformed dataset fails here, not after training
-    if data.num_classes < 2:
-        raise QPMError(f"Dataset {cfg.dataset} has {data.num_classes} class; a classifier "
-                       "needs at least 2.", "Point --data-root at a folder with 2 or more "
-                       "class folders.")
-    check_weights(cfg.arch, cfg.weights)
-    if not cfg.dense_training and cfg.weights in (None, "", "none"):
-        raise QPMError("--no-dense-training uses the pretrained model as the dense model, but "
-                       "no weights are given.", "Pass --weights (e.g. IMAGENET1K_V1).")
-    n_total = _probe_backbone(cfg, data.in_channels)
-    if cfg.n_features > n_total:
-        raise QPMError(f"--n-features {cfg.n_features} is larger than the {n_total} "
-                       f"features of {cfg.arch}.", f"Use --n-features {n_total} or fewer.")
-    if cfg.per_class > cfg.n_features:
-        raise QPMError(f"--per-class {cfg.per_class} is larger than --n-features "
-                       f"{cfg.n_features}.", "Lower --per-class or raise --n-features.")
-    if cfg.model_type == "qpm":
-        from qpm.assignment.backends import get_backend
-        from qpm.assignment.presets import get_preset
-
-        get_backend(cfg.solver)  # an unknown --solver fails now, not after training
-
-        unique = get_preset(cfg.preset).rules.unique_columns  # also rejects unknown presets
-        if unique and comb(cfg.n_features, cfg.per_class) < data.num_classes:
-            raise QPMError(
-                f"{data.num_classes} classes cannot get distinct sets of {cfg.per_class} of "
-                f"{cfg.n_features} features.", "Raise --n-features or --per-class.")
-
-
-def _probe_backbone(cfg: TrainConfig, in_channels: int) -> int:
-    """The backbone's feature count, after one forward pass at --image-size (a size too
-    small for its downsampling fails here, not in the first training step)."""
-    import torch
-
-    from qpm.models.backbones import create_backbone
-
-    model = create_backbone(cfg.arch, "none", cfg.reduced_strides, in_channels, 2).eval()
-    size = int(cfg.image_size)
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, in_channels, size, size))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QPMError(f"--image-size {size} is too small for {cfg.arch} ({first}).",
-                       "Pass a larger --image-size, e.g. 32 for small-cnn or 224 for a "
-                       "ResNet.") from None
-    return model.n_features
+                f"Recompute it and what follows with --force {stage.name}, or start fresh "
+                "with --run-dir NEW_DIR.")
 
 
 def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
-                 hooks: dict[str, Callable] | None = None) -> RunSummary:
-    """Run (or resume) every stage of ``config.model_type`` in its run folder."""
+                 on_epoch_end: Callable[[str, int], None] | None = None, glm: Any = None,
+                 force: str | None = None) -> RunSummary:
+    """Run (or resume) every stage of ``config.model_type`` in its run folder.
+
+    ``force`` names a stage to recompute with every later one; ``on_epoch_end(stage, epochs
+    done)`` runs after each training epoch; ``glm`` is the baselines' glm-saga settings.
+    """
     cfg = config.resolve()
     dctx = dist.get_context(cfg.device)
     if not dctx.is_main:
         log = _quiet
-    stages = pipeline_stages(cfg.model_type)
+    stages = pipeline_stages(cfg)
+    names = [s.name for s in stages]
+    if force is not None and force not in names:
+        raise QPMError(f"--force {force}: model type {cfg.model_type} has no stage {force!r}.",
+                       f"Choose one of: {', '.join(names)}.")
     run_dir = Path(cfg.run_dir)
-    ctx = RunContext(cfg, run_dir, log, dict(hooks or {}))
+    ctx = RunContext(cfg, run_dir, log, on_epoch_end, glm)
     dist.per_process_batch(cfg.batch_size, dctx.world_size)  # fail before any work
-    _check_static(cfg, ctx)
+    check_before_training(cfg, ctx)
     lock = rf.RunLock(run_dir)
     # Rank 0 holds the lock; every rank must learn of a refusal (else collectives hang).
     refused = None
@@ -172,9 +133,23 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
     if refused:
         raise QPMError(*refused)
     try:
-        return _run_locked(cfg, ctx, stages, log)
+        return _run_locked(cfg, ctx, stages, force, log)
     finally:
         lock.release()
+
+
+def variant_folder(cfg: TrainConfig, stages: list[Stage], run_dir: Path) -> str:
+    """The folder of the config's variant, relative to the run folder: ``variants/<name>``,
+    or the run folder itself when it was written before variants and its top-level model
+    type files are this very setting (they are then used, and kept, in place)."""
+    rel = rf.relative_dir(variant_of(cfg))
+    first = next((s for s in stages if s.per_variant), None)
+    if first is None or (run_dir / rel).is_dir() or not (run_dir / first.artifact).exists():
+        return rel
+    rec, _ = rf.read_record(run_dir, first.name)
+    if rec is not None and rec.fields == cfg.fingerprint(first.fields):
+        return ""
+    return rel
 
 
 def _prepare_folder(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None]) -> str:
@@ -186,73 +161,110 @@ def _prepare_folder(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None
     if rf.check_data(run_dir, fingerprint, cfg.data_root):
         write_json(run_dir / rf.DATA, fingerprint)
     write_json(run_dir / rf.CONFIG, cfg.to_dict())
+    if ctx.variant_dir != run_dir:  # the variant's own settings, for whoever reads it later
+        write_json(ctx.variant_dir / rf.CONFIG, cfg.to_dict())
     return rf.fingerprint_hash(fingerprint)
 
 
-def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage],
+def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage], force: str | None,
                 log: Callable[[str], None]) -> RunSummary:
-    from qpm.pipeline.recipes import describe
+    from qpm.run_folder.recipes import describe
 
     run_dir, is_main = ctx.run_dir, ctx.is_main
     # Every rank must take the same branches below (else collectives deadlock): use rank 0's
     # view of the run folder, which may differ on a lagging network file system.
+    folder = dist.broadcast_object(variant_folder(cfg, stages, run_dir) if is_main else None)
+    stages = [replace(s, folder=folder) if s.per_variant else s for s in stages]
+    ctx.variant_dir = run_dir / folder
     records = dist.broadcast_object(
-        {s.name: rf.read_record(run_dir, s.name) for s in stages} if is_main else None)
-    check_compatible(cfg, stages, records, run_dir)
+        {s.name: rf.read_record(run_dir / s.folder, s.name) for s in stages} if is_main
+        else None)
+    check_compatible(cfg, stages, records, run_dir, force)
     data_hash = dist.run_on_main(lambda c: _prepare_folder(cfg, c, log), ctx,
                                  what="checking the run folder")
     data_hash = dist.broadcast_object(data_hash)
     log(describe(cfg))  # what this run trains (also in config.json)
-    metrics_ok = is_main and _metrics_readable(run_dir)
-    summary = RunSummary(run_dir, cfg)
-    dirty = False
+    if folder:
+        log(f"variant {folder.split('/')[-1]} ({folder}/)")
+    summary = RunSummary(run_dir, cfg, ctx.variant_dir)
+    # metrics.json files lost or broken: rebuilt from the records of the stages skipped below
+    lost = {f for f in (run_dir, ctx.variant_dir) if is_main and not _metrics_readable(f)}
     upstream: dict[str, str] = {"data": data_hash}
+    dirty = False
     for i, stage in enumerate(stages):
-        path = run_dir / stage.artifact
-        rec, why = records[stage.name]
-        exists = not dirty and path.exists()
-        reason = None
-        if exists and is_main:
-            rec, reason = _check_finished(cfg, stage, stages[i + 1:], records, upstream, log)
-        exists, reason, rec = dist.broadcast_object((exists, reason, rec))
-        if exists:
-            if reason is None:
-                log(f"[{stage.name}] {stage.artifact} is finished; skipping")
-                summary.stages.append(StageReport(stage.name, stage.artifact, "skipped",
-                                                  rec.seconds))
-                upstream[stage.artifact] = rec.output
-                if is_main and not metrics_ok and rec.extra.get("metrics"):
-                    merge_metrics(run_dir, rec.extra["metrics"])  # metrics.json was lost
-                if is_main and stage.figure and not (run_dir / stage.figure).exists():
-                    _draw(stage, ctx, log)
-                continue
-            log(f"[{stage.name}] {reason}; recomputing it and every later stage")
+        dirty = dirty or stage.name == force
+        if dirty and stage.name == force:
+            log(f"[{stage.name}] --force: recomputing it and every later stage")
+        done = _finished(cfg, ctx, stage, stages[i + 1:], records, upstream, dirty, lost, log)
+        if done is not None:
+            summary.stages.append(StageReport(stage.name, stage.artifact, "skipped",
+                                              done.seconds))
+            upstream[stage.artifact] = done.output
+            continue
         dirty = True
-        log(f"[{stage.name}] computing {stage.artifact}")
-        # What this stage's result depends on: a training checkpoint made for anything else
-        # (other settings, other upstream artifacts) must not be resumed.
-        fields = cfg.fingerprint(stage.fields)
-        ctx.identity = {"fields": fields, "inputs": dict(upstream)}
-        start = time.perf_counter()
-        if stage.main_only:  # the other ranks wait (and stop if rank 0 fails)
-            update = dist.run_on_main(stage.run, ctx, what=f"stage {stage.name}")
-        else:
-            update = stage.run(ctx)
-        seconds = time.perf_counter() - start
-        output = dist.broadcast_object(rf.file_hash(path) if is_main else None)
-        if is_main:
-            rf.write_record(run_dir, StageRecord(stage.name, stage.artifact, fields,
-                                                 dict(upstream), output, seconds,
-                                                 {"metrics": update or {}}))
-            merge_metrics(run_dir, {**(update or {}), "seconds": {stage.name: round(seconds, 3)}})
-        upstream[stage.artifact] = output
-        summary.stages.append(StageReport(stage.name, stage.artifact, "ran", seconds))
-        log(f"[{stage.name}] done in {seconds:.1f}s")
-        if is_main:  # only now: the stage's result is safe whatever the drawing does
-            _draw(stage, ctx, log)
+        upstream[stage.artifact] = _compute(cfg, ctx, stage, upstream, summary, log)
     dist.barrier()
     summary.metrics = _read_optional(run_dir / rf.METRICS, rf.METRICS, log)
+    if ctx.variant_dir != run_dir:
+        variant = _read_optional(ctx.variant_dir / rf.METRICS, rf.METRICS, log)
+        summary.metrics = {**summary.metrics, **variant,
+                           "seconds": {**summary.metrics.get("seconds", {}),
+                                       **variant.get("seconds", {})}}
     return summary
+
+
+def _finished(cfg: TrainConfig, ctx: RunContext, stage: Stage, later: list[Stage],
+              records: dict, upstream: dict[str, str], dirty: bool, lost: set[Path],
+              log: Callable[[str], None]) -> StageRecord | None:
+    """The record of ``stage`` when its artifact is finished and re-usable, else None."""
+    run_dir, is_main = ctx.run_dir, ctx.is_main
+    rec = None
+    exists = not dirty and stage.path(run_dir).exists()
+    reason = None
+    if exists and is_main:
+        rec, reason = _check_finished(cfg, stage, later, records, upstream, log)
+    exists, reason, rec = dist.broadcast_object((exists, reason, rec))
+    if not exists:
+        return None
+    if reason is not None:
+        log(f"[{stage.name}] {reason}; recomputing it and every later stage")
+        return None
+    log(f"[{stage.name}] {stage.artifact} is finished; skipping")
+    folder = run_dir / stage.folder
+    if folder in lost and rec.extra.get("metrics"):
+        merge_metrics(folder, rec.extra["metrics"])
+    if is_main and stage.figure and not (folder / stage.figure).exists():
+        _draw(stage, ctx, log)
+    return rec
+
+
+def _compute(cfg: TrainConfig, ctx: RunContext, stage: Stage, upstream: dict[str, str],
+             summary: RunSummary, log: Callable[[str], None]) -> str:
+    """Run ``stage``, record it and draw its picture; returns its artifact's sha256."""
+    run_dir, is_main = ctx.run_dir, ctx.is_main
+    folder = run_dir / stage.folder
+    log(f"[{stage.name}] computing {stage.artifact}")
+    # What this stage's result depends on: a training checkpoint made for anything else
+    # (other settings, other upstream artifacts) must not be resumed.
+    fields = cfg.fingerprint(stage.fields)
+    ctx.identity = {"fields": fields, "inputs": dict(upstream)}
+    ctx.folder = folder
+    start = time.perf_counter()
+    if stage.main_only:  # the other ranks wait (and stop if rank 0 fails)
+        update = dist.run_on_main(stage.run, ctx, what=f"stage {stage.name}")
+    else:
+        update = stage.run(ctx)
+    seconds = time.perf_counter() - start
+    output = dist.broadcast_object(rf.file_hash(stage.path(run_dir)) if is_main else None)
+    if is_main:
+        rf.write_record(folder, StageRecord(stage.name, stage.artifact, fields, dict(upstream),
+                                            output, seconds, {"metrics": update or {}}))
+        merge_metrics(folder, {**(update or {}), "seconds": {stage.name: round(seconds, 3)}})
+    summary.stages.append(StageReport(stage.name, stage.artifact, "ran", seconds))
+    log(f"[{stage.name}] done in {seconds:.1f}s")
+    if is_main:  # only now: the stage's result is safe whatever the drawing does
+        _draw(stage, ctx, log)
+    return output
 
 
 def _draw(stage: Stage, ctx: RunContext, log: Callable[[str], None]) -> None:
@@ -268,9 +280,9 @@ def _draw(stage: Stage, ctx: RunContext, log: Callable[[str], None]) -> None:
             f"{printable(exc)}); {stage.artifact} is kept")
 
 
-def _metrics_readable(run_dir: Path) -> bool:
+def _metrics_readable(folder: Path) -> bool:
     try:
-        return isinstance(read_json(run_dir / rf.METRICS), dict)
+        return isinstance(read_json(folder / rf.METRICS), dict)
     except ArtifactError:
         return False
 
@@ -285,14 +297,14 @@ def _check_finished(cfg: TrainConfig, stage: Stage, later: list[Stage], records:
     rebuilt: an unreadable record does not cost a finished training.
     """
     run_dir = Path(cfg.run_dir)
-    path = run_dir / stage.artifact
+    path = stage.path(run_dir)
     rec, why = records[stage.name]
     digest = rf.file_hash(path)
     if rec is None:
         rec = _vouched(cfg, stage, later, records, upstream, digest)
         if rec is None:
             return None, f"{stage.artifact} has no usable record ({why})"
-        rf.write_record(run_dir, rec)
+        rf.write_record(run_dir / stage.folder, rec)
         log(f"[{stage.name}] rebuilt its record from a later stage's record")
     if rec.inputs != upstream:
         changed = sorted(k for k in set(rec.inputs) | set(upstream)

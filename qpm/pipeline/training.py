@@ -22,9 +22,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from qpm.errors import QPMError
+from qpm.io import ArtifactError
 from qpm.models.diversity_loss import diversity_loss
+from qpm.models.torch_files import load_checkpoint, save_torch
 from qpm.pipeline import distributed as dist
-from qpm.pipeline.artifacts import ArtifactError, load_torch, save_torch
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            ckpt = load_torch(self.path)
+            ckpt = load_checkpoint(self.path)
         except ArtifactError as exc:
             log(f"ignoring unreadable checkpoint ({exc.problem}); training from the start")
             return None

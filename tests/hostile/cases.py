@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from badfiles import npy_bytes, npz
-from conftest import TINY_RUN_FLAGS
+from conftest import TINY_RUN_FLAGS, variant
 from PIL import Image
 
 
@@ -153,15 +153,16 @@ def edit_json(path, change) -> None:
 
 def foreign_model(env: Env) -> str:
     run = env.own_run()
-    ckpt = torch.load(run / "qpm.pt", weights_only=True)
+    ckpt = torch.load(variant(run) / "qpm.pt", weights_only=True)
     ckpt["state_dict"]["classifier.mean"] += 1.0
-    torch.save(ckpt, run / "qpm.pt")
+    torch.save(ckpt, variant(run) / "qpm.pt")
     return str(run)
 
 
 def wrong_record_types(env: Env) -> str:
     run = env.own_run()
-    edit_json(run / "stages" / "qpm.json", lambda d: {**d, "inputs": ["not", "a", "dict"]})
+    edit_json(variant(run) / "stages" / "qpm.json",
+              lambda d: {**d, "inputs": ["not", "a", "dict"]})
     return str(run)
 
 

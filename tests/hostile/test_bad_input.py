@@ -242,7 +242,7 @@ CASES = [
 
 LOCK_HOLDER = """
 import sys, time
-from qpm.pipeline.run_folder import RunLock
+from qpm.run_folder import RunLock
 RunLock(sys.argv[1], command="qpm train --seed 7").acquire()
 print("locked", flush=True)
 time.sleep(600)

@@ -35,7 +35,7 @@ def startup_seconds() -> float:
     """What starting Python and importing the command line costs here before any qpm work."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import qpm.cli, qpm.commands.train, "
-                    "qpm.pipeline.run_folder"], env=env(), check=True)
+                    "qpm.run_folder"], env=env(), check=True)
     return time.perf_counter() - t0
 
 

@@ -1,6 +1,6 @@
 """The run configuration: one dataclass, resolved against a recipe, saved as JSON.
 
-``None`` means "the recipe's value" (:mod:`qpm.pipeline.recipes`; each dataset has a default
+``None`` means "the recipe's value" (:mod:`qpm.run_folder.recipes`; each dataset has a default
 recipe); :func:`resolve` fills them in so config.json always records the values actually used.
 Which fields a stage depends on is declared next to the stages (:mod:`qpm.pipeline.stages`);
 only those are compared when a run folder is re-used.
@@ -15,8 +15,6 @@ from typing import Any
 
 from qpm.errors import QPMError
 
-# Fields that never change results: where things run and where they go.
-NON_RESULT_FIELDS = ("data_root", "device", "workers", "run_dir")
 MAX_SEED = 2**32 - 1  # numpy's and torch's generators take any seed up to here
 MAX_IMAGE_SIZE = 2048
 
@@ -28,7 +26,7 @@ class TrainConfig:
     recipe: str | None = None  # None: the dataset's (paper for natural images, offline digits)
     crop_gt: bool | None = None
     image_size: int | None = None
-    transforms: str | None = None  # derived from dataset and crop (qpm.pipeline.transforms)
+    transforms: str | None = None  # derived from dataset and crop (qpm.data.transforms)
     arch: str | None = None
     weights: str | None = None
     reduced_strides: bool | None = None  # ResNets: stride 1 in layer3 and layer4
@@ -43,6 +41,7 @@ class TrainConfig:
     time_limit: float | None = None  # None: qpm.assignment.limits' default for the size
     mip_gap: float = 1e-4
     strict_solver: bool = False  # fail instead of falling back from Gurobi to HiGHS
+    assignment: str | None = None  # a `qpm solve` result to use instead of solving
     # dense training
     epochs: int | None = None
     lr: float | None = None
@@ -88,9 +87,9 @@ class TrainConfig:
     def resolve(self) -> TrainConfig:
         """Fill the recipe's values in and check them; the result has no None left except
         ``time_limit`` and ``data_root``."""
-        from qpm.pipeline.data import get_dataset
-        from qpm.pipeline.recipes import get_recipe
-        from qpm.pipeline.transforms import transform_name
+        from qpm.data import get_dataset
+        from qpm.data.transforms import transform_name
+        from qpm.run_folder.recipes import get_recipe
 
         spec = get_dataset(self.dataset)
         recipe = get_recipe(self.recipe, self.dataset)
@@ -157,6 +156,9 @@ class TrainConfig:
             raise QPMError(f"--workers must be -1 (automatic) or >= 0, got {self.workers}.",
                            "Use --workers -1.")
         check_device(self.device)
+        if self.assignment is not None and not Path(self.assignment).is_file():
+            raise QPMError(f"--assignment {self.assignment} is not a file.",
+                           "Pass a result written by qpm solve --out RESULT.json.")
 
     def fingerprint(self, names: tuple[str, ...]) -> dict[str, Any]:
         """The values of ``names``: what a finished stage is compared by."""

@@ -1,75 +1,75 @@
-"""Pipeline stages of the baselines, registered as model types "sldd" and "qsenn".
+"""The stages of the baselines, model types "sldd" and "qsenn" (one variant per n and k).
 
 Both re-use the run folder's dense.pt and features.npz:
   sldd:  sldd_layer.npz (glm-saga selection + sparse layer) -> sldd.pt (fine-tuned)
   qsenn: qsenn.pt (rounds of glm-saga + quantisation + fine-tuning)
-``ctx.hooks["glm_config"]`` may hold a :class:`GLMConfig` (tests use a short path).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qpm import run_folder as rf
 from qpm.baselines.glm import GLMConfig, require_glm_saga
-from qpm.baselines.head import SparseHead
 from qpm.baselines.layer import SparseLayer
+from qpm.errors import QPMError
+from qpm.io import ArtifactError
+from qpm.models.sparse_head import SparseHead
 from qpm.pipeline import distributed as dist
-from qpm.pipeline import run_folder as rf
-from qpm.pipeline.artifacts import ArtifactError, load_npz, save_npz
-from qpm.pipeline.stages import DENSE_FIELDS, RunContext, Stage, register_model_type, validate_model
+from qpm.pipeline.stages import draw
+from qpm.pipeline.stages.base import (
+    DENSE_FIELDS,
+    FINETUNE_ONLY,
+    RunContext,
+    Stage,
+    register_model_type,
+    validate_model,
+)
+from qpm.run_folder.config import TrainConfig
 
-FT_FIELDS = ("ft_epochs", "ft_lr", "ft_momentum", "ft_weight_decay", "ft_step_size", "ft_gamma")
 SPARSE_FIELDS = DENSE_FIELDS + ("n_features", "per_class")
-TUNE_FIELDS = SPARSE_FIELDS + FT_FIELDS
-LAYER_KEYS = ("selection", "weight", "bias", "mean", "std", "info")
+TUNE_FIELDS = SPARSE_FIELDS + FINETUNE_ONLY
 QSENN_ROUNDS = 4
 
 
+@register_model_type("sldd")
+def sldd_stages(cfg: TrainConfig) -> list[Stage]:
+    return [
+        Stage("sldd-layer", rf.SLDD_LAYER, SPARSE_FIELDS, run_sldd_layer, validate_layer,
+              main_only=True, per_variant=True),
+        Stage("sldd", rf.model_file("sldd"), TUNE_FIELDS, run_sldd, validate_model,
+              figure=rf.plot_file("sldd"), draw=draw.sparse_layer("sldd"), per_variant=True),
+    ]
+
+
+@register_model_type("qsenn")
+def qsenn_stages(cfg: TrainConfig) -> list[Stage]:
+    return [Stage("qsenn", rf.model_file("qsenn"), TUNE_FIELDS, run_qsenn_stage, validate_model,
+                  figure=rf.plot_file("qsenn"), draw=draw.sparse_layer("qsenn"),
+                  per_variant=True)]
+
+
 def _glm_config(ctx: RunContext) -> GLMConfig:
-    cfg = ctx.hooks.get("glm_config") or GLMConfig()
-    return replace(cfg, seed=ctx.config.seed)
+    return replace(ctx.glm or GLMConfig(), seed=ctx.config.seed)
 
 
 def _check_sizes(ctx: RunContext) -> None:
     c, f = ctx.config, ctx.features()["features"]
-    from qpm.errors import QPMError
-
     if c.n_features > f.shape[1]:
         raise QPMError(f"--n-features {c.n_features} is larger than the {f.shape[1]} features "
                        f"of {c.arch}.", f"Use --n-features {f.shape[1]} or fewer.")
 
 
-def save_layer(path, layer: SparseLayer) -> None:
-    save_npz(path, selection=layer.selection.astype(np.int64), weight=layer.weight,
-             bias=layer.bias, mean=layer.mean, std=layer.std,
-             info=np.asarray(json.dumps({"sparsifier": layer.sparsifier, **layer.info})))
-
-
-def load_layer(path) -> SparseLayer:
-    a = load_npz(path, LAYER_KEYS)
-    info = json.loads(str(a["info"]))
-    return SparseLayer(a["selection"], a["weight"], a["bias"], a["mean"], a["std"],
-                       info.pop("sparsifier", "sldd"), info)
-
-
-def validate_layer(path) -> None:
-    layer = load_layer(path)
+def validate_layer(path: Path) -> None:
+    layer = SparseLayer.load(path)
     n = layer.selection.shape[0]
     if layer.weight.ndim != 2 or layer.weight.shape[1] != n or layer.bias.shape != (
             layer.weight.shape[0],):
         raise ArtifactError(f"{path} has inconsistent array shapes.", f"Delete {path} and re-run.")
-
-
-def _draw(name: str):
-    """The stage's picture of its final layer, drawn by the runner once the stage is
-    recorded."""
-    from qpm.pipeline.qpm_stages import draw_sparse_layer
-
-    return lambda ctx: draw_sparse_layer(ctx, name)
 
 
 def _head_metrics(head: SparseHead) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def run_sldd_layer(ctx: RunContext) -> dict[str, Any]:
     c, f = ctx.config, ctx.features()
     layer = sldd_sparsify(f["features"], f["labels"], len(ctx.class_names()), c.n_features,
                           c.per_class, _glm_config(ctx))
-    save_layer(ctx.path(rf.SLDD_LAYER), layer)
+    layer.save(ctx.variant_path(rf.SLDD_LAYER))
     ctx.log(f"SLDD layer: {layer.selection.size} features, glm-saga path step "
             f"{layer.info['path_step'] + 1}/{layer.info['path_length']}")
     return {"sldd": {"sparsifier": "sldd (glm-saga)", **{k: v for k, v in layer.info.items()
@@ -97,12 +97,12 @@ def run_sldd_layer(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_sldd(ctx: RunContext) -> dict[str, Any]:
-    layer = load_layer(ctx.path(rf.SLDD_LAYER))
+    layer = SparseLayer.load(ctx.variant_path(rf.SLDD_LAYER))
     model = ctx.load_dense()
-    model.classifier = SparseHead.from_layer(layer).to(ctx.device)
+    model.classifier = layer.head().to(ctx.device)
     before, acc = ctx.finetune(model, "sldd", "SLDD")
     head = dist.unwrap(model).classifier
-    ctx.save_model(rf.model_file("sldd"), model, {
+    ctx.save_model(ctx.variant_path(rf.model_file("sldd")), model, {
         "accuracy": acc, "accuracy_before_finetune": before, "sparsifier": "sldd",
         "class_names": ctx.class_names(),
         "assignment": {str(k): v for k, v in head.assignment().items()},
@@ -137,7 +137,7 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
     def finetune(layer: SparseLayer, r: int, scale: float, epochs: int) -> dict[str, Any]:
         # Under torchrun every rank ran glm-saga; train (and key the checkpoint) on rank 0's.
         layer = dist.broadcast_object(layer)
-        model.classifier = SparseHead.from_layer(layer).to(ctx.device)
+        model.classifier = layer.head().to(ctx.device)
         settings = replace(base, epochs=epochs, lr=base.lr * scale)
         key = {"round": r, "selection": layer.selection.tolist(),
                "weight_sum": round(float(np.abs(layer.weight).sum()), 6)}
@@ -152,7 +152,7 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
               schedule, cfg=_glm_config(ctx), log=ctx.log)
     head = dist.unwrap(model).classifier
     acc = rounds[-1]["accuracy"]
-    ctx.save_model(rf.model_file("qsenn"), model, {
+    ctx.save_model(ctx.variant_path(rf.model_file("qsenn")), model, {
         "accuracy": acc, "sparsifier": "qsenn", "rounds": rounds,
         "class_names": ctx.class_names(),
         "assignment": {str(k): v for k, v in head.assignment().items()},
@@ -161,21 +161,3 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
         ctx.drop_ckpt(f"qsenn-round{r + 1}")
     return {"qsenn": {"accuracy": acc, "sparsifier": "qsenn (glm-saga, 4 rounds, ternary)",
                       "rounds": rounds, **_head_metrics(head)}}
-
-
-def sldd_stages() -> list[Stage]:
-    return [
-        Stage("sldd-layer", rf.SLDD_LAYER, SPARSE_FIELDS, run_sldd_layer, validate_layer,
-              main_only=True),
-        Stage("sldd", rf.model_file("sldd"), TUNE_FIELDS, run_sldd, validate_model,
-              figure=rf.plot_file("sldd"), draw=_draw("sldd")),
-    ]
-
-
-def qsenn_stages() -> list[Stage]:
-    return [Stage("qsenn", rf.model_file("qsenn"), TUNE_FIELDS, run_qsenn_stage, validate_model,
-                  figure=rf.plot_file("qsenn"), draw=_draw("qsenn"))]
-
-
-register_model_type("sldd", sldd_stages)
-register_model_type("qsenn", qsenn_stages)

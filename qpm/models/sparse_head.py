@@ -1,15 +1,16 @@
-"""The torch head of the baselines: a QPM layer with real-valued fixed weights and a bias."""
+"""The head of the SLDD and Q-SENN baselines: a QPM layer with real-valued fixed weights and a
+bias."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from qpm.baselines.layer import SparseLayer
-from qpm.models.checkpoint import register_head
+from qpm.models.heads import register_head
 from qpm.models.qpm_layer import QPMLayer
 
 
+@register_head("sparse")
 class SparseHead(QPMLayer):
     """logits = ((dropout(f[:, selected]) - mean) / std) @ W^T + b with W, b fixed buffers.
 
@@ -28,15 +29,8 @@ class SparseHead(QPMLayer):
         self.register_buffer("bias", b.clone())
 
     @classmethod
-    def from_layer(cls, layer: SparseLayer, dropout: float = 0.1) -> SparseHead:
-        return cls(layer.selection, layer.weight, layer.bias, layer.mean, layer.std, dropout)
-
-    @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "") -> SparseHead:
         return cls(state[prefix + "selected"], state[prefix + "weight"], state[prefix + "bias"])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return super().forward(features) + self.bias
-
-
-register_head("sparse", SparseHead, SparseHead.from_state_dict)

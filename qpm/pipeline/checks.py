@@ -1,0 +1,63 @@
+"""What ``qpm train`` checks before any training: the data readable, the weights there, the
+sizes possible, the solver and preset known; each a one-line error naming the fix."""
+
+from __future__ import annotations
+
+from qpm.errors import QPMError
+from qpm.pipeline.stages import RunContext
+from qpm.run_folder.config import TrainConfig
+
+
+def check_before_training(cfg: TrainConfig, ctx: RunContext) -> None:
+    """Cheap checks before any training: data readable, feature counts possible."""
+    from math import comb
+
+    from qpm.models.backbones import check_weights
+
+    data = ctx.data()  # a missing or malformed dataset fails here, not after training
+    if data.num_classes < 2:
+        raise QPMError(f"Dataset {cfg.dataset} has {data.num_classes} class; a classifier "
+                       "needs at least 2.", "Point --data-root at a folder with 2 or more "
+                       "class folders.")
+    check_weights(cfg.arch, cfg.weights)
+    if not cfg.dense_training and cfg.weights in (None, "", "none"):
+        raise QPMError("--no-dense-training uses the pretrained model as the dense model, but "
+                       "no weights are given.", "Pass --weights (e.g. IMAGENET1K_V1).")
+    n_total = _probe_backbone(cfg, data.in_channels)
+    if cfg.n_features > n_total:
+        raise QPMError(f"--n-features {cfg.n_features} is larger than the {n_total} "
+                       f"features of {cfg.arch}.", f"Use --n-features {n_total} or fewer.")
+    if cfg.per_class > cfg.n_features:
+        raise QPMError(f"--per-class {cfg.per_class} is larger than --n-features "
+                       f"{cfg.n_features}.", "Lower --per-class or raise --n-features.")
+    if cfg.model_type == "qpm":
+        from qpm.assignment.backends import get_backend
+        from qpm.assignment.presets import get_preset
+
+        if cfg.assignment is None:  # a given assignment needs no solver
+            get_backend(cfg.solver)  # an unknown --solver fails now, not after training
+        unique = get_preset(cfg.preset).rules.unique_columns  # also rejects unknown presets
+        if unique and comb(cfg.n_features, cfg.per_class) < data.num_classes:
+            raise QPMError(
+                f"{data.num_classes} classes cannot get distinct sets of {cfg.per_class} of "
+                f"{cfg.n_features} features.", "Raise --n-features or --per-class.")
+
+
+def _probe_backbone(cfg: TrainConfig, in_channels: int) -> int:
+    """The backbone's feature count, after one forward pass at --image-size (a size too
+    small for its downsampling fails here, not in the first training step)."""
+    import torch
+
+    from qpm.models.backbones import create_backbone
+
+    model = create_backbone(cfg.arch, "none", cfg.reduced_strides, in_channels, 2).eval()
+    size = int(cfg.image_size)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QPMError(f"--image-size {size} is too small for {cfg.arch} ({first}).",
+                       "Pass a larger --image-size, e.g. 32 for small-cnn or 224 for a "
+                       "ResNet.") from None
+    return model.n_features
