@@ -4,13 +4,12 @@ rows of their own while the others still run; one table and three files."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
+from fake_backends import Crash, Hang, Missing
 
 from qpm.assignment import backends as registry
-from qpm.assignment.backends.base import Backend
 from qpm.assignment.cache import load_similarities, save_similarities
 from qpm.assignment.compare import Limits, compare
 from qpm.assignment.compare_report import format_table
@@ -19,49 +18,9 @@ from qpm.assignment.trace import Trace
 from qpm.cli import main
 
 
-# Test backends: module-level classes, so the spawned child can import them by reference.
-class _Crash(Backend):
-    name = "crash"
-
-    def available(self):
-        os.abort()  # the process dies without a Python exception
-
-    def version(self):
-        return ""
-
-    def load(self, form):
-        raise AssertionError
-
-
-class _Missing(Backend):
-    name = "missing"
-
-    def available(self):
-        return False, "its package is not installed; pip install it."
-
-    def version(self):
-        return ""
-
-    def load(self, form):
-        raise AssertionError
-
-
-class _Hang(Backend):
-    name = "hang"
-
-    def available(self):
-        return True, ""
-
-    def version(self):
-        return ""
-
-    def load(self, form):
-        time.sleep(3600)  # ignores every limit
-
-
 @pytest.fixture()
 def test_backends(monkeypatch):
-    for name, cls in (("crash", _Crash), ("missing", _Missing), ("hang", _Hang)):
+    for name, cls in (("crash", Crash), ("missing", Missing), ("hang", Hang)):
         monkeypatch.setitem(registry._BACKENDS, name, cls)
 
 

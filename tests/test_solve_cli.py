@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from fake_backends import Missing
 
 from qpm.assignment import backends as backend_registry
-from qpm.assignment.backends.base import Backend
 from qpm.assignment.cache import save_similarities
 from qpm.assignment.synthetic import make_instance
 from qpm.cli import main
@@ -124,21 +124,8 @@ def test_missing_corrupt_and_pickled_files(tmp_path, capsys):
     assert "pickle" in _one_line_error(capsys, main(["solve", str(pickled), *out]))
 
 
-class _Missing(Backend):
-    name = "missing"
-
-    def available(self):
-        return False, "its package is not installed; pip install it."
-
-    def version(self):
-        return ""
-
-    def load(self, form):
-        raise AssertionError("never loaded")
-
-
 def test_solver_not_installed(tiny_sims, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(backend_registry._BACKENDS, "missing", _Missing)
+    monkeypatch.setitem(backend_registry._BACKENDS, "missing", Missing)
     err = _one_line_error(capsys, _run(tiny_sims, tmp_path, "--solver", "missing"))
     assert "not usable" in err and "not installed" in err
 
