@@ -29,8 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_run_folder_arguments(p)
     p.add_argument("--model-type", metavar="NAME",
-                   help="which model to explain: qpm, qsenn or sldd (default: the first "
-                   "finished of them)")
+                   help="which model to explain: qpm, qsenn or sldd (default: qpm if "
+                   "finished, else the first finished of the others)")
     add_variant_argument(p)
     p.add_argument("--split", choices=("train", "test"), default="test",
                    help="where the comparison figures' example images come from (default: "
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise QPMError("--max-figures must be >= 0 and --gallery-size positive.",
                        "Pass e.g. --max-figures 60 --gallery-size 6.")
     run = rf.open_run(args.run_dir, args.data_root)
-    sparse = [t for t in run.types() if t != "dense"]
+    sparse = sorted((t for t in run.types() if t != "dense"), key=lambda t: t != "qpm")
     mt = args.model_type or (sparse[0] if sparse else None)
     if mt is None or mt == "dense":
         raise QPMError(f"{run.path} holds no sparse model (qpm, qsenn or sldd) to "
