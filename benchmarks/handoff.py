@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qpm.assignment.compile import ModelCompiler  # noqa: E402
-from qpm.assignment.model import build_model  # noqa: E402
+from qpm.assignment.formulations.compile import ModelCompiler  # noqa: E402
+from qpm.assignment.formulations.full import build_model  # noqa: E402
 from qpm.assignment.synthetic import SIZES, make_instance  # noqa: E402
 
 SESSIONS = {

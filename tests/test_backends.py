@@ -10,8 +10,8 @@ from bruteforce import brute_force
 
 from qpm.assignment import presets as preset_registry
 from qpm.assignment.backends import get_backend
-from qpm.assignment.compile import MatrixForm, ModelCompiler
-from qpm.assignment.model import apply_qpm, build_model
+from qpm.assignment.formulations.compile import MatrixForm, ModelCompiler
+from qpm.assignment.formulations.full import apply_qpm, build_model
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.solving import solve
 from qpm.assignment.synthetic import make_instance
@@ -219,7 +219,7 @@ def test_compiler_delta_matches_a_fresh_compile():
     model = build_model(problem)
     compiler = ModelCompiler(model)
     before = compiler.form.n_cols
-    from qpm.assignment.model import add_uniqueness
+    from qpm.assignment.formulations.full import add_uniqueness
 
     assert add_uniqueness(model, problem, [(0, 1)]) == [(0, 1)]
     delta = compiler.update()

@@ -13,10 +13,10 @@ import pytest
 from bruteforce import brute_force
 
 from qpm.assignment.backends import SolveOptions, get_backend
-from qpm.assignment.cutmodel import CutSolver, solve_cuts
-from qpm.assignment.penalty import separate_cliques
+from qpm.assignment.formulations.cuts.loop import CutSolver, solve_cuts
+from qpm.assignment.formulations.cuts.penalty import separate_cliques
+from qpm.assignment.formulations.cuts.separation import TopK
 from qpm.assignment.problem import AssignmentProblem
-from qpm.assignment.separation import TopK
 from qpm.assignment.verifier import verify
 from qpm.errors import QPMError
 
@@ -93,7 +93,7 @@ def test_all_rows_hold_at_every_integer_selection():
     cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9))
     cs.build()
     used = cs.root(None)
-    from qpm.assignment.relaxation import Relaxation  # noqa: F401 - documents the type
+    from qpm.assignment.formulations.cuts.relaxation import Relaxation  # noqa: F401 - documents the type
 
     cs.pairs.close(np.flatnonzero(used[:5]))  # force star rows for most pairs
     cs.explicit_class(1)
@@ -201,7 +201,7 @@ def _dense(form):
 def test_the_cut_model_is_one_pyomo_model_compiled_incrementally():
     import pyomo.environ as pyo
 
-    from qpm.assignment.compile import compile_model
+    from qpm.assignment.formulations.compile import compile_model
 
     problem = _instance(1, kind="collide")
     cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9))

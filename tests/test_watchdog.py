@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from qpm.assignment.backends import get_backend
 from qpm.assignment.backends.base import WATCHDOG_GRACE
-from qpm.assignment.compile import MatrixForm
+from qpm.assignment.formulations.compile import MatrixForm
 from qpm.assignment.solving import cap_threads, cpu_count, solve
 from qpm.assignment.synthetic import make_instance
 

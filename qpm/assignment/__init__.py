@@ -20,7 +20,7 @@ _EXPORTS = {
     "make_instance": "qpm.assignment.synthetic",
     "register_preset": "qpm.assignment.presets",
     "register_backend": "qpm.assignment.backends",
-    "build_model": "qpm.assignment.model",
+    "build_model": "qpm.assignment.formulations.full",
 }
 
 __all__ = sorted(_EXPORTS)

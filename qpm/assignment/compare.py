@@ -163,7 +163,7 @@ def _solve_row(problem, solver: str, formulation: str, limits: Limits) -> Row:
 
 # Imported once by the fork server, so every run starts at once.
 PRELOAD = ["numpy", "scipy.sparse", "qpm.assignment.compare", "qpm.assignment.solving",
-           "qpm.assignment.cutmodel", "qpm.assignment.model"]
+           "qpm.assignment.formulations.cuts.loop", "qpm.assignment.formulations.full"]
 # A run has this long to start (import numpy, the solver, ...) before its clock starts.
 STARTUP_TIMEOUT = 300.0
 

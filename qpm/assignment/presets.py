@@ -32,7 +32,7 @@ class Preset:
     name: str
     rules: Rules
     description: str = ""
-    # Adds the preset's constraints to the Pyomo model built by qpm.assignment.model.
+    # Adds the preset's constraints to the Pyomo model built by qpm.assignment.formulations.full.
     apply: Callable | None = field(default=None, compare=False)
     # Solve flow: "direct" (one solve) or "iterative" (add violated constraints, re-solve).
     flow: str = "direct"
@@ -73,7 +73,7 @@ def preset_names() -> list[str]:
     return sorted(_PRESETS)
 
 
-# The built-in presets. Their `apply` functions live in qpm.assignment.model, which
+# The built-in presets. Their `apply` functions live in qpm.assignment.formulations.full, which
 # registers them again with the function attached when it is imported.
 register_preset(
     "qpm", rules=Rules(), description="The paper's problem: k per class, unique classes."

@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-from qpm.assignment import model as qmodel
 from qpm.assignment.backends import DEFAULT_BACKEND, LicenceLimit, SolveOptions, get_backend
-from qpm.assignment.backends.greedy import selection_mask
-from qpm.assignment.compile import ModelCompiler
+from qpm.assignment.formulations import full as qmodel
+from qpm.assignment.formulations.compile import ModelCompiler
+from qpm.assignment.formulations.greedy import selection_mask
 from qpm.assignment.presets import get_preset
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.result import AssignmentResult, SolveTimes
@@ -269,7 +269,7 @@ def _run(problem, backend, formulation, opts) -> AssignmentResult:
     if not backend.exact:
         return solve_greedy(problem, backend, opts)
     if formulation == "cuts":
-        from qpm.assignment.cutmodel import solve_cuts
+        from qpm.assignment.formulations.cuts.loop import solve_cuts
 
         return solve_cuts(problem, backend, opts)
     return solve_full(problem, backend, opts)

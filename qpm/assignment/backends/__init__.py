@@ -33,7 +33,7 @@ _BACKENDS: dict[str, str | Callable[[], Backend]] = {
     "gurobi": "qpm.assignment.backends.gurobi:GurobiBackend",
     "scip": "qpm.assignment.backends.scip:ScipBackend",
     "highs": "qpm.assignment.backends.highs:HighsBackend",
-    "greedy": "qpm.assignment.backends.greedy:GreedyBackend",
+    "greedy": "qpm.assignment.formulations.greedy:GreedyBackend",
 }
 
 

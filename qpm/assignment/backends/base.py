@@ -1,6 +1,6 @@
 """The small interface every solver backend implements.
 
-A backend loads a :class:`~qpm.assignment.compile.MatrixForm` into a :class:`Session`
+A backend loads a :class:`~qpm.assignment.formulations.compile.MatrixForm` into a :class:`Session`
 (the hand-off), which can then grow (``add_columns`` / ``add_rows``) and be re-solved
 warm-started; that is what the iterative presets and the cut formulation rely on.
 ``Backend.solve(model, ...)`` is the one-shot convenience for a whole Pyomo model.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from qpm.assignment.compile import MatrixForm, ModelCompiler
+from qpm.assignment.formulations.compile import MatrixForm, ModelCompiler
 
 # "feasible": a verified assignment from a method that proves no bound (the greedy heuristic);
 # "time_limit": an exact solver stopped by its limit (with its best assignment, if any).
@@ -152,7 +152,7 @@ class Session(ABC):
         """Free solver memory early (optional)."""
 
     def apply(self, delta) -> None:
-        """Apply a :class:`~qpm.assignment.compile.Delta` from ``ModelCompiler.update``."""
+        """Apply a ``Delta`` from ``ModelCompiler.update``."""
         if delta.col_lo.size:
             self.add_columns(delta.col_lo, delta.col_hi, delta.integer, delta.c)
         if delta.row_lo.size:

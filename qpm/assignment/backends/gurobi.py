@@ -22,7 +22,7 @@ from qpm.assignment.backends.base import (
     proven_bound,
     watchdog,
 )
-from qpm.assignment.compile import MatrixForm
+from qpm.assignment.formulations.compile import MatrixForm
 
 SIZE_LIMIT = 2000  # variables and linear constraints under the size-limited licence
 TOO_LARGE = 10010  # GurobiError code: "Model too large for size-limited license"

@@ -18,7 +18,7 @@ from qpm.assignment.backends.base import (
     proven_bound,
     watchdog,
 )
-from qpm.assignment.compile import MatrixForm
+from qpm.assignment.formulations.compile import MatrixForm
 
 
 def new_highs():

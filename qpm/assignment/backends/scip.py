@@ -27,7 +27,7 @@ from qpm.assignment.backends.base import (
     proven_bound,
     watchdog,
 )
-from qpm.assignment.compile import MatrixForm
+from qpm.assignment.formulations.compile import MatrixForm
 
 
 def _bound(x: float) -> float | None:

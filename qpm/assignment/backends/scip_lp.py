@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from qpm.assignment.backends.base import BackendOutcome, Session
-from qpm.assignment.compile import MatrixForm
+from qpm.assignment.formulations.compile import MatrixForm
 
 
 class ScipLPSession(Session):

@@ -10,8 +10,8 @@ Pyomo ``MatrixConstraint`` components (CSR arrays over the block's variables, as
 writers read them), so a round of a thousand dense cuts costs no per-coefficient objects.
 
 It reaches the solvers the same way as the full formulation: the one
-:class:`~qpm.assignment.compile.ModelCompiler` compiles it, and its ``update()`` compiles only
-what was added since, which :meth:`Relaxation.sync` hands to a backend
+:class:`~qpm.assignment.formulations.compile.ModelCompiler` compiles it, and its
+``update()`` compiles only what was added since, which :meth:`Relaxation.sync` hands to a backend
 :class:`~qpm.assignment.backends.base.Session`. Gurobi, SCIP and HiGHS therefore see exactly
 the same matrix, for the root LP (integrality relaxed) and for the MIP re-solves alike.
 Blocks are declared in order, so compiled column and row numbers are the ones ``add_cols``
@@ -29,8 +29,8 @@ import pyomo.environ as pyo
 from pyomo.core.base.matrix_constraint import MatrixConstraint, _MatrixConstraintData
 from pyomo.core.expr.numeric_expr import LinearExpression, MonomialTermExpression
 
-from qpm.assignment.compile import MatrixForm, ModelCompiler
-from qpm.assignment.separation import CutBatch
+from qpm.assignment.formulations.compile import MatrixForm, ModelCompiler
+from qpm.assignment.formulations.cuts.separation import CutBatch
 
 
 @dataclass

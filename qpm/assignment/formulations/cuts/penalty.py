@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from qpm.assignment.relaxation import Relaxation
+from qpm.assignment.formulations.cuts.relaxation import Relaxation
 
 
 class PairModel:

@@ -5,13 +5,13 @@ Model (maximised)::
     scale * sum_c theta_c - penalty(s) + b . s     s.t.  sum_i s_i = n,  s binary,
     theta_c <= k*lam + sum_i max(A_ic - lam, 0) s_i      (top-k cuts, any lam)
 
-with the penalty of :mod:`qpm.assignment.penalty`. Every model along the way is a relaxation
+with the penalty of :mod:`.penalty`. Every model along the way is a relaxation
 of the preset's problem (fewer cuts, uniqueness not yet enforced), so each solver bound is a
 valid upper bound; every MIP answer is priced exactly from the arrays and repaired into a
 feasible assignment, which gives the incumbent. The loop stops when the certified gap
 ``(bound - incumbent) / |incumbent|`` is at most ``mip_gap``, or at the deadline.
 
-The model is a Pyomo model (:class:`~qpm.assignment.relaxation.Relaxation`) compiled
+The model is a Pyomo model (:class:`.relaxation.Relaxation`) compiled
 incrementally by the same compiler as the full formulation, and every stage runs on the chosen
 backend. Stages: (1) root: the LP relaxation with top-k cuts, lazy McCormick pairs
 and clique rows until none is violated or the bound stalls; every LP optimum is a bound, and
@@ -35,14 +35,14 @@ import time
 import numpy as np
 
 from qpm.assignment.backends.base import SolveOptions
+from qpm.assignment.formulations.cuts.penalty import PairModel, separate_cliques
+from qpm.assignment.formulations.cuts.relaxation import Relaxation
+from qpm.assignment.formulations.cuts.separation import TopK
 from qpm.assignment.heuristic import SwapSearch
-from qpm.assignment.penalty import PairModel, separate_cliques
 from qpm.assignment.presets import get_preset
 from qpm.assignment.problem import AssignmentProblem
-from qpm.assignment.relaxation import Relaxation
 from qpm.assignment.repair import unique_columns
 from qpm.assignment.result import AssignmentResult, SolveTimes
-from qpm.assignment.separation import TopK
 from qpm.errors import QPMError
 
 # The root LP loop may use this share of the remaining time: on large instances its clique

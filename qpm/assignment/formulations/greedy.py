@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from qpm.assignment.backends.base import Backend, BackendOutcome
-from qpm.assignment.compile import MatrixForm
+from qpm.assignment.formulations.compile import MatrixForm
 from qpm.errors import QPMError
 
 
@@ -43,12 +43,12 @@ class GreedyBackend(Backend):
 
     def solve(self, model, time_limit=None, mip_gap=1e-4, threads=None, warm_start=True):
         """Solve the problem the model was built from; writes s, w, y into the model."""
-        from qpm.assignment.model import set_start
+        from qpm.assignment.formulations.full import set_start
 
         problem = getattr(model, "qpm_problem", None)
         if problem is None:
             raise QPMError(
-                "This model was not built by qpm.assignment.model.build_model.",
+                "This model was not built by qpm.assignment.formulations.full.build_model.",
                 "Use build_model(problem) or another solver.",
             )
         t0 = time.perf_counter()
