@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qpm.assignment.backends import get_backend  # noqa: E402
-from qpm.assignment.backends.base import SolveOptions  # noqa: E402
 from qpm.assignment.cache import load_similarities  # noqa: E402
+from qpm.assignment.formulations import SolveOptions  # noqa: E402
 from qpm.assignment.formulations.cuts import loop as cutmodel  # noqa: E402
 from qpm.assignment.heuristic import SwapSearch, heuristic_solution  # noqa: E402
 from qpm.assignment.problem import AssignmentProblem  # noqa: E402

@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from qpm.assignment.backends import HEURISTICS  # noqa: E402
 from qpm.assignment.cache import load_similarities, save_similarities  # noqa: E402
 from qpm.assignment.compare import Limits, compare  # noqa: E402
 from qpm.assignment.compare_report import format_table, to_json  # noqa: E402
@@ -38,6 +39,7 @@ from qpm.assignment.synthetic import (  # noqa: E402
     make_bias,
     make_instance,
 )
+from qpm.commands._problem import solver_list  # noqa: E402
 from qpm.commands.compare import describe, memory_default  # noqa: E402
 from qpm.io import write_json  # noqa: E402
 
@@ -55,7 +57,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--reference", metavar="results.json",
                    help="an earlier --out file whose best bounds count as well")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--solvers", default="highs,scip,gurobi,greedy")
+    p.add_argument("--solvers", type=solver_list, default="highs,scip,gurobi,greedy")
     p.add_argument("--formulations", default="full,cuts")
     p.add_argument("--preset", default=None, help="default: qpm (or the file's record)")
     p.add_argument("--tau-rule", default=None,
@@ -158,8 +160,8 @@ def main(argv=None) -> int:
                     memory_gb=args.memory_limit or memory_default(), grace=120.0,
                     hard_timeout=args.hard_timeout)
     runs = []
-    for solver in [s for s in args.solvers.split(",") if s]:
-        forms = ["auto"] if solver == "greedy" else [f for f in args.formulations.split(",") if f]
+    for solver in args.solvers:
+        forms = ["auto"] if solver in HEURISTICS else [f for f in args.formulations.split(",") if f]
         runs.extend((solver, form) for form in forms)
     results = []
     for name, problem in instances(args):

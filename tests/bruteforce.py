@@ -20,12 +20,11 @@ from itertools import combinations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from qpm.assignment.presets import get_preset
 from qpm.assignment.problem import AssignmentProblem
 
 
 def _penalty(problem: AssignmentProblem, sel: tuple[int, ...]) -> float:
-    rules = get_preset(problem.preset).rules
+    rules = problem.rules
     R = problem.R
     if not rules.redundancy or R is None or problem.redundancy_weight == 0:
         return 0.0
@@ -40,7 +39,7 @@ def _penalty(problem: AssignmentProblem, sel: tuple[int, ...]) -> float:
 
 
 def best_assignment(problem: AssignmentProblem, sel: tuple[int, ...]) -> tuple[float, np.ndarray]:
-    rules = get_preset(problem.preset).rules
+    rules = problem.rules
     A = problem.A
     F, C = A.shape
     k = problem.per_class

@@ -7,11 +7,12 @@ import os
 import time
 
 from qpm.assignment.backends.base import Backend
+from qpm.assignment.status import Availability
 
 
 class _Fake(Backend):
     def available(self):
-        return True, ""
+        return Availability.AVAILABLE, ""
 
     def version(self):
         return ""
@@ -31,7 +32,7 @@ class Missing(_Fake):
     name = "missing"
 
     def available(self):
-        return False, "its package is not installed; pip install it."
+        return Availability.NOT_INSTALLED, "its package is not installed; pip install it."
 
 
 class Hang(_Fake):

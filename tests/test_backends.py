@@ -10,10 +10,13 @@ from bruteforce import brute_force
 
 from qpm.assignment import presets as preset_registry
 from qpm.assignment.backends import get_backend
-from qpm.assignment.formulations.compile import MatrixForm, ModelCompiler
-from qpm.assignment.formulations.full import apply_qpm, build_model
+from qpm.assignment.backends.base import MatrixForm
+from qpm.assignment.formulations.compile import ModelCompiler
+from qpm.assignment.formulations.full import build_model
+from qpm.assignment.presets import apply_qpm
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.solving import solve
+from qpm.assignment.status import SolutionStatus, Termination
 from qpm.assignment.synthetic import make_instance
 from qpm.errors import QPMError
 
@@ -103,6 +106,8 @@ def test_greedy_is_feasible_and_not_above_the_optimum(preset, seed):
     result = solve(problem, solver="greedy")
     assert result.verified
     assert result.bound is None and result.status == "feasible"  # no proof, no limit hit
+    assert result.termination is Termination.HEURISTIC
+    assert result.solution is SolutionStatus.FEASIBLE
     assert result.objective <= best + 1e-9
 
 
@@ -184,12 +189,14 @@ def test_sessions_grow_by_rows_and_columns(solver, monkeypatch):
         np.array([-np.inf, 0.5]), np.array([1.0, 2.0]),
     )
     out = session.solve(mip_gap=0.0, start=np.array([0.0, 0.0, 1.0]))
-    assert out.status == "optimal"
+    assert out.termination is Termination.OPTIMAL and out.solution is SolutionStatus.OPTIMAL
     assert out.objective == pytest.approx(6.5)
     np.testing.assert_allclose(out.x, [1.0, 0.0, 1.0], atol=1e-6)
     # Infeasible after x0 + x1 + x2 >= 4 (only three binaries).
     session.add_rows(sp.csr_array(np.ones((1, 3))), np.array([4.0]), np.array([np.inf]))
-    assert session.solve().status == "infeasible"
+    infeasible = session.solve()
+    assert infeasible.termination is Termination.INFEASIBLE
+    assert infeasible.solution is SolutionStatus.NONE
 
 
 @pytest.mark.parametrize("solver", EXACT)
@@ -203,7 +210,7 @@ def test_lp_sessions_grow_and_resolve(solver):
     assert session.solve().objective == pytest.approx(3.5)
     session.add_rows(sp.csr_array(np.array([[1.0, 1.0]])), np.array([-np.inf]), np.array([1.5]))
     out = session.solve()
-    assert out.status == "optimal" and out.objective == pytest.approx(3.0)
+    assert out.termination is Termination.OPTIMAL and out.objective == pytest.approx(3.0)
     np.testing.assert_allclose(out.x, [0.5, 1.0], atol=1e-7)
     # a column worth 3 per unit in [0, 2], sharing a budget with x1: x1 + x2 <= 1
     session.add_columns(np.zeros(1), np.full(1, 2.0), np.zeros(1, dtype=bool), np.array([3.0]))
@@ -314,7 +321,8 @@ def test_compiler_reads_every_constraint_shape():
 def test_time_limit_still_returns_a_verified_assignment():
     problem = make_instance("small", seed=0)
     result = solve(problem, solver="highs", formulation="full", time_limit=3.0)
-    assert result.status == "time_limit"
+    assert result.status == "time_limit" and result.termination.stopped_early
+    assert result.solution is SolutionStatus.FEASIBLE
     assert result.verified and result.matrix is not None
     assert result.bound is None or result.bound >= result.objective - 1e-6
 
@@ -330,13 +338,11 @@ def test_highs_solves_in_one_process_with_changing_thread_counts():
         assert result.objective == pytest.approx(value, abs=1e-6)
 
 
-def test_status_codes_and_bounds_map_the_same_way_for_every_backend():
-    from qpm.assignment.backends.base import classify, proven_bound
+def test_bounds_count_only_after_an_optimal_or_stopped_solve():
+    from qpm.assignment.backends.base import proven_bound
 
-    codes = dict(optimal=(1,), stopped=(2, 3), infeasible=(4,))
-    assert [classify(c, *codes.values()) for c in (1, 2, 3, 4, 9)] == [
-        "optimal", "time_limit", "time_limit", "infeasible", "error"]
-    assert proven_bound("time_limit", 5.0) == 5.0
-    assert proven_bound("infeasible", 5.0) is None  # no bound without a finished search
-    assert proven_bound("optimal", float("inf")) is None
-    assert proven_bound("optimal", 1e20, infinity=1e19) is None  # the solver's "infinity"
+    assert proven_bound(Termination.TIME_LIMIT, 5.0) == 5.0
+    assert proven_bound(Termination.INTERRUPTED, 5.0) == 5.0
+    assert proven_bound(Termination.INFEASIBLE, 5.0) is None  # no bound without a search
+    assert proven_bound(Termination.OPTIMAL, float("inf")) is None
+    assert proven_bound(Termination.OPTIMAL, 1e20, infinity=1e19) is None  # solver "infinity"

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from bruteforce import brute_force
 
-from qpm.assignment.backends import SolveOptions, get_backend
-from qpm.assignment.formulations.cuts.loop import CutSolver, solve_cuts
+from qpm.assignment.backends import get_backend
+from qpm.assignment.formulations import SolveOptions
+from qpm.assignment.formulations.cuts.loop import CutSolver
+from qpm.assignment.formulations.cuts.loop import solve as solve_cuts
 from qpm.assignment.formulations.cuts.penalty import separate_cliques
 from qpm.assignment.formulations.cuts.separation import TopK
 from qpm.assignment.problem import AssignmentProblem
@@ -90,7 +92,7 @@ def test_fill_is_the_lp_value_at_fractional_points():
 # -- every row of the relaxation is valid for every feasible point --------------------------
 def test_all_rows_hold_at_every_integer_selection():
     problem = _instance(3, F=9, n=4, kind="plain")
-    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9))
+    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9), get_backend("highs"))
     cs.build()
     used = cs.root(None)
     from qpm.assignment.formulations.cuts.relaxation import Relaxation  # noqa: F401 - documents the type
@@ -111,7 +113,7 @@ def test_all_rows_hold_at_every_integer_selection():
 
 def test_clique_rows_are_valid():
     problem = _instance(5, F=10, n=5)
-    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9))
+    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9), get_backend("highs"))
     cs.build()
     F = 10
     x = np.zeros(cs.rel.n_cols)
@@ -204,7 +206,7 @@ def test_the_cut_model_is_one_pyomo_model_compiled_incrementally():
     from qpm.assignment.formulations.compile import compile_model
 
     problem = _instance(1, kind="collide")
-    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9))
+    cs = CutSolver(problem, SolveOptions(threads=1, mip_gap=1e-9), get_backend("highs"))
     cs.build()
     used = cs.root(None)  # rows and columns arrive in many rounds
     cs.pairs.close(np.flatnonzero(used[:5]))
@@ -255,7 +257,7 @@ def test_pyomo_writes_the_cut_model_and_a_solver_reading_it_agrees(tmp_path):
     """Row blocks are Pyomo MatrixConstraints: Pyomo's own LP writer writes them."""
     highspy = pytest.importorskip("highspy")
     problem = _instance(2)
-    cs = CutSolver(problem, SolveOptions(threads=1))
+    cs = CutSolver(problem, SolveOptions(threads=1), get_backend("highs"))
     cs.build()
     cs.root(None)
     path = tmp_path / "cuts.lp"
@@ -277,7 +279,7 @@ def test_dropping_slack_cuts_from_the_root_lp_session(solver):
     if not ok:
         pytest.skip(why)
     problem = _instance(3)
-    cs = CutSolver(problem, SolveOptions(threads=1))
+    cs = CutSolver(problem, SolveOptions(threads=1), backend)
     cs.build()
     lp = backend.load(cs.rel.form(integral=False))
     cursor = cs.rel.cursor()

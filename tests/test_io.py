@@ -146,7 +146,7 @@ def test_check_callback_runs_before_reading(tmp_path):
 def test_strict_json_written_by_result_and_read_back(tmp_path):
     from qpm.assignment.result import AssignmentResult
 
-    r = AssignmentResult(status="feasible", solver="greedy", objective=1.5,
+    r = AssignmentResult(termination="heuristic", solver="greedy", objective=1.5,
                          selected_features=[0], matrix=np.array([[1]], dtype=np.uint8))
     r.save_json(tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["objective"] == 1.5

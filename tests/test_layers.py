@@ -39,8 +39,29 @@ MAY_IMPORT: dict[str, set[str]] = {
 HOOKS = {("pipeline", "explain"): {"qpm.pipeline.stages.draw"}}
 # Third-party packages a room never imports (at any depth).
 NEVER = {room: {"torch", "torchvision", "timm"} for room in ("assignment", *BOTTOM)}
-# Cycles that exist today and are being removed elsewhere (issue 15a: qpm/assignment).
-KNOWN_CYCLES = [{"qpm.assignment.problem", "qpm.assignment.redundancy"}]
+# Cycles that exist today and are being removed elsewhere (none left).
+KNOWN_CYCLES: list[set[str]] = []
+
+# Inside assignment: its parts, bottom to top, and which way their imports point. A module not
+# named here is "core" (problem, presets, redundancy, heuristic, verifier, result, ...).
+ASSIGNMENT_PARTS = {
+    "qpm.assignment.status": "base", "qpm.assignment.limits": "base",
+    "qpm.assignment.trace": "base",
+    "qpm.assignment.backends": "backends",  # one module per solver, one contract: numpy only
+    "qpm.assignment.formulations": "formulations",
+    "qpm.assignment.solving": "facade", "qpm.assignment.compare": "facade",
+    "qpm.assignment.compare_report": "facade",
+}
+ASSIGNMENT_MAY_IMPORT = {
+    "base": set(),
+    "backends": {"base"},  # never a formulation, the problem or the facade
+    "core": {"base"},
+    "formulations": {"base", "core", "backends"},
+    "facade": {"base", "core", "backends", "formulations"},
+}
+# The built-in presets' apply bodies use the full model's row builders (imported when a model
+# is built, so the problem stays free of Pyomo): the one edge from core up to a formulation.
+ASSIGNMENT_HOOKS = {("core", "formulations"): {"qpm.assignment.presets"}}
 
 
 def module_names() -> dict[str, Path]:
@@ -150,6 +171,28 @@ def upward_imports(edges: dict[str, set[str]]) -> list[str]:
     return wrong
 
 
+def assignment_part(module: str) -> str:
+    if module == "qpm.assignment":
+        return "facade"  # the package's lazy public names
+    names = [n for n in ASSIGNMENT_PARTS if module == n or module.startswith(n + ".")]
+    return ASSIGNMENT_PARTS[max(names, key=len)] if names else "core"
+
+
+def upward_in_assignment(edges: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for module, targets in sorted(edges.items()):
+        if room(module) != "assignment":
+            continue
+        mine = assignment_part(module)
+        for target in sorted(t for t in targets if room(t) == "assignment"):
+            other = assignment_part(target)
+            hook = ASSIGNMENT_HOOKS.get((mine, other))
+            if other != mine and other not in ASSIGNMENT_MAY_IMPORT[mine] and (
+                    hook is None or module not in hook):
+                wrong.append(f"{module} -> {target}")
+    return wrong
+
+
 def test_every_room_is_in_the_table():
     rooms = {room(m) for m in module_names()}
     assert rooms == set(MAY_IMPORT), "add the new room to MAY_IMPORT (and docs/architecture.md)"
@@ -157,6 +200,10 @@ def test_every_room_is_in_the_table():
 
 def test_imports_point_down():
     assert upward_imports(graph()) == []
+
+
+def test_imports_inside_assignment_point_down():
+    assert upward_in_assignment(graph()) == []
 
 
 def test_no_import_cycles_but_the_known_ones():
@@ -182,3 +229,11 @@ def test_the_checks_see_what_they_forbid():
                                      "qpm.pipeline.c -> qpm.explain.d"]
     assert cycles(edges) == [{"qpm.models.a", "qpm.pipeline.b"}]
     assert "torch" in NEVER["assignment"] and "pipeline" not in MAY_IMPORT["models"]
+    inside = {"qpm.assignment.backends.highs": {"qpm.assignment.formulations.full"},
+              "qpm.assignment.formulations.full": {"qpm.assignment.solving"},
+              "qpm.assignment.presets": {"qpm.assignment.formulations.full"},
+              "qpm.assignment.problem": {"qpm.assignment.backends.base"}}
+    assert upward_in_assignment(inside) == [
+        "qpm.assignment.backends.highs -> qpm.assignment.formulations.full",
+        "qpm.assignment.formulations.full -> qpm.assignment.solving",
+        "qpm.assignment.problem -> qpm.assignment.backends.base"]

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from qpm.assignment.backends import backend_factory, get_backend, register_backend
+from qpm.assignment.backends import backend_factory, check_solver, get_backend, register_backend
 from qpm.assignment.limits import DEFAULT_GRACE
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.trace import INCUMBENT
@@ -134,22 +134,22 @@ def _child(conn, problem: AssignmentProblem, solver: str, factory, formulation: 
 
 
 def _solve_row(problem, solver: str, formulation: str, limits: Limits) -> Row:
-    from qpm.assignment.solving import resolve_formulation, solve
+    from qpm.assignment.solving import FALLBACKS, resolve_formulation, solve
+    from qpm.assignment.status import Availability
     from qpm.assignment.trace import Trace
 
     row = Row(asked=solver, formulation=formulation, status=FAILED)
-    backend = get_backend(solver)
-    ok, why = backend.available()
-    if not ok and solver != "gurobi":  # gurobi falls back to HiGHS, and says so
-        row.status, row.note = MISSING, why
-        return row
-    form = resolve_formulation(formulation, problem) if backend.exact else "-"
+    form = resolve_formulation(formulation, problem, solver)
+    if form != "greedy":
+        state, why = get_backend(solver).available()
+        if not Availability.of(state) and solver not in FALLBACKS:  # else a fallback says so
+            row.status, row.note = MISSING, why
+            return row
     trace = Trace()
     result = solve(problem, solver=solver, time_limit=limits.time_limit, mip_gap=limits.mip_gap,
-                   threads=limits.threads, formulation="auto" if form == "-" else form,
-                   trace=trace)
+                   threads=limits.threads, formulation=formulation, trace=trace)
     t = result.times
-    row.formulation = form
+    row.formulation = "-" if form == "greedy" else form
     row.status, row.ran, row.verified = result.status, result.solver, result.verified
     row.objective, row.bound, row.gap = result.objective, result.bound, result.gap
     row.fallback = result.fallback is not None
@@ -230,7 +230,7 @@ def compare(problem: AssignmentProblem, runs: list[tuple[str, str]], limits: Lim
     import multiprocessing as mp
 
     for solver, _ in runs:
-        get_backend(solver)  # an unknown name is bad input, not a row
+        check_solver(solver)  # an unknown name is bad input, not a row
     # Each run is forked from a clean server process that has imported the solve stack once:
     # no solver threads or locks inherited from this process, and no per-run import cost.
     ctx = mp.get_context("forkserver")

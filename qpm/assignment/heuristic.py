@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from qpm.assignment.presets import Rules, get_preset
+from qpm.assignment.presets import Rules
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.repair import greedy_unique_columns, unique_columns
 
@@ -38,6 +38,13 @@ class HeuristicSolution:
     objective: float
     restarts: int = 1
     seconds: float = 0.0
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The selection as an (F,) bool mask."""
+        mask = np.zeros(self.matrix.shape[0], dtype=bool)
+        mask[self.selected] = True
+        return mask
 
 
 def _penalty_matrix(problem: AssignmentProblem) -> np.ndarray | None:
@@ -173,7 +180,7 @@ def best_assignment_for_selection(
     duplicate columns are repaired. Budget rules without uniqueness: the optimal greedy
     allocation (each class's best feature, then the largest remaining values).
     """
-    rules = rules or get_preset(problem.preset).rules
+    rules = rules or problem.rules
     sel = np.unique(np.asarray(selected, dtype=np.int64))
     k = problem.per_class
     if not rules.per_class_exact and not rules.unique_columns:
@@ -255,7 +262,7 @@ class SwapSearch:
 
     def __init__(self, problem: AssignmentProblem) -> None:
         self.search = _Search(problem)
-        self.exact = _Exact(problem, self.search, get_preset(problem.preset).rules)
+        self.exact = _Exact(problem, self.search, problem.rules)
 
     def greedy(self) -> np.ndarray:
         return self.search.greedy()
@@ -281,7 +288,7 @@ def heuristic_solution(
     """
     start = time.perf_counter()
     deadline = None if time_limit is None else start + float(time_limit)
-    rules = get_preset(problem.preset).rules
+    rules = problem.rules
     swaps = SwapSearch(problem)
     rng = np.random.default_rng(seed)
 

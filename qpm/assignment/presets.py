@@ -1,14 +1,18 @@
-"""Constraint presets, registered by name.
+"""Constraint presets, each registered once by name: its rules and its ``apply`` together.
 
-A preset says which rules a valid assignment obeys (:class:`Rules`, used by the verifier
-and by the heuristic) and how to add them to the Pyomo model (``apply``, a plain function
-of ``(model, problem)``). Users register their own with :func:`register_preset`.
+A preset says which rules a valid assignment obeys (:class:`Rules`: read by the verifier, the
+heuristic and the cut formulation) and how to add them to the full formulation's Pyomo model
+(``apply(model, problem)``; the model's surface is documented in
+:mod:`qpm.assignment.formulations.full`). A problem resolves its preset once, when it is built
+(``problem.spec``). Built-in presets are defined below with the :func:`preset` decorator; users
+register theirs the same way or with :func:`register_preset`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import comb
 
 from qpm.errors import QPMError
 
@@ -29,16 +33,19 @@ class Rules:
 
 @dataclass(frozen=True)
 class Preset:
+    """A registered preset. ``cuts``: the cut formulation solves it (it builds these rules
+    itself; a preset whose ``apply`` adds its own constraints needs the full model)."""
+
     name: str
     rules: Rules
     description: str = ""
-    # Adds the preset's constraints to the Pyomo model built by qpm.assignment.formulations.full.
     apply: Callable | None = field(default=None, compare=False)
-    # Solve flow: "direct" (one solve) or "iterative" (add violated constraints, re-solve).
-    flow: str = "direct"
+    cuts: bool = False
 
 
 _PRESETS: dict[str, Preset] = {}
+# Renamed: the old name claimed the reference's flow, which the preset never was.
+RENAMED = {"qpm-iterative": "qpm-lazy"}
 
 
 def register_preset(
@@ -46,12 +53,23 @@ def register_preset(
     apply: Callable | None = None,
     rules: Rules | None = None,
     description: str = "",
-    flow: str = "direct",
+    cuts: bool = False,
 ) -> Preset:
-    """Register a preset; ``apply(model, problem)`` adds its constraints to the model."""
-    preset = Preset(name, rules or Rules(), description, apply, flow)
-    _PRESETS[name] = preset
-    return preset
+    """Register a preset; ``apply(model, problem)`` adds its constraints to the Pyomo model."""
+    spec = Preset(name, rules or Rules(), description, apply, cuts)
+    _PRESETS[name] = spec
+    return spec
+
+
+def preset(name: str, rules: Rules | None = None, description: str = "",
+           cuts: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator: register the decorated ``apply(model, problem)`` as preset ``name``."""
+
+    def add(apply: Callable) -> Callable:
+        register_preset(name, apply, rules, description, cuts)
+        return apply
+
+    return add
 
 
 def get_preset(name: str) -> Preset:
@@ -73,35 +91,47 @@ def preset_names() -> list[str]:
     return sorted(_PRESETS)
 
 
-# The built-in presets. Their `apply` functions live in qpm.assignment.formulations.full, which
-# registers them again with the function attached when it is imported.
-register_preset(
-    "qpm", rules=Rules(), description="The paper's problem: k per class, unique classes."
-)
-register_preset(
-    "qpm-lazy",
-    rules=Rules(),
-    flow="iterative",
-    description="As qpm (the same exact optimum), solved lazily: start from the relaxation "
-    "(total C*k, at least one per class), then add the exact per-class = k and uniqueness "
-    "constraints for the violating classes only and re-solve warm-started. Not the "
-    "reference's iterative flow, which restricts them to the features selected so far.",
-)
-# Renamed: the old name claimed the reference's flow, which the preset never was.
-RENAMED = {"qpm-iterative": "qpm-lazy"}
-register_preset(
-    "qpm-full",
-    rules=Rules(),
-    description="As qpm, always solved with the straightforward Pyomo model (w_ic for every "
-    "feature and class) instead of the cut formulation.",
-)
-register_preset(
-    "unbalanced",
-    rules=Rules(per_class_exact=False, unique_columns=False),
-    description="Total budget C*k, at least one feature per class, no uniqueness.",
-)
-register_preset(
-    "no-redundancy",
-    rules=Rules(redundancy=False),
-    description="As qpm without the feature-redundancy penalty.",
-)
+# -- the built-in presets ------------------------------------------------------------------------
+# Their apply bodies use the full model's row builders, imported on use: the problem (and
+# with it this module) stays free of Pyomo until a full model is built.
+
+
+def _full():
+    from qpm.assignment.formulations import full
+
+    return full
+
+
+@preset("qpm", cuts=True, description="The paper's problem: k per class, unique classes.")
+def apply_qpm(m, problem) -> None:
+    """k per class for every class; uniqueness for all class pairs when that is small."""
+    full = _full()
+    full.add_per_class_exact(m, problem)
+    C = problem.n_classes
+    if comb(C, 2) * problem.n_total <= full.UNIQUE_UPFRONT_LIMIT:
+        full.add_uniqueness(m, problem, [(c, d) for c in range(C) for d in range(c + 1, C)])
+
+
+@preset("qpm-lazy", cuts=True,
+        description="As qpm (the same exact optimum), solved lazily: start from the relaxation "
+        "(total C*k, at least one per class), then add the exact per-class = k and uniqueness "
+        "constraints for the violating classes only and re-solve warm-started. Not the "
+        "reference's iterative flow, which restricts them to the features selected so far.")
+def apply_lazy(m, problem) -> None:
+    """The lazy start: total ``<= C*k`` and at least one per class; the full formulation's
+    loop adds what an answer violates."""
+    _full().add_relaxed_budget(m, problem, "<=")
+
+
+@preset("unbalanced", rules=Rules(per_class_exact=False, unique_columns=False),
+        description="Total budget C*k, at least one feature per class, no uniqueness.")
+def apply_unbalanced(m, problem) -> None:
+    """Total exactly ``C*k``, at least one per class, no uniqueness."""
+    _full().add_relaxed_budget(m, problem, "==")
+
+
+register_preset("qpm-full", apply_qpm, Rules(),
+                "As qpm, always solved with the straightforward Pyomo model (w_ic for every "
+                "feature and class) instead of the cut formulation.")
+register_preset("no-redundancy", apply_qpm, Rules(redundancy=False),
+                "As qpm without the feature-redundancy penalty.", cuts=True)

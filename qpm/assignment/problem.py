@@ -17,19 +17,9 @@ from math import comb
 
 import numpy as np
 
+from qpm.assignment.presets import Preset, Rules, get_preset
+from qpm.assignment.redundancy import Pairs, check_tau_rule, default_tau, redundancy_pairs
 from qpm.errors import QPMError
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """The redundancy pairs ``P``: indices ``i < j`` and their scaled weights ``R'_ij``."""
-
-    i: np.ndarray
-    j: np.ndarray
-    weight: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.i.size)
 
 
 def _finite(name: str, x: np.ndarray) -> None:
@@ -73,7 +63,9 @@ class AssignmentProblem:
     ``A`` is (F, C), ``R`` (F, F) or None, ``b`` (F,) or None. ``tau`` None means the
     threshold of ``tau_rule`` (``paper`` or ``tight``, see
     :func:`qpm.assignment.redundancy.default_tau`); a given tau sets ``tau_rule`` to
-    ``"fixed"``, so the rule always says where tau came from.
+    ``"fixed"``, so the rule always says where tau came from. ``preset`` is a name; the
+    registered preset it names is looked up once, here, and carried as ``spec`` (its
+    ``rules`` and ``apply``).
     """
 
     A: np.ndarray
@@ -88,6 +80,7 @@ class AssignmentProblem:
     class_names: tuple[str, ...] | None = None
     feature_names: tuple[str, ...] | None = None
     _pairs: Pairs | None = field(default=None, repr=False, compare=False)
+    _spec: Preset | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         A = np.asarray(self.A, dtype=np.float64)
@@ -157,10 +150,9 @@ class AssignmentProblem:
         if self.feature_names is not None:
             object.__setattr__(self, "feature_names", tuple(str(x) for x in self.feature_names))
 
-        from qpm.assignment.presets import get_preset  # late: presets import this module
-
-        rules = get_preset(self.preset).rules
-        if rules.unique_columns and comb(n, k) < C:
+        spec = get_preset(self.preset)
+        object.__setattr__(self, "_spec", spec)
+        if spec.rules.unique_columns and comb(n, k) < C:
             raise QPMError(
                 f"No unique assignment exists: only C({n},{k}) = {comb(n, k)} distinct sets of "
                 f"{k} features for {C} classes.",
@@ -171,13 +163,21 @@ class AssignmentProblem:
             object.__setattr__(self, "tau", float(self.tau))
             object.__setattr__(self, "tau_rule", "fixed")
         else:
-            from qpm.assignment.redundancy import check_tau_rule, default_tau
-
             object.__setattr__(self, "tau_rule", check_tau_rule(str(self.tau_rule)))
             if R is not None:
                 object.__setattr__(self, "tau", default_tau(R, n, self.tau_rule))
 
     # -- derived quantities ---------------------------------------------------------------
+    @property
+    def spec(self) -> Preset:
+        """The registered preset this problem is solved under (looked up once)."""
+        return self._spec
+
+    @property
+    def rules(self) -> Rules:
+        """What a feasible assignment of this problem satisfies (the preset's rules)."""
+        return self._spec.rules
+
     @property
     def n_total(self) -> int:
         """F, the number of candidate features."""
@@ -195,13 +195,7 @@ class AssignmentProblem:
 
     @property
     def uses_redundancy(self) -> bool:
-        from qpm.assignment.presets import get_preset
-
-        return (
-            self.R is not None
-            and self.redundancy_weight > 0
-            and get_preset(self.preset).rules.redundancy
-        )
+        return self.R is not None and self.redundancy_weight > 0 and self.rules.redundancy
 
     @property
     def bias(self) -> np.ndarray:
@@ -211,8 +205,6 @@ class AssignmentProblem:
     def pairs(self) -> Pairs:
         """The redundancy pairs P (empty when the preset or the data has no redundancy)."""
         if self._pairs is None:
-            from qpm.assignment.redundancy import redundancy_pairs
-
             if self.uses_redundancy:
                 pairs = redundancy_pairs(self.R, self.tau)
             else:

@@ -11,12 +11,24 @@ threshold a greedy independent-set search still accepts (it penalises 40-55% mor
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from qpm.assignment.cliques import clique_removal_independent_size, greedy_clique_size
-from qpm.assignment.problem import Pairs
 from qpm.errors import QPMError
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The redundancy pairs ``P``: indices ``i < j`` and their scaled weights ``R'_ij``."""
+
+    i: np.ndarray
+    j: np.ndarray
+    weight: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.i.size)
 
 DEFAULT_TAU_RULE = "paper"
 TAU_RULES: dict[str, Callable[[np.ndarray, int], float]] = {}

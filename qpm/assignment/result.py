@@ -1,4 +1,10 @@
-"""The solver-independent result of one assignment solve."""
+"""The solver-independent result of one assignment solve.
+
+Why the solve stopped (``termination``) and what the returned assignment is (``solution``,
+plus ``from_start`` when it is only the heuristic warm start) are separate, as in Pyomo's newer
+solver interface (:mod:`qpm.assignment.status`). The one-word ``status`` of earlier versions is
+derived from them and still written to the JSON.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from qpm.assignment.status import (
+    SolutionStatus,
+    Termination,
+    from_legacy_status,
+    legacy_status,
+)
 from qpm.errors import QPMError
 
-# "feasible": a verified assignment from a method that proves no bound (the greedy heuristic);
-# "time_limit": an exact solver stopped by its limit (with its best assignment, if any).
+# The derived one-word status: "feasible" is a heuristic's answer (no bound); "time_limit" an
+# exact solve stopped by a limit (with its best assignment, if any).
 STATUSES = ("optimal", "feasible", "time_limit", "infeasible", "error")
 
 
@@ -30,10 +42,13 @@ class AssignmentResult:
 
     ``matrix`` is the dense 0/1 array w of shape (F, C); ``assignment`` maps a class index
     to its sorted feature indices; ``bound`` is None where the method proves none (greedy).
+    ``solution`` None means: derived from ``termination`` and whether there is a matrix.
     """
 
-    status: str
+    termination: Termination | str
     solver: str
+    solution: SolutionStatus | str | None = None
+    from_start: bool = False  # the assignment is the heuristic warm start, nothing better
     objective: float | None = None
     bound: float | None = None
     selected_features: list[int] = field(default_factory=list)
@@ -48,6 +63,22 @@ class AssignmentResult:
     message: str = ""
     # [seconds, "incumbent" | "bound", value] over the solve, when it was traced
     trace: list | None = None
+
+    def __post_init__(self) -> None:
+        self.termination = Termination(self.termination)
+        if self.solution is None:
+            if self.matrix is None:
+                self.solution = SolutionStatus.NONE
+            elif self.termination is Termination.OPTIMAL and not self.from_start:
+                self.solution = SolutionStatus.OPTIMAL
+            else:
+                self.solution = SolutionStatus.FEASIBLE
+        self.solution = SolutionStatus(self.solution)
+
+    @property
+    def status(self) -> str:
+        """The one-word status of earlier versions (``status.legacy_status``)."""
+        return legacy_status(self.termination, self.solution)
 
     @property
     def assignment(self) -> dict[int, list[int]]:
@@ -70,6 +101,9 @@ class AssignmentResult:
     def to_dict(self) -> dict:
         return {
             "status": self.status,
+            "termination": self.termination.value,
+            "solution_status": self.solution.value,
+            "from_start": self.from_start,
             "objective": self.objective,
             "bound": self.bound,
             "gap": self.gap,
@@ -112,6 +146,7 @@ class AssignmentResult:
             raise QPMError(f"Unknown result status {d['status']!r}.", fix)
         selected = _indices(d.get("selected_features") or [], "selected_features", fix)
         matrix = _matrix(d, n_total, selected, fix)
+        termination, solution = _outcome(d, matrix is not None, fix)
         try:
             times = SolveTimes(**{k: float(v) for k, v in (d.get("times") or {}).items()})
         except (TypeError, ValueError, AttributeError) as exc:
@@ -134,7 +169,9 @@ class AssignmentResult:
             return float(value)
 
         return cls(
-            status=d["status"],
+            termination=termination,
+            solution=solution,
+            from_start=bool(d.get("from_start", False)),
             solver=str(d["solver"]),
             objective=num("objective"),
             bound=num("bound"),
@@ -161,6 +198,36 @@ class AssignmentResult:
 
         data = read_json(path, "Re-run `qpm solve` to write a fresh result file.", "Result")
         return cls.from_dict(data, n_total=n_total)
+
+
+def _outcome(d: dict, has_answer: bool, fix: str) -> tuple[Termination, SolutionStatus]:
+    """The termination and solution status of a result dict (files from before these fields
+    have only ``status``)."""
+    if "termination" not in d:
+        return from_legacy_status(d["status"], has_answer)
+    try:
+        return Termination(d["termination"]), SolutionStatus(d.get("solution_status", "none"))
+    except ValueError as exc:
+        raise QPMError(f"The result's outcome is malformed ({exc}).", fix) from None
+
+
+def answer_result(problem, solver: str, termination: Termination, answer, bound, times,
+                  message: str = "", from_start: bool = False) -> AssignmentResult:
+    """The (not yet verified) result of a formulation: ``answer`` is (selection mask (F,),
+    assignment (F, C)) or None; a stop without any answer says so in the message."""
+    if answer is None:
+        if termination is Termination.OPTIMAL or termination.stopped_early:
+            termination = Termination.TIME_LIMIT if termination is Termination.OPTIMAL \
+                else termination
+            message = message or "no feasible solution found in time"
+        return AssignmentResult(termination, solver, bound=bound, times=times,
+                                preset=problem.preset, tau=problem.tau, message=message)
+    s, W = answer
+    W = np.asarray(W, dtype=np.uint8)
+    return AssignmentResult(
+        termination, solver, from_start=from_start, objective=problem.objective(s, W),
+        bound=bound, selected_features=np.flatnonzero(s).tolist(), matrix=W, times=times,
+        preset=problem.preset, tau=problem.tau, message=message)
 
 
 # A result's matrix is allocated from its "shape": refuse one no real problem has.

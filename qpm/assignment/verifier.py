@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qpm.assignment.presets import Rules, get_preset
+from qpm.assignment.presets import Rules
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.result import AssignmentResult
 from qpm.errors import QPMError
@@ -84,7 +84,7 @@ def verify(
     rules: Rules | None = None,
 ) -> Verification:
     """Check a selection (feature indices or an (F,) bool mask) and a 0/1 matrix (F, C)."""
-    rules = rules or get_preset(problem.preset).rules
+    rules = rules or problem.rules
     F, C = problem.A.shape
     n, k = problem.n_features, problem.per_class
     violations: list[str] = []

@@ -74,11 +74,18 @@ def check_limits(args: argparse.Namespace) -> None:
         raise QPMError(f"--threads must be at least 1, got {args.threads}.", "Use e.g. 4.")
 
 
-def check_solver(name: str) -> None:
-    from qpm.assignment.backends import backend_names
+def solver_list(text: str) -> list[str]:
+    """``--solvers a,b,c`` as an argparse type: each name checked against the registry."""
+    from qpm.assignment.backends import solver_names
 
-    if name not in backend_names():
-        raise QPMError(f"Unknown solver {name!r}.", f"Choose one of: {', '.join(backend_names())}.")
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("empty list; pass e.g. highs,greedy")
+    unknown = [s for s in items if s not in solver_names()]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown solver {unknown[0]!r} (choose from {', '.join(solver_names())})")
+    return items
 
 
 def load_problem(args: argparse.Namespace):

@@ -11,14 +11,13 @@ from qpm.commands._problem import (
     add_limit_arguments,
     add_problem_arguments,
     check_limits,
-    check_solver,
     load_problem,
+    solver_list,
     time_limit_for,
 )
 from qpm.errors import QPMError
 
 log = logs.get("compare")
-DEFAULT_SOLVERS = "gurobi,scip,highs,greedy"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,7 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(objective and bound over time).",
     )
     p.add_argument("sims", metavar="SIMS.npz", help="similarity file (A, optional R and b)")
-    p.add_argument("--solvers", default=DEFAULT_SOLVERS, help="comma-separated solvers")
+    from qpm.assignment.backends import solver_names
+
+    p.add_argument("--solvers", type=solver_list, default=",".join(solver_names()),
+                   help="comma-separated solvers")
     add_problem_arguments(p)
     add_limit_arguments(p)
     add_run_arguments(p)
@@ -88,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from qpm.assignment.compare import Limits, compare
     from qpm.assignment.compare_report import format_table, write
 
-    solvers = split_list(args.solvers, "solvers")
-    for s in solvers:
-        check_solver(s)
+    solvers = args.solvers
     forms = split_list(args.formulation, "formulation")
     for f in forms:
         check_limits(argparse.Namespace(**{**vars(args), "formulation": f}))
@@ -103,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
                     grace=args.grace, hard_timeout=args.hard_timeout)
     header = describe(args.sims, problem, settings, limits)
     print(f"{header['title']}\n  {line}\n  {header['limits']}", flush=True)
-    from qpm.assignment.backends import get_backend
+    from qpm.assignment.backends import HEURISTICS
 
     # A heuristic has no formulation: one run of it, whatever --formulation lists.
-    runs = [(s, f) for s in solvers for f in (forms if get_backend(s).exact else forms[:1])]
+    runs = [(s, f) for s in solvers for f in (forms[:1] if s in HEURISTICS else forms)]
     cmp = compare(problem, runs, limits, repeat=args.repeat, jobs=args.jobs,
                   on_row=lambda r: log.info(
                       f"{r.label}: {r.status}"

@@ -14,7 +14,6 @@ from qpm.commands._problem import (
     add_limit_arguments,
     add_problem_arguments,
     check_limits,
-    check_solver,
     load_problem,
     time_limit_for,
 )
@@ -31,9 +30,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the similarities written by `qpm similarities` or `qpm train`, verify the answer and "
         "print it; --out writes the result JSON, --json prints it on stdout.",
     )
+    from qpm.assignment.backends import DEFAULT_SOLVER, solver_names
+
     p.add_argument("sims", metavar="SIMS.npz", help="similarity file (A, optional R and b)")
-    p.add_argument("--solver", default="gurobi", help="gurobi (falls back to HiGHS when its "
-                   "licence cannot take the model), scip, highs or greedy")
+    p.add_argument("--solver", default=DEFAULT_SOLVER, choices=solver_names(),
+                   help="gurobi falls back to HiGHS when its licence cannot take the model; "
+                   "greedy is the heuristic alone")
     add_problem_arguments(p)
     add_limit_arguments(p)
     p.add_argument(
@@ -50,7 +52,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    check_solver(args.solver)
     check_limits(args)
     if args.out is not None:
         from qpm.io import check_output_file
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     problem, _, line = load_problem(args)
-    resolve_formulation(args.formulation, problem)  # a misfit fails before anything is said
+    # a misfit fails before anything is said
+    resolve_formulation(args.formulation, problem, args.solver)
     line = f"{problem.n_total} features x {problem.n_classes} classes, {line}"
     log.debug(f"problem: {line}")
     result = solve(

@@ -53,8 +53,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "and its classifier (default: the recipe's; paper: not for imagenet)")
     m.add_argument("--model-type", default="qpm", help="final layer: qpm (or a baseline)")
     a = p.add_argument_group("assignment")
-    a.add_argument("--solver", default="gurobi", help="gurobi (falls back to HiGHS), highs, "
-                   "scip or greedy")
+    from qpm.assignment.backends import DEFAULT_SOLVER, solver_names
+
+    a.add_argument("--solver", default=DEFAULT_SOLVER, choices=solver_names(),
+                   help="gurobi falls back to HiGHS when its licence cannot take the model")
     a.add_argument("--preset", help="constraint preset (see qpm solve; default: qpm, with "
                    "--assignment: the result's)")
     a.add_argument("--tau-rule", default="paper", help="how the redundancy threshold is chosen: "

@@ -1,5 +1,6 @@
 """What ``qpm train`` checks before any training: the data readable, the weights there, the
-sizes possible, the solver and preset known; each a one-line error naming the fix."""
+sizes possible, the preset known (argparse checks the solver name); each a one-line error
+naming the fix."""
 
 from __future__ import annotations
 
@@ -31,11 +32,8 @@ def check_before_training(cfg: TrainConfig, ctx: RunContext) -> None:
         raise QPMError(f"--per-class {cfg.per_class} is larger than --n-features "
                        f"{cfg.n_features}.", "Lower --per-class or raise --n-features.")
     if cfg.model_type == "qpm":
-        from qpm.assignment.backends import get_backend
         from qpm.assignment.presets import get_preset
 
-        if cfg.assignment is None:  # a given assignment needs no solver
-            get_backend(cfg.solver)  # an unknown --solver fails now, not after training
         unique = get_preset(cfg.preset).rules.unique_columns  # also rejects unknown presets
         if unique and comb(cfg.n_features, cfg.per_class) < data.num_classes:
             raise QPMError(

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from qpm.assignment.backends import DEFAULT_SOLVER
 from qpm.errors import QPMError
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's generators take any seed up to here
@@ -33,7 +34,7 @@ class TrainConfig:
     dense_training: bool | None = None  # False: the pretrained model is the dense model
     model_type: str = "qpm"
     # assignment
-    solver: str = "gurobi"
+    solver: str = DEFAULT_SOLVER
     preset: str = "qpm"
     tau_rule: str = "paper"  # how the redundancy threshold is chosen (qpm.assignment.redundancy)
     n_features: int = 50

@@ -1,9 +1,12 @@
-"""The small interface every solver backend implements.
+"""The one contract every solver backend implements (numpy and scipy only: no Pyomo here).
 
-A backend loads a :class:`~qpm.assignment.formulations.compile.MatrixForm` into a :class:`Session`
-(the hand-off), which can then grow (``add_columns`` / ``add_rows``) and be re-solved
-warm-started; that is what the iterative presets and the cut formulation rely on.
-``Backend.solve(model, ...)`` is the one-shot convenience for a whole Pyomo model.
+A :class:`Backend` says whether it can run here (:meth:`Backend.available`, an
+:class:`~qpm.assignment.status.Availability`) and loads a :class:`MatrixForm` into a
+:class:`Session` (the hand-off). A session grows by columns and rows and is re-solved
+warm-started, which the lazy preset and the cut formulation rely on; each solve returns an
+:class:`Outcome`: why it stopped (a :class:`~qpm.assignment.status.Termination`) and the point,
+if any. A model over a limited licence is handed a :class:`RefusedSession`, whose solves say
+``licence_limit``: the solve facade decides what happens then (its fallback policy).
 """
 
 from __future__ import annotations
@@ -11,54 +14,73 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
-from qpm.assignment.formulations.compile import MatrixForm, ModelCompiler
-
-# "feasible": a verified assignment from a method that proves no bound (the greedy heuristic);
-# "time_limit": an exact solver stopped by its limit (with its best assignment, if any).
-STATUSES = ("optimal", "feasible", "time_limit", "infeasible", "error")
+from qpm.assignment.status import Availability, SolutionStatus, Termination
 
 
 @dataclass
-class BackendOutcome:
-    """One solve. ``x`` holds the column values (None without a feasible point)."""
+class MatrixForm:
+    """``max/min c @ x + c0`` s.t. ``row_lo <= A @ x <= row_hi``, ``col_lo <= x <= col_hi``.
 
-    status: str
+    ``integer[j]`` marks integer columns, ``columns[j]`` is the model variable of column j (for
+    writing solutions back; backends never read it) and ``start[j]`` its current value (NaN
+    when it has none), used as a warm start.
+    """
+
+    c: np.ndarray
+    c0: float
+    maximize: bool
+    A: sp.csr_array
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+    col_lo: np.ndarray
+    col_hi: np.ndarray
+    integer: np.ndarray
+    columns: list = field(repr=False)
+    start: np.ndarray = field(repr=False)
+
+    @property
+    def n_cols(self) -> int:
+        return int(self.c.size)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.row_lo.size)
+
+
+@dataclass
+class Outcome:
+    """One solve of a session. ``x`` holds the column values (None without a feasible point);
+    ``bound`` is the dual bound the solver proved (None where it proved none)."""
+
+    termination: Termination
     x: np.ndarray | None = None
     objective: float | None = None
     bound: float | None = None
-    handoff_seconds: float = 0.0
     solve_seconds: float = 0.0
     message: str = ""
 
     @property
-    def has_solution(self) -> bool:
-        return self.x is not None
+    def solution(self) -> SolutionStatus:
+        """What ``x`` is: optimal for this session's model, feasible, or none."""
+        if self.x is None:
+            return SolutionStatus.NONE
+        if self.termination is Termination.OPTIMAL:
+            return SolutionStatus.OPTIMAL
+        return SolutionStatus.FEASIBLE
 
 
-def classify(raw, optimal, stopped, infeasible) -> str:
-    """One of :data:`STATUSES` for a solver's own status code ``raw``, given which of its
-    codes mean optimal, stopped early by a limit, and infeasible (anything else: error)."""
-    if raw in optimal:
-        return "optimal"
-    if raw in stopped:
-        return "time_limit"
-    if raw in infeasible:
-        return "infeasible"
-    return "error"
-
-
-def proven_bound(status: str, value: float | None, infinity: float = math.inf) -> float | None:
-    """A solver's dual bound where it proves one: after an optimal or stopped solve, finite
-    and below the solver's own ``infinity``."""
-    if status not in ("optimal", "time_limit") or value is None:
+def proven_bound(termination: Termination, value: float | None,
+                 infinity: float = math.inf) -> float | None:
+    """A solver's dual bound where it proves one: after an optimal solve or one stopped by a
+    limit, finite and below the solver's own ``infinity``."""
+    if not (termination is Termination.OPTIMAL or termination.stopped_early) or value is None:
         return None
     value = float(value)
     return value if math.isfinite(value) and abs(value) < infinity else None
@@ -86,10 +108,6 @@ def watchdog(time_limit: float | None, interrupt: Callable[[], None]) -> Iterato
         timer.cancel()
 
 
-class LicenceLimit(Exception):
-    """The solver is installed but its licence does not take a model of this size."""
-
-
 class Session(ABC):
     """A model held by one solver; grows by columns and rows between solves.
 
@@ -99,8 +117,6 @@ class Session(ABC):
     :meth:`report_bound` / :meth:`report_solution`.
     """
 
-    #: seconds spent handing data to the solver so far (load plus every addition)
-    handoff_seconds: float = 0.0
     on_bound: Callable[[float], None] | None = None
     on_solution: Callable[[np.ndarray, float], None] | None = None
 
@@ -137,7 +153,7 @@ class Session(ABC):
         mip_gap: float = 1e-4,
         threads: int | None = None,
         start: np.ndarray | None = None,
-    ) -> BackendOutcome:
+    ) -> Outcome:
         """Solve; ``start`` is a full column vector (NaN = unknown) used as a warm start."""
 
     def delete_rows(self, rows: np.ndarray) -> bool:
@@ -151,78 +167,55 @@ class Session(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free solver memory early (optional)."""
 
-    def apply(self, delta) -> None:
-        """Apply a ``Delta`` from ``ModelCompiler.update``."""
-        if delta.col_lo.size:
-            self.add_columns(delta.col_lo, delta.col_hi, delta.integer, delta.c)
-        if delta.row_lo.size:
-            self.add_rows(delta.A, delta.row_lo, delta.row_hi)
+
+class RefusedSession(Session):
+    """What a backend hands back for a model its licence does not take: nothing is loaded,
+    additions are only counted, and every solve ends with ``licence_limit`` and ``why``."""
+
+    def __init__(self, form: MatrixForm, why: str) -> None:
+        self._n, self.why = form.n_cols, why
+
+    @property
+    def n_cols(self) -> int:
+        return self._n
+
+    def add_columns(self, lo, hi, integer, c=None) -> None:
+        self._n += len(lo)
+
+    def add_rows(self, A, lo, hi) -> None:
+        pass
+
+    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> Outcome:
+        return Outcome(Termination.LICENCE_LIMIT, message=self.why)
 
 
 class Backend(ABC):
-    """A solver. ``name`` is its registry name."""
+    """A solver. ``name`` is its registry name (:mod:`qpm.assignment.backends`)."""
 
     name: str = ""
-    #: True when the backend proves bounds (greedy does not)
-    exact: bool = True
 
     @abstractmethod
-    def available(self) -> tuple[bool, str]:
-        """(True, "") when usable, else (False, why and how to fix)."""
+    def available(self) -> tuple[Availability, str]:
+        """Whether it runs here and, unless fully available, why not and how to fix it."""
 
     @abstractmethod
     def version(self) -> str: ...
 
-    def check_size(self, n_cols: int, n_rows: int) -> None:  # noqa: B027 - optional hook
-        """Raise :class:`LicenceLimit` when the licence cannot take a model this size."""
+    def size_limit(self) -> tuple[int, int] | None:
+        """(columns, rows) the licence takes at most; None without a limit."""
+        return None
+
+    def fits(self, n_cols: int, n_rows: int) -> bool:
+        """Whether the licence takes a model of this size."""
+        limit = self.size_limit()
+        return limit is None or (n_cols <= limit[0] and n_rows <= limit[1])
+
+    def too_large(self, n_cols: int, n_rows: int) -> str:
+        """The sentence a refused session and the fallback note carry."""
+        cols, rows = self.size_limit() or (n_cols, n_rows)
+        return (f"the model has {n_cols} variables and {n_rows} constraints, over the "
+                f"size-limited {self.name} licence ({cols} variables, {rows} constraints)")
 
     @abstractmethod
     def load(self, form: MatrixForm) -> Session:
-        """Hand a matrix form to the solver."""
-
-    def solve(
-        self,
-        model,
-        time_limit: float | None = None,
-        mip_gap: float = 1e-4,
-        threads: int | None = None,
-        warm_start: bool = True,
-    ) -> BackendOutcome:
-        """Compile, load and solve a whole Pyomo model; values are written back into it."""
-        t0 = time.perf_counter()
-        compiler = ModelCompiler(model)
-        form = compiler.form
-        self.check_size(form.n_cols, form.n_rows)
-        session = self.load(form)
-        outcome = session.solve(
-            time_limit, mip_gap, threads, form.start if warm_start else None
-        )
-        outcome.handoff_seconds = time.perf_counter() - t0 - outcome.solve_seconds
-        if outcome.x is not None:
-            compiler.store(outcome.x)
-        return outcome
-
-
-@dataclass
-class SolveOptions:
-    """What :func:`qpm.assignment.solving.solve` passes to a formulation's solve loop.
-
-    ``start`` is a feasible solution of the full problem (an object with ``selected``
-    feature indices, an (F, C) ``matrix`` and ``objective``), or None; ``deadline`` is a
-    ``time.perf_counter()`` value by which everything must be done, or None.
-    """
-
-    time_limit: float | None = None
-    mip_gap: float = 1e-4
-    threads: int | None = None
-    warm_start: bool = True
-    progress: bool = False
-    start: object | None = None
-    deadline: float | None = None
-    trace: object | None = None  # a qpm.assignment.trace.Trace to record progress into
-
-    def remaining(self) -> float | None:
-        """Seconds left before ``deadline`` (None without a limit, never below 0)."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.perf_counter())
+        """Hand a matrix form to the solver (a :class:`RefusedSession` when it does not fit)."""

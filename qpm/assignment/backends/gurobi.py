@@ -1,8 +1,10 @@
 """Gurobi through gurobipy's matrix API (``addMVar`` / ``addMConstr``), which scales.
 
-The pip wheel ships a size-limited licence (2000 variables, 2000 linear constraints); the
-limit is probed once per process with a throw-away 2001-variable model so a full licence is
-used in full, and a model over the limit raises :class:`LicenceLimit` before any hand-off.
+The pip wheel ships a size-limited licence (2000 variables, 2000 linear constraints): the
+backend's availability is then ``limited_licence`` (probed once per process with a throw-away
+2001-variable model, so a full licence is used in full), and a model over the limit gets a
+:class:`~qpm.assignment.backends.base.RefusedSession` before any hand-off; a model that grows
+over it later ends its solve with ``licence_limit`` as well.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import scipy.sparse as sp
 
 from qpm.assignment.backends.base import (
     Backend,
-    BackendOutcome,
-    LicenceLimit,
+    MatrixForm,
+    Outcome,
+    RefusedSession,
     Session,
-    classify,
     proven_bound,
     watchdog,
 )
-from qpm.assignment.formulations.compile import MatrixForm
+from qpm.assignment.status import Availability, Termination
 
 SIZE_LIMIT = 2000  # variables and linear constraints under the size-limited licence
 TOO_LARGE = 10010  # GurobiError code: "Model too large for size-limited license"
@@ -70,21 +72,18 @@ class GurobiSession(Session):
         import gurobipy as gp
 
         self._gp = gp
-        t0 = time.perf_counter()
         self._m = gp.Model(env=_env())
         self._vars: list = []
         self.add_columns(form.col_lo, form.col_hi, form.integer, form.c)
         self._m.ModelSense = gp.GRB.MAXIMIZE if form.maximize else gp.GRB.MINIMIZE
         self._m.ObjCon = float(form.c0)
         self.add_rows(form.A, form.row_lo, form.row_hi)
-        self.handoff_seconds = time.perf_counter() - t0
 
     @property
     def n_cols(self) -> int:
         return len(self._vars)
 
     def add_columns(self, lo, hi, integer, c=None) -> None:
-        t0 = time.perf_counter()
         GRB = self._gp.GRB
         n = len(lo)
         lo = np.where(np.isfinite(lo), lo, -GRB.INFINITY)
@@ -94,14 +93,11 @@ class GurobiSession(Session):
         obj = np.zeros(n) if c is None else np.asarray(c, dtype=np.float64)
         x = self._m.addMVar(n, lb=lo, ub=hi, obj=obj, vtype=vtype)
         self._vars.extend(x.tolist())
-        self.handoff_seconds += time.perf_counter() - t0
 
     def add_rows(self, A, lo, hi) -> None:
-        t0 = time.perf_counter()
         x = self._gp.MVar.fromlist(self._vars)
         for part, sense, rhs in _split_rows(A, np.asarray(lo, float), np.asarray(hi, float)):
             self._m.addMConstr(sp.csr_matrix(part), x, sense, rhs)
-        self.handoff_seconds += time.perf_counter() - t0
 
     def _callback(self):
         """Gurobi's MIP callback: its dual bound while it branches, each new incumbent."""
@@ -126,7 +122,7 @@ class GurobiSession(Session):
         GRB = self._gp.GRB
         self._m.Params.TimeLimit = float(time_limit) if time_limit else GRB.INFINITY
 
-    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
+    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> Outcome:
         gp, m = self._gp, self._m
         GRB = gp.GRB
         self._set_limit(time_limit)
@@ -142,28 +138,29 @@ class GurobiSession(Session):
             with watchdog(time_limit, m.terminate):  # terminate() is thread-safe
                 m.optimize(self._callback() if self.following else None)
         except gp.GurobiError as exc:
-            if exc.errno == TOO_LARGE:
-                raise LicenceLimit(str(exc)) from exc
-            return BackendOutcome("error", message=f"Gurobi error {exc.errno}: {exc}")
+            why = Termination.LICENCE_LIMIT if exc.errno == TOO_LARGE else Termination.ERROR
+            return Outcome(why, message=f"Gurobi error {exc.errno}: {exc}")
         seconds = time.perf_counter() - t0
         st = m.Status
-        status = classify(st, (GRB.OPTIMAL,),
-                          (GRB.TIME_LIMIT, GRB.INTERRUPTED, GRB.NODE_LIMIT, GRB.SOLUTION_LIMIT),
-                          (GRB.INFEASIBLE, GRB.INF_OR_UNBD))
+        termination = {
+            GRB.OPTIMAL: Termination.OPTIMAL, GRB.TIME_LIMIT: Termination.TIME_LIMIT,
+            GRB.INTERRUPTED: Termination.INTERRUPTED, GRB.NODE_LIMIT: Termination.OTHER_LIMIT,
+            GRB.SOLUTION_LIMIT: Termination.OTHER_LIMIT, GRB.INFEASIBLE: Termination.INFEASIBLE,
+            GRB.INF_OR_UNBD: Termination.INFEASIBLE,
+        }.get(st, Termination.ERROR)
         x = objective = bound = None
-        if m.SolCount > 0 and status != "infeasible":
+        if m.SolCount > 0 and termination is not Termination.INFEASIBLE:
             x = np.asarray(gp.MVar.fromlist(self._vars).X, dtype=np.float64)
             objective = float(m.ObjVal)
-        if m.IsMIP and status in ("optimal", "time_limit"):  # else ObjBound raises
-            bound = proven_bound(status, m.ObjBound, infinity=GRB.INFINITY)
-        return BackendOutcome(
-            status=status,
+        if m.IsMIP and (termination is Termination.OPTIMAL or termination.stopped_early):
+            bound = proven_bound(termination, m.ObjBound, infinity=GRB.INFINITY)
+        return Outcome(
+            termination=termination,
             x=x,
             objective=objective,
             bound=bound,
-            handoff_seconds=self.handoff_seconds,
             solve_seconds=seconds,
-            message="" if status != "error" else f"Gurobi status {st}",
+            message=f"Gurobi status {st}" if termination is Termination.ERROR else "",
         )
 
     def close(self) -> None:
@@ -173,29 +170,30 @@ class GurobiSession(Session):
 class GurobiBackend(Backend):
     name = "gurobi"
 
-    def available(self) -> tuple[bool, str]:
+    def available(self) -> tuple[Availability, str]:
         try:
             import gurobipy as gp
         except ImportError:
-            return False, "gurobipy is not installed; pip install gurobipy."
+            return Availability.NOT_INSTALLED, "gurobipy is not installed; pip install gurobipy."
         try:
             _env()
         except gp.GurobiError as exc:
-            return False, f"Gurobi has no usable licence ({exc})."
-        return True, ""
+            return Availability.NO_LICENCE, f"Gurobi has no usable licence ({exc})."
+        if size_limited():
+            return Availability.LIMITED_LICENCE, (
+                f"the size-limited licence takes at most {SIZE_LIMIT} variables and "
+                f"{SIZE_LIMIT} constraints")
+        return Availability.AVAILABLE, ""
 
     def version(self) -> str:
         import gurobipy as gp
 
         return ".".join(str(v) for v in gp.gurobi.version())
 
-    def check_size(self, n_cols: int, n_rows: int) -> None:
-        if (n_cols > SIZE_LIMIT or n_rows > SIZE_LIMIT) and size_limited():
-            raise LicenceLimit(
-                f"the model has {n_cols} variables and {n_rows} constraints, over the "
-                f"size-limited Gurobi licence ({SIZE_LIMIT} each)"
-            )
+    def size_limit(self) -> tuple[int, int] | None:
+        return (SIZE_LIMIT, SIZE_LIMIT) if size_limited() else None
 
-    def load(self, form: MatrixForm) -> GurobiSession:
-        self.check_size(form.n_cols, form.n_rows)
+    def load(self, form: MatrixForm) -> Session:
+        if not self.fits(form.n_cols, form.n_rows):
+            return RefusedSession(form, self.too_large(form.n_cols, form.n_rows))
         return GurobiSession(form)

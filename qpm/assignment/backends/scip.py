@@ -21,13 +21,22 @@ import scipy.sparse as sp
 
 from qpm.assignment.backends.base import (
     Backend,
-    BackendOutcome,
+    MatrixForm,
+    Outcome,
     Session,
-    classify,
     proven_bound,
     watchdog,
 )
-from qpm.assignment.formulations.compile import MatrixForm
+from qpm.assignment.status import Availability, Termination
+
+# SCIP's status words, by what they mean here (anything else is an error).
+_TERMINATION = {
+    "optimal": Termination.OPTIMAL, "gaplimit": Termination.OPTIMAL,
+    "timelimit": Termination.TIME_LIMIT, "userinterrupt": Termination.INTERRUPTED,
+    **dict.fromkeys(("nodelimit", "totalnodelimit", "stallnodelimit", "memlimit", "sollimit",
+                     "bestsollimit", "restartlimit"), Termination.OTHER_LIMIT),
+    "infeasible": Termination.INFEASIBLE, "inforunbd": Termination.INFEASIBLE,
+}
 
 
 def _bound(x: float) -> float | None:
@@ -105,7 +114,6 @@ class ScipSession(Session):
     def __init__(self, form: MatrixForm) -> None:
         import pyscipopt
 
-        t0 = time.perf_counter()
         m = pyscipopt.Model()
         m.hideOutput()
         self._m = m
@@ -126,7 +134,6 @@ class ScipSession(Session):
             m.setMaximize()
         else:
             m.setMinimize()
-        self.handoff_seconds = time.perf_counter() - t0
 
     @property
     def n_cols(self) -> int:
@@ -197,7 +204,6 @@ class ScipSession(Session):
             self._m.freeTransform()
 
     def add_columns(self, lo, hi, integer, c=None) -> None:
-        t0 = time.perf_counter()
         self._editable()
         m, n = self._m, len(lo)
         c = np.zeros(n) if c is None else np.asarray(c, dtype=np.float64)
@@ -215,12 +221,10 @@ class ScipSession(Session):
                 m.addVar(name=f"x{base + j}", vtype=vtype, lb=_bound(a), ub=_bound(b), obj=cost)
             )
         self._n = len(variables)
-        self.handoff_seconds += time.perf_counter() - t0
 
     def add_rows(self, A, lo, hi) -> None:
         from pyscipopt.scip import Expr, ExprCons, Term
 
-        t0 = time.perf_counter()
         self._editable()
         A = sp.csr_array(A)
         A.sum_duplicates()
@@ -234,7 +238,6 @@ class ScipSession(Session):
             conss.append(ExprCons(expr, lhs=_bound(lo[r]), rhs=_bound(hi[r])))
         if conss:
             self._m.addConss(conss)
-        self.handoff_seconds += time.perf_counter() - t0
 
     def _set_limit(self, time_limit: float | None) -> None:
         self._m.setParam("limits/time", float(time_limit) if time_limit else 1e20)
@@ -245,7 +248,7 @@ class ScipSession(Session):
         except Exception:  # noqa: BLE001 - not solving any more (a stage without a solve)
             pass
 
-    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
+    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> Outcome:
         m = self._m
         self._editable()
         self._set_limit(time_limit)
@@ -271,40 +274,34 @@ class ScipSession(Session):
             m.optimizeNogil()  # releases the GIL, so the watchdog's thread can run
         seconds = time.perf_counter() - t0
         raw = m.getStatus()
-        status = classify(raw, ("optimal", "gaplimit"),
-                          ("timelimit", "userinterrupt", "nodelimit", "totalnodelimit",
-                           "stallnodelimit", "memlimit", "sollimit", "bestsollimit",
-                           "restartlimit"),
-                          ("infeasible", "inforunbd"))
+        termination = _TERMINATION.get(raw, Termination.ERROR)
         x = objective = None
-        if m.getNSols() > 0 and status != "infeasible":
+        if m.getNSols() > 0 and termination is not Termination.INFEASIBLE:
             best = m.getBestSol()
             objective = float(m.getSolObjVal(best))
             if self._vars is None:
                 x = self._solution_from_file()
             else:
                 x = np.array([m.getSolVal(best, v) for v in self._vars], dtype=np.float64)
-        bound = proven_bound(status, m.getDualbound(), infinity=1e19)
-        return BackendOutcome(
-            status=status,
+        return Outcome(
+            termination=termination,
             x=x,
             objective=objective,
-            bound=bound,
-            handoff_seconds=self.handoff_seconds,
+            bound=proven_bound(termination, m.getDualbound(), infinity=1e19),
             solve_seconds=seconds,
-            message="" if status != "error" else f"SCIP status {raw}",
+            message=f"SCIP status {raw}" if termination is Termination.ERROR else "",
         )
 
 
 class ScipBackend(Backend):
     name = "scip"
 
-    def available(self) -> tuple[bool, str]:
+    def available(self) -> tuple[Availability, str]:
         try:
             import pyscipopt  # noqa: F401
         except ImportError:
-            return False, "pyscipopt is not installed; pip install pyscipopt."
-        return True, ""
+            return Availability.NOT_INSTALLED, "pyscipopt is not installed; pip install pyscipopt."
+        return Availability.AVAILABLE, ""
 
     def version(self) -> str:
         import pyscipopt

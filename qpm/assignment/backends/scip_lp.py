@@ -15,8 +15,8 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from qpm.assignment.backends.base import BackendOutcome, Session
-from qpm.assignment.formulations.compile import MatrixForm
+from qpm.assignment.backends.base import MatrixForm, Outcome, Session
+from qpm.assignment.status import Termination
 
 
 class ScipLPSession(Session):
@@ -25,14 +25,12 @@ class ScipLPSession(Session):
     def __init__(self, form: MatrixForm) -> None:
         from pyscipopt import LP
 
-        t0 = time.perf_counter()
         self._lp = LP("qpm", sense="maximize" if form.maximize else "minimize")
         self._inf = self._lp.infinity()
         self._n = 0
         self._c0 = float(form.c0)
         self.add_columns(form.col_lo, form.col_hi, form.integer, form.c)
         self.add_rows(form.A, form.row_lo, form.row_hi)
-        self.handoff_seconds = time.perf_counter() - t0
 
     @property
     def n_cols(self) -> int:
@@ -44,24 +42,20 @@ class ScipLPSession(Session):
     def add_columns(self, lo, hi, integer, c=None) -> None:
         if np.any(integer):
             raise ValueError("SCIP's LP interface holds continuous columns only")
-        t0 = time.perf_counter()
         n = len(lo)
         if n:
             obj = np.zeros(n) if c is None else np.asarray(c, dtype=np.float64)
             self._lp.addCols([[] for _ in range(n)], objs=obj.tolist(), lbs=self._finite(lo),
                              ubs=self._finite(hi))
             self._n += n
-        self.handoff_seconds += time.perf_counter() - t0
 
     def add_rows(self, A, lo, hi) -> None:
-        t0 = time.perf_counter()
         A = sp.csr_array(A)
         if A.shape[0]:
             ptr, idx, val = A.indptr.tolist(), A.indices.tolist(), A.data.tolist()
             entries = [list(zip(idx[ptr[r]:ptr[r + 1]], val[ptr[r]:ptr[r + 1]], strict=True))
                        for r in range(A.shape[0])]
             self._lp.addRows(entries, lhss=self._finite(lo), rhss=self._finite(hi))
-        self.handoff_seconds += time.perf_counter() - t0
 
     def delete_rows(self, rows) -> bool:
         rows = np.asarray(rows, dtype=np.int64)
@@ -74,7 +68,7 @@ class ScipLPSession(Session):
                 self._lp.delRows(int(rows[a]), int(rows[b]))
         return True
 
-    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> BackendOutcome:
+    def solve(self, time_limit=None, mip_gap=1e-4, threads=None, start=None) -> Outcome:
         from pyscipopt import SCIP_LPPARAM
 
         # SoPlex is single-threaded and starts from its own basis: threads and start unused.
@@ -83,13 +77,14 @@ class ScipLPSession(Session):
         self._lp.solve(dual=True)
         seconds = time.perf_counter() - t0
         if self._lp.isOptimal():
-            return BackendOutcome("optimal", x=np.asarray(self._lp.getPrimal(), dtype=np.float64),
-                                  objective=float(self._lp.getObjVal()) + self._c0,
-                                  handoff_seconds=self.handoff_seconds, solve_seconds=seconds)
-        out_of_time = time_limit is not None and seconds >= 0.95 * float(time_limit)
-        return BackendOutcome("time_limit" if out_of_time else "error",
-                              handoff_seconds=self.handoff_seconds, solve_seconds=seconds,
-                              message="" if out_of_time else "SCIP LP not solved to optimality")
+            return Outcome(Termination.OPTIMAL,
+                           x=np.asarray(self._lp.getPrimal(), dtype=np.float64),
+                           objective=float(self._lp.getObjVal()) + self._c0,
+                           solve_seconds=seconds)
+        if time_limit is not None and seconds >= 0.95 * float(time_limit):
+            return Outcome(Termination.TIME_LIMIT, solve_seconds=seconds)
+        return Outcome(Termination.ERROR, solve_seconds=seconds,
+                       message="SCIP LP not solved to optimality")
 
     def close(self) -> None:
         self._lp = None

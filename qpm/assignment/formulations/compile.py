@@ -15,7 +15,7 @@ later hand-off by deactivating their constraints (:meth:`ModelCompiler.active_fo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyomo.environ as pyo
@@ -30,36 +30,8 @@ from pyomo.core.expr.relational_expr import (
 )
 from pyomo.repn.standard_repn import generate_standard_repn
 
+from qpm.assignment.backends.base import MatrixForm
 from qpm.errors import QPMError
-
-
-@dataclass
-class MatrixForm:
-    """``max/min c @ x + c0`` s.t. ``row_lo <= A @ x <= row_hi``, ``col_lo <= x <= col_hi``.
-
-    ``integer[j]`` marks integer columns, ``columns[j]`` is the Pyomo variable of column j and
-    ``start[j]`` its current value (NaN when it has none), used as a warm start.
-    """
-
-    c: np.ndarray
-    c0: float
-    maximize: bool
-    A: sp.csr_array
-    row_lo: np.ndarray
-    row_hi: np.ndarray
-    col_lo: np.ndarray
-    col_hi: np.ndarray
-    integer: np.ndarray
-    columns: list = field(repr=False)
-    start: np.ndarray = field(repr=False)
-
-    @property
-    def n_cols(self) -> int:
-        return int(self.c.size)
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.row_lo.size)
 
 
 @dataclass
@@ -74,10 +46,6 @@ class Delta:
     A: sp.csr_array
     row_lo: np.ndarray
     row_hi: np.ndarray
-
-    @property
-    def empty(self) -> bool:
-        return self.col_lo.size == 0 and self.row_lo.size == 0
 
 
 def _column_data(columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""The assignment problem as ONE backend-neutral Pyomo model, plus the built-in presets.
+"""The full formulation: the assignment problem as ONE backend-neutral Pyomo model, and its
+solve loop.
 
 Variables: ``s[i]`` (feature i selected), ``w[i, c]`` (feature i assigned to class c), both
 binary; ``y[p]`` in [0, 1] for every redundancy pair p = (i, j) in P, with
@@ -9,26 +10,40 @@ every backend gets the very same linear MIP.
 Uniqueness of two classes c, d (both with exactly k features) is linearised with one
 continuous ``z[i] >= w[i, c] + w[i, d] - 1`` per feature and ``sum_i z[i] <= k - 1``: the two
 classes share at most k - 1 features, i.e. they differ. That is F variables and F + 1 rows
-per class pair, so for all C(C, 2) pairs it is huge; the solve loop in
-:mod:`qpm.assignment.solving` adds it lazily, only for pairs that came out identical
-(:func:`add_uniqueness`), which keeps the final answer exactly the paper's problem.
+per class pair, so for all C(C, 2) pairs it is huge; the solve loop (:func:`solve`) adds it
+lazily, only for pairs that came out identical (:func:`add_uniqueness`), which keeps the final
+answer exactly the paper's problem.
 
-A preset's ``apply(model, problem)`` adds the per-class rules to the model from
-:func:`build_base`; users can register their own (see :func:`qpm.assignment.register_preset`).
-The components documented here (``s``, ``w``, ``y``, sets ``F`` and ``C``) are the stable
-surface such a function may use.
+The solve loop is exact for every preset: solve the model the preset built, and if the answer
+breaks one of the preset's rules (a class without exactly k features, two identical classes),
+add exactly those constraints and re-solve warm-started. Each model in the loop is a relaxation
+of the preset's problem, so the first answer that breaks no rule is optimal for it and the last
+bound is valid.
+
+A preset's ``apply(model, problem)`` (:mod:`qpm.assignment.presets`) adds the per-class rules
+to the model from :func:`build_base`; users can register their own (see
+:func:`qpm.assignment.register_preset`). The components documented here (``s``, ``w``, ``y``,
+sets ``F`` and ``C``) and the row builders :func:`add_per_class_exact`,
+:func:`add_relaxed_budget` and :func:`add_uniqueness` are the stable surface such a function
+may use.
 """
 
 from __future__ import annotations
 
-from math import comb
+import logging
+import time
 
 import numpy as np
 import pyomo.environ as pyo
 from pyomo.core.expr.numeric_expr import LinearExpression, MonomialTermExpression
 from pyomo.core.expr.relational_expr import InequalityExpression
 
-from qpm.assignment.presets import Rules, get_preset, register_preset
+from qpm.assignment.formulations import SolveOptions, say
+from qpm.assignment.formulations.compile import ModelCompiler
+from qpm.assignment.result import AssignmentResult, SolveTimes, answer_result
+from qpm.assignment.status import Termination
+
+log = logging.getLogger("qpm.solve")
 
 # Add uniqueness for every class pair up front when it costs at most this many z variables;
 # above it the solve loop adds it lazily, only for pairs that collide.
@@ -61,7 +76,6 @@ def build_base(problem) -> pyo.ConcreteModel:
     """Variables, objective, the links ``w <= s``, ``sum s = n`` and the redundancy pairs."""
     F, C = problem.n_total, problem.n_classes
     m = pyo.ConcreteModel(name="qpm_assignment")
-    m.qpm_problem = problem  # a plain attribute: lets the greedy backend read the arrays
     m.F = pyo.RangeSet(0, F - 1)
     m.C = pyo.RangeSet(0, C - 1)
     m.s = pyo.Var(m.F, domain=pyo.Binary)
@@ -152,19 +166,11 @@ def add_uniqueness(m, problem, class_pairs) -> list[tuple[int, int]]:
     return new
 
 
-def build_model(problem, relax_per_class: bool = False, preset: str | None = None):
-    """The model of ``problem`` under its preset (or ``preset``), ready for any backend.
-
-    ``relax_per_class=True`` replaces the preset's constraints by the relaxed start of the
-    iterative flow (total ``<= C*k``, at least one per class).
-    """
+def build_model(problem) -> pyo.ConcreteModel:
+    """The model of ``problem`` under its preset, ready for any backend."""
     m = build_base(problem)
-    if relax_per_class:
-        add_relaxed_budget(m, problem, "<=")
-        return m
-    p = get_preset(preset or problem.preset)
-    if p.apply is not None:
-        p.apply(m, problem)
+    if problem.spec.apply is not None:
+        problem.spec.apply(m, problem)
     return m
 
 
@@ -198,8 +204,10 @@ def decode(m, problem) -> tuple[np.ndarray, np.ndarray]:
     return s, W
 
 
-def violations(problem, rules: Rules, selected, matrix) -> tuple[list[int], list[tuple[int, int]]]:
-    """Classes whose size is not k, and class pairs with identical columns, under ``rules``."""
+def violations(problem, selected, matrix) -> tuple[list[int], list[tuple[int, int]]]:
+    """Classes whose size is not k, and class pairs with identical columns, under the rules of
+    the problem's preset."""
+    rules = problem.rules
     W = np.asarray(matrix, dtype=bool)
     bad_classes: list[int] = []
     if rules.per_class_exact:
@@ -214,38 +222,121 @@ def violations(problem, rules: Rules, selected, matrix) -> tuple[list[int], list
     return bad_classes, dup
 
 
-# -- built-in presets ---------------------------------------------------------------------------
+# -- the solve loop -----------------------------------------------------------------------------
 
 
-def apply_qpm(m, problem) -> None:
-    """k per class for every class; uniqueness for all class pairs when that is small."""
-    add_per_class_exact(m, problem)
-    C, F = problem.n_classes, problem.n_total
-    if comb(C, 2) * F <= UNIQUE_UPFRONT_LIMIT:
-        add_uniqueness(m, problem, [(c, d) for c in range(C) for d in range(c + 1, C)])
+def full_size(problem) -> tuple[int, int]:
+    """(variables, constraints) of the full model before any lazy rows: for licence checks."""
+    F, C, P = problem.n_total, problem.n_classes, len(problem.pairs())
+    return F + F * C + P, F * C + 1 + P + C + 1
 
 
-def apply_iterative(m, problem) -> None:
-    """The lazy flow's start: total ``<= C*k`` and at least one per class, nothing else."""
-    add_relaxed_budget(m, problem, "<=")
+def _feasible(form, x: np.ndarray, tol: float = 1e-6) -> bool:
+    """Whether a full column vector satisfies every row and bound of a matrix form."""
+    if not np.all(np.isfinite(x)):
+        return False
+    if np.any(x < form.col_lo - tol) or np.any(x > form.col_hi + tol):
+        return False
+    activity = form.A @ x
+    return bool(np.all(activity >= form.row_lo - tol) and np.all(activity <= form.row_hi + tol))
 
 
-def apply_unbalanced(m, problem) -> None:
-    """Total exactly ``C*k``, at least one per class, no uniqueness."""
-    add_relaxed_budget(m, problem, "==")
+def solve(problem, backend, opts: SolveOptions) -> AssignmentResult:
+    """The straightforward Pyomo model through ``backend``, with the exact repair loop; the
+    result is NOT verified (the facade does that)."""
+    times = SolveTimes()
+    if not backend.fits(*full_size(problem)):  # do not build a model the licence refuses
+        why = backend.too_large(*full_size(problem))
+        return answer_result(problem, backend.name, Termination.LICENCE_LIMIT, None, None,
+                             times, why)
+    t0 = time.perf_counter()
+    m = build_model(problem)
+    start = opts.start
+    start_mask = None if start is None else start.mask
+    if start is not None:
+        set_start(m, problem, start_mask, start.matrix)
+    times.build = time.perf_counter() - t0
+    say(log, opts.progress, f"built the model in {times.build:.1f} s")
+
+    t0 = time.perf_counter()
+    compiler = ModelCompiler(m)
+    form = compiler.form
+    session = backend.load(form)
+    _follow(session, compiler, m, problem, opts.trace)
+    times.handoff = time.perf_counter() - t0
+    say(log, opts.progress, f"{form.n_cols} variables, {form.n_rows} rows, handed over in "
+        f"{times.handoff:.1f} s")
+    if start is not None and not _feasible(form, form.start):
+        # The heuristic knows the preset's rules, not the rows a user preset adds.
+        say(log, opts.progress, "the heuristic start breaks a row of this preset; not used")
+        start = start_mask = None
+    vector = form.start if (start is not None and opts.warm_start) else None
+
+    answer, termination, bound, message = None, Termination.TIME_LIMIT, None, ""
+    rounds = 0
+    while True:
+        remaining = opts.remaining()
+        if remaining is not None and remaining <= 0:
+            break
+        rounds += 1
+        out = session.solve(remaining, opts.mip_gap, opts.threads, vector)
+        times.solve += out.solve_seconds
+        if out.bound is not None:
+            bound = out.bound
+        termination, message = out.termination, out.message
+        if out.x is None:
+            break
+        compiler.store(out.x)
+        s, W = decode(m, problem)
+        bad, dup = violations(problem, s, W)
+        if not bad and not dup:
+            answer = (s, W)
+            if opts.trace is not None:
+                opts.trace.incumbent(problem.objective(s, W))
+            break
+        say(log, opts.progress, f"round {rounds}: {len(bad)} class(es) without k features, "
+            f"{len(dup)} identical class pair(s); adding them and re-solving")
+        t0 = time.perf_counter()
+        add_uniqueness(m, problem, dup)
+        add_per_class_exact(m, problem, bad)
+        if start_mask is not None:
+            set_start(m, problem, start_mask, start.matrix)
+        delta = compiler.update()
+        if delta.col_lo.size:
+            session.add_columns(delta.col_lo, delta.col_hi, delta.integer, delta.c)
+        if delta.row_lo.size:
+            session.add_rows(delta.A, delta.row_lo, delta.row_hi)
+        vector = compiler.current_start() if vector is not None else None
+        times.handoff += time.perf_counter() - t0
+        termination = Termination.TIME_LIMIT  # until a solve of the extended model says otherwise
+    session.close()
+
+    from_start = False
+    if start is not None and termination not in (
+            Termination.INFEASIBLE, Termination.ERROR, Termination.LICENCE_LIMIT):
+        start_value = problem.objective(start_mask, start.matrix)
+        worse = answer is not None and problem.objective(*answer) < start_value - 1e-9 * max(
+            1.0, abs(start_value))
+        if answer is None or worse:
+            answer, from_start = (start_mask, np.asarray(start.matrix)), True
+            message = "the warm start (no better solution that obeys every rule in time)"
+    if termination is Termination.OPTIMAL and rounds > 1:
+        message = f"exact after {rounds} rounds of adding violated constraints"
+    return answer_result(problem, backend.name, termination, answer, bound, times, message,
+                         from_start)
 
 
-def _register_builtin() -> None:
-    for name, apply in (
-        ("qpm", apply_qpm),
-        ("qpm-full", apply_qpm),  # as qpm; solve.py keeps it on the straightforward model
-        ("qpm-lazy", apply_iterative),
-        ("unbalanced", apply_unbalanced),
-        ("no-redundancy", apply_qpm),  # the pairs P are empty under this preset's rules
-    ):
-        old = get_preset(name)
-        if old.apply is None:
-            register_preset(name, apply, old.rules, old.description, old.flow)
+def _follow(session, compiler, m, problem, trace) -> None:
+    """Record the solver's bounds, and its solutions that break no rule, into ``trace``."""
+    if trace is None:
+        return
 
+    def solution(x: np.ndarray, _objective: float) -> None:
+        compiler.store(x)
+        s, W = decode(m, problem)
+        bad, dup = violations(problem, s, W)
+        if not bad and not dup:
+            trace.incumbent(problem.objective(s, W))
 
-_register_builtin()
+    session.on_bound = trace.bound
+    session.on_solution = solution

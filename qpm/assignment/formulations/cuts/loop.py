@@ -34,15 +34,16 @@ import time
 
 import numpy as np
 
-from qpm.assignment.backends.base import SolveOptions
+from qpm.assignment.formulations import SolveOptions, say
+from qpm.assignment.formulations.cuts import mip
 from qpm.assignment.formulations.cuts.penalty import PairModel, separate_cliques
 from qpm.assignment.formulations.cuts.relaxation import Relaxation
 from qpm.assignment.formulations.cuts.separation import TopK
 from qpm.assignment.heuristic import SwapSearch
-from qpm.assignment.presets import get_preset
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.repair import unique_columns
-from qpm.assignment.result import AssignmentResult, SolveTimes
+from qpm.assignment.result import AssignmentResult, SolveTimes, answer_result
+from qpm.assignment.status import Termination
 from qpm.errors import QPMError
 
 # The root LP loop may use this share of the remaining time: on large instances its clique
@@ -62,14 +63,8 @@ CLIQUES_ALWAYS = False
 CATCH_UP = 2e-5
 # Every this many root rounds, cuts slack at the LP point leave the LP (0: never).
 PURGE_EVERY = 1
-_TOL = 1e-6
-
 
 log = logging.getLogger("qpm.solve.cuts")
-
-
-def _say(progress: bool, text: str) -> None:
-    log.log(logging.INFO if progress else logging.DEBUG, text)
 
 
 class _Incumbent:
@@ -91,22 +86,17 @@ class _Incumbent:
 
 
 class CutSolver:
-    """State of one cut-formulation solve; :func:`solve_cuts` is the entry point."""
+    """State of one cut-formulation solve on ``backend``; :func:`solve` is the entry point."""
 
-    def __init__(self, problem: AssignmentProblem, opts: SolveOptions, backend=None) -> None:
-        rules = get_preset(problem.preset).rules
-        if not rules.per_class_exact:
+    def __init__(self, problem: AssignmentProblem, opts: SolveOptions, backend) -> None:
+        if not problem.rules.per_class_exact:
             raise QPMError(
                 f"The cut formulation needs exactly k features per class; preset "
                 f"{problem.preset!r} uses a total budget.",
                 "Use --formulation full (or auto) for this preset.",
             )
-        if backend is None:
-            from qpm.assignment.backends.highs import HighsBackend
-
-            backend = HighsBackend()
         self.backend = backend
-        self.problem, self.opts, self.unique = problem, opts, rules.unique_columns
+        self.problem, self.opts, self.unique = problem, opts, problem.rules.unique_columns
         self.F, self.C = problem.A.shape
         self.n, self.k = problem.n_features, problem.per_class
         self.tk = TopK(problem.A, self.k)
@@ -125,6 +115,7 @@ class CutSolver:
         self.lp_live: np.ndarray | None = None  # which of them it still held
         self.lp_seconds: list[float] = []
         self.root_cut_short = False  # the last root LP solve ran out of time
+        self.refused: str | None = None  # why the backend's licence refused the model
 
     # -- model ------------------------------------------------------------------------------
     def build(self) -> None:
@@ -186,15 +177,19 @@ class CutSolver:
             self.times.solve += out.solve_seconds
             self.lp_seconds.append(out.solve_seconds)
             if out.x is None:
-                _say(self.opts.progress, f"root LP stopped: {out.status} {out.message}")
-                self.root_cut_short = out.status == "time_limit"
+                say(log, self.opts.progress,
+                    f"root LP stopped: {out.termination.value} {out.message}")
+                self.root_cut_short = out.termination.stopped_early
+                if out.termination is Termination.LICENCE_LIMIT:
+                    self.refused = out.message
                 break
             x = out.x
             self.last_x = x
             s, theta = x[:F], x[F:F + C]
             used = s > 1e-6  # the final support: pairs the LP never touched go to stars
             value = out.objective
-            if out.status == "optimal":  # an LP optimum of a relaxation bounds the problem
+            optimal = out.termination is Termination.OPTIMAL
+            if optimal:  # an LP optimum of a relaxation bounds the problem
                 self.bound = min(self.bound, value)
                 if self.opts.trace is not None:
                     self.opts.trace.bound(value)
@@ -210,7 +205,7 @@ class CutSolver:
             cliques = 0
             # The top-k cuts have caught up with the LP point when few are left, or when the
             # last round moved the LP value by almost nothing (many classes, tiny changes).
-            moved = previous - value if out.status == "optimal" else math.inf
+            moved = previous - value if optimal else math.inf
             previous = value
             caught_up = (len(cuts) <= max(2, C // 20) or moved <= CATCH_UP * abs(value)) \
                 and pairs <= max(2, C // 20)
@@ -224,7 +219,7 @@ class CutSolver:
                 stalled = len(history) > 3 and history[-4] - value <= STALL * max(1.0, abs(value))
                 if (cliques == 0 and len(cuts) == 0 and pairs == 0) or stalled:
                     break
-            _say(self.opts.progress, f"root round {r}: LP {value:.4f}, {len(cuts)} cuts, "
+            say(log, self.opts.progress, f"root round {r}: LP {value:.4f}, {len(cuts)} cuts, "
                  f"{pairs} pairs, {cliques} cliques, {dropped} dropped, "
                  f"{int(cursor.live.sum())} rows")
         lp.close()
@@ -250,9 +245,9 @@ class CutSolver:
             before = self.best.value
             self.best.offer(self.problem, mask, W)
             if self.best.value > before:
-                _say(self.opts.progress, f"polished incumbent {self.best.value:.4f}")
+                say(log, self.opts.progress, f"polished incumbent {self.best.value:.4f}")
 
-    # -- stage 3: MIP loop --------------------------------------------------------------------
+    # -- the MIP stage's model (its loop: :mod:`.mip`) ------------------------------------------
     def start_vector(self) -> np.ndarray:
         x = np.zeros(self.rel.n_cols)
         mask, W = self.best.mask, self.best.W
@@ -279,127 +274,6 @@ class CutSolver:
                           np.concatenate([[1.0], -self.problem.A[:, c]]), [-np.inf], [0.0],
                           kind=f"w{c}_value")
 
-    def collisions(self, W: np.ndarray) -> list[tuple[int, int, tuple[int, ...]]]:
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for c in range(self.C):
-            groups.setdefault(tuple(np.flatnonzero(W[:, c]).tolist()), []).append(c)
-        out = []
-        for S, cls in groups.items():
-            out.extend((c, d, S) for a, c in enumerate(cls) for d in cls[a + 1:])
-        return out
-
-    def forbid(self, c: int, d: int, S: tuple[int, ...]) -> bool:
-        """No-good: classes c and d do not both use exactly the set S."""
-        key = (min(c, d), max(c, d), S)
-        if key in self.nogoods:
-            return False
-        self.nogoods.add(key)
-        for e in (c, d):
-            if e not in self.wcol:
-                self.explicit_class(e)
-        S_arr = np.asarray(S, dtype=np.int64)
-        idx = np.concatenate([self.wcol[c] + S_arr, self.wcol[d] + S_arr])
-        self.rel.add_rows([0, idx.size], idx, np.ones(idx.size), [-np.inf], [2 * self.k - 1],
-                          kind="nogood")
-        return True
-
-    def price(self, x: np.ndarray) -> None:
-        """Offer the assignment a MIP point stands for (its top-k sets, repaired to unique
-        classes) as an incumbent, priced from the arrays."""
-        mask = np.zeros(self.F, dtype=bool)
-        mask[np.argsort(-x[: self.F], kind="stable")[: self.n]] = True
-        W = unique_columns(self.problem.A, np.flatnonzero(mask), self.k) if self.unique \
-            else self.tk.decode(mask)
-        self.best.offer(self.problem, mask, W)
-
-    def examine(self, x: np.ndarray, relaxed_value: float | None) -> bool:
-        """Price a MIP answer, update the incumbent, add what it violates; True if exact."""
-        F, C = self.F, self.C
-        s = x[:F]
-        mask = np.zeros(F, dtype=bool)
-        mask[np.argsort(-s, kind="stable")[: self.n]] = True
-        theta = x[F:F + C].copy()
-        true = self.tk.values(mask)
-        W = self.tk.decode(mask)
-        for c, first in self.wcol.items():  # explicit classes report their own sets
-            wc = x[first:first + F] > 0.5
-            if wc.sum() == self.k and not np.any(wc & ~mask):
-                W[:, c] = wc
-            true[c] = float(self.problem.A[:, c] @ W[:, c])
-        over = np.flatnonzero(theta > true + _TOL * np.maximum(1.0, np.abs(true)))
-        plain = np.asarray([c for c in over if c not in self.wcol], dtype=np.int64)
-        if plain.size:
-            self.cut_at(mask.astype(np.float64), plain)
-        value = -math.inf
-        clashes = self.collisions(W) if self.unique else []
-        if not clashes:  # the answer's own assignment is feasible
-            value = self.best.offer(self.problem, mask, W)
-        if self.unique:
-            repaired = unique_columns(self.problem.A, np.flatnonzero(mask), self.k)
-            value = max(value, self.best.offer(self.problem, mask, repaired))
-        if over.size:
-            return False
-        if relaxed_value is not None and value >= relaxed_value - _TOL * max(1.0, abs(value)):
-            return True  # the relaxation's answer is attained by a feasible assignment
-        if clashes:
-            added = [self.forbid(c, d, S) for c, d, S in clashes]
-            if any(added):
-                return False
-        # Nothing is violated (the answer differs from the incumbent only by tolerances).
-        return True
-
-    def mip(self, backend, deadline: float | None) -> str:
-        keep = None
-        if self.last_x is not None:
-            # Cuts and clique rows slack at the final LP point (and no longer in the root LP)
-            # only slow the branching down.
-            keep = self.rel.tight_rows(self.last_x, live=self.lp_live)
-            keep[self.lp_rows:] = True  # rows added after it (cuts at the incumbent, pairs)
-            _say(self.opts.progress, f"MIP model keeps {int(keep.sum())} of {keep.size} rows")
-        form = self.rel.form(integral=True, keep=keep)
-        t0 = time.perf_counter()
-        session = backend.load(form)
-        if self.opts.trace is not None:
-            # Solver bounds are valid; its solutions are priced and repaired like answers.
-            session.on_bound = self.opts.trace.bound
-            session.on_solution = lambda x, _obj: self.price(x)
-        self.times.handoff += time.perf_counter() - t0
-        cursor = self.rel.cursor()
-        status = "time_limit"
-        while True:
-            remaining = None if deadline is None else deadline - time.perf_counter()
-            if remaining is not None and remaining <= 0.5:
-                break
-            self.rounds += 1
-            t0 = time.perf_counter()
-            self.rel.sync(session, cursor, integral=True)
-            self.times.handoff += time.perf_counter() - t0
-            start = self.start_vector() if (self.opts.warm_start and self.best.mask is not None) \
-                else None
-            out = session.solve(remaining, self.opts.mip_gap, self.opts.threads, start)
-            self.times.solve += out.solve_seconds
-            if out.bound is not None:
-                self.bound = min(self.bound, out.bound)
-            if out.x is None:
-                status = "infeasible" if out.status == "infeasible" else out.status
-                break
-            exact = self.examine(out.x, out.objective)
-            if not exact or out.status != "optimal":
-                self.polish(out.x[: self.F], deadline)
-            _say(self.opts.progress, f"MIP round {self.rounds}: {out.status}, relaxation "
-                 f"{out.objective:.4f}, bound {self.bound:.4f}, incumbent {self.best.value:.4f}"
-                 f"{'' if exact else ', adding violated rows'}")
-            if self.gap_closed():
-                status = "optimal"
-                break
-            if exact and out.status == "optimal":
-                status = "optimal"
-                break
-            if out.status != "optimal" and exact:
-                break  # time is up and nothing to add
-        session.close()
-        return status
-
     def gap_closed(self) -> bool:
         if not math.isfinite(self.bound) or self.best.mask is None:
             return False
@@ -408,16 +282,16 @@ class CutSolver:
         return self.bound - self.best.value <= slack
 
 
-def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = None
-               ) -> AssignmentResult:
+def solve(problem: AssignmentProblem, backend, opts: SolveOptions | None = None
+          ) -> AssignmentResult:
     """Solve ``problem`` with the cut formulation on ``backend``; the result is NOT verified.
 
-    ``opts`` (:class:`~qpm.assignment.backends.base.SolveOptions`): ``start`` a feasible
+    ``opts`` (:class:`~qpm.assignment.formulations.SolveOptions`): ``start`` a feasible
     solution used as incumbent and warm start, ``deadline``/``time_limit`` the time budget,
     ``mip_gap`` the certified relative gap to stop at, ``threads`` solver threads,
     ``progress`` one line per round on stderr. The root LP and the MIP both run on
-    ``backend``. ``status`` is "optimal" when the gap
-    between the best bound and the returned (feasible) assignment is at most ``mip_gap``.
+    ``backend``. The termination is ``optimal`` when the gap between the best bound and the
+    returned (feasible) assignment is at most ``mip_gap``.
     """
     opts = opts or SolveOptions()
     if opts.deadline is None and opts.time_limit is not None:
@@ -425,15 +299,16 @@ def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = 
     cs = CutSolver(problem, opts, backend)
     begin = time.perf_counter()
     if opts.start is not None:
-        mask = np.zeros(cs.F, dtype=bool)
-        mask[np.asarray(opts.start.selected, dtype=np.int64)] = True
-        cs.best.offer(problem, mask, opts.start.matrix)
+        cs.best.offer(problem, opts.start.mask, opts.start.matrix)
     cs.build()
     cs.times.build = time.perf_counter() - begin
     root_deadline = None
     if opts.deadline is not None:
         root_deadline = time.perf_counter() + ROOT_SHARE * max(0.0, opts.remaining())
     used = cs.root(root_deadline, opts.deadline)
+    if cs.refused is not None:  # the facade's fallback policy decides what happens now
+        return answer_result(problem, backend.name, Termination.LICENCE_LIMIT, None, None,
+                             cs.times, cs.refused)
     if cs.last_x is not None:
         limit = None if opts.deadline is None else time.perf_counter() + POLISH_SHARE * max(
             0.0, opts.remaining())
@@ -444,39 +319,28 @@ def solve_cuts(problem: AssignmentProblem, backend, opts: SolveOptions | None = 
     t0 = time.perf_counter()
     added, stars = cs.pairs.close(np.flatnonzero(used))
     cs.times.build += time.perf_counter() - t0
-    _say(opts.progress, f"root LP {cs.root_value:.4f}; candidates {int(used.sum())}, "
-         f"{added} more y pairs, {stars} star rows; {cs.rel.n_cols} columns, "
-         f"{cs.rel.n_rows} rows")
+    say(log, opts.progress, f"root LP {cs.root_value:.4f}; candidates {int(used.sum())}, "
+        f"{added} more y pairs, {stars} star rows; {cs.rel.n_cols} columns, "
+        f"{cs.rel.n_rows} rows")
     # The root bound may already certify the incumbent; otherwise branch, unless the time
     # left is too short for the MIP to get through its own root (it would only overrun).
     if cs.gap_closed():
-        status = "optimal"
+        termination = Termination.OPTIMAL
     elif cs.too_late_to_branch(opts.deadline):
-        status = "time_limit"
-        _say(opts.progress, f"{opts.remaining():.0f} s left, too little to branch on this model")
+        termination = Termination.TIME_LIMIT
+        say(log, opts.progress,
+            f"{opts.remaining():.0f} s left, too little to branch on this model")
     else:
-        status = cs.mip(backend, opts.deadline)
-    if cs.best.mask is None:
-        return AssignmentResult(status="time_limit" if status != "infeasible" else status,
-                                solver=backend.name, times=cs.times, preset=problem.preset,
-                                tau=problem.tau, message="no feasible solution found in time")
-    if status == "optimal" or cs.gap_closed():
-        status = "optimal"  # the relaxation's optimum is attained, or the gap is certified
-    elif status not in ("infeasible", "error"):
-        status = "time_limit"
+        termination = mip.branch(cs, backend, opts.deadline)
+    if cs.refused is not None or cs.best.mask is None:
+        return answer_result(problem, backend.name, termination, None, None, cs.times,
+                             cs.refused or "")
+    if cs.gap_closed():
+        termination = Termination.OPTIMAL  # the gap is certified
     bound = cs.bound if math.isfinite(cs.bound) else None
     if bound is not None and bound < cs.best.value:
         bound = cs.best.value  # solver tolerances: the bound can dip just below the optimum
-    return AssignmentResult(
-        status=status,
-        solver=backend.name,
-        objective=cs.best.value,
-        bound=bound,
-        selected_features=np.flatnonzero(cs.best.mask).tolist(),
-        matrix=cs.best.W,
-        times=cs.times,
-        preset=problem.preset,
-        tau=problem.tau,
-        message=f"cut formulation: root LP {cs.root_value:.6g}, {cs.rounds} MIP round(s), "
-        f"{len(cs.wcol)} class(es) with explicit uniqueness",
-    )
+    return answer_result(
+        problem, backend.name, termination, (cs.best.mask, cs.best.W), bound, cs.times,
+        f"cut formulation: root LP {cs.root_value:.6g}, {cs.rounds} MIP round(s), "
+        f"{len(cs.wcol)} class(es) with explicit uniqueness")
