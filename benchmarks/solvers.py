@@ -80,7 +80,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 REAL = ("real", "real-expanded")
-DEFAULT_REAL = "/work/baseline/run/features.npz"
+# What `make run` writes: the default run's pooled features (128 x 10 classes).
+DEFAULT_REAL = "runs/mnist-5k/small-cnn/0/features.npz"
 
 
 def families(args) -> list[str]:
@@ -96,6 +97,9 @@ def real_instance(args, family: str, size: str, **kw) -> AssignmentProblem:
     """A and R from a run's features: as they are, or grown to ``size`` (expand_features)."""
     import numpy as np
 
+    if not Path(args.real_features).is_file():
+        raise SystemExit(f"no features file {args.real_features!r} for family {family!r}: "
+                         "run `make run` first or pass --real-features RUN/features.npz")
     with np.load(args.real_features, allow_pickle=False) as data:
         X, y = data["features"], data["labels"]
         b = data["b"] if family == "real" and "b" in data.files else None
