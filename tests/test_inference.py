@@ -107,8 +107,15 @@ def test_predict_takes_paths_pil_images_arrays_and_tensors(mnist_run, mnist_test
     paths = _export(raw[:3], tmp_path / "imgs")
     model = qpm.load(mnist_run, device="cpu")
     ref = model.predict(x[:3])
+    # 16-bit files and images hold the same grey levels (x 257) and must be rescaled, as
+    # training reads them, not clipped to white
+    wide = [Image.fromarray(img.astype(np.uint16) * 257) for img in raw[:3]]
+    paths16 = [tmp_path / f"wide{i}.png" for i in range(3)]
+    for im, p in zip(wide, paths16, strict=True):
+        im.save(p)
+    assert Image.open(paths16[0]).mode.startswith("I")
     for images in (paths, [str(p) for p in paths], [Image.open(p) for p in paths],
-                   list(raw[:3]), [x[0], x[1], x[2]]):
+                   list(raw[:3]), [x[0], x[1], x[2]], paths16, wide):
         pred = model.predict(images, batch_size=2)
         assert pred.classes.tolist() == ref.classes.tolist()
         assert np.allclose(pred.probabilities, ref.probabilities, atol=1e-5)

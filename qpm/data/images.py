@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from qpm.errors import QPMError
+from qpm.text import printable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -48,24 +49,30 @@ WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def read_rgb(path: Path) -> Image.Image:
-    """An 8-bit RGB image from any file Pillow reads. 16-bit images are scaled by 65535/255
-    and 32-bit integer images by their largest value; float images must hold [0, 1] (scaled
-    by 255) or [0, 255]. Anything unreadable, and an image too large to decode safely (a
-    decompression bomb), is a one-line QPMError naming the file."""
+    """An 8-bit RGB image from any file Pillow reads (see :func:`as_rgb`). Anything
+    unreadable, and an image too large to decode safely (a decompression bomb), is a
+    one-line QPMError naming the file (escaped)."""
     try:
         with Image.open(path) as im:
-            if im.mode in WIDE_MODES:
-                return _to_8bit(np.asarray(im), im.mode, path)
-            return im.convert("RGB")
+            return as_rgb(im, printable(path))
     except Image.DecompressionBombError as exc:
-        raise QPMError(f"Image {path} is too large to decode safely ({exc}).",
-                       "Downscale it or remove it from the dataset.") from None
+        raise QPMError(f"Image {printable(path)} is too large to decode safely "
+                       f"({printable(exc)}).", "Downscale it or remove it.") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise QPMError(f"Cannot read image {path} ({exc}).",
+        raise QPMError(f"Cannot read image {printable(path)} ({printable(exc)}).",
                        "Replace or remove the broken file.") from None
 
 
-def _to_8bit(arr: np.ndarray, mode: str, path: Path) -> Image.Image:
+def as_rgb(im: Image.Image, source: str = "image") -> Image.Image:
+    """8-bit RGB from a PIL image. 16-bit images are scaled by 65535/255 and 32-bit integer
+    images by their largest value; float images must hold [0, 1] (scaled by 255) or [0, 255].
+    A plain ``convert("RGB")`` would clip them to white instead."""
+    if im.mode in WIDE_MODES:
+        return _to_8bit(np.asarray(im), im.mode, source)
+    return im.convert("RGB")
+
+
+def _to_8bit(arr: np.ndarray, mode: str, path: str) -> Image.Image:
     arr = arr.astype(np.float64)
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qpm.data.images import IMAGE_EXTENSIONS
+from qpm.data.images import IMAGE_EXTENSIONS, as_rgb, read_rgb
 from qpm.errors import QPMError
 from qpm.text import printable
 
@@ -40,15 +40,9 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def open_image(path: str | os.PathLike, mode: str):
-    """The image at ``path`` in PIL ``mode`` ("L" or "RGB"); a clear QPMError otherwise."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.convert(mode)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise QPMError(f"Cannot read image {printable(path)} ({printable(exc)}).",
-                       "Pass a readable image file (PNG, JPEG, ...).") from None
+    """The image at ``path`` in PIL ``mode`` ("L" or "RGB"), read as training reads it
+    (16-bit and float files rescaled); a clear QPMError otherwise."""
+    return read_rgb(Path(path)).convert(mode)
 
 
 def _pil_to_input(img, kind: str, transform: Callable) -> torch.Tensor:
@@ -83,7 +77,7 @@ def to_batch(images, transform: Callable, kind: str, in_channels: int, first: in
         if isinstance(item, (str, os.PathLike)):
             img, source = open_image(item, mode), str(item)
         elif isinstance(item, Image.Image):
-            img, source = item.convert(mode), f"<image {i}>"
+            img, source = as_rgb(item, f"<image {i}>").convert(mode), f"<image {i}>"
         elif isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3):
             img, source = Image.fromarray(item).convert(mode), f"<image {i}>"
         elif isinstance(item, torch.Tensor) and item.ndim == 3:
