@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from qpm.errors import QPMError
@@ -120,6 +121,15 @@ def _quiet_stdout() -> None:
         pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's time-out): handled like Ctrl-C, so ``finally``
+    blocks run and solver processes started by ``qpm compare`` are stopped, not orphaned."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, modules = _build_parser(argv)
@@ -130,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from qpm import logs
 
     logs.configure(-1 if args.quiet else args.verbose, True if args.progress else None)
+    previous = _install(signal.SIGTERM, _on_sigterm)
     try:
         code = int(modules[args.command].run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
@@ -140,9 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `qpm solve ... | head`: the reader left; end quietly
         _quiet_stdout()
         return 0
-    except KeyboardInterrupt:
-        print(f"qpm {args.command}: interrupted; finished artifacts are kept.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"qpm {args.command}: {how}; finished artifacts are kept.", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        _install(signal.SIGTERM, previous)
+
+
+def _install(signum: int, handler):
+    """Set a signal handler where Python allows it (the main thread); the previous one."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signum, handler)
+    except ValueError:  # not the main thread (main() called from a worker thread)
+        return None
 
 
 if __name__ == "__main__":

@@ -102,3 +102,48 @@ def test_bad_files_in_real_processes(bad_files, tmp_path):
     for name, (proc, command, words) in procs.items():
         assert words in one_error_line(proc, command), name
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written anywhere
+
+
+def _marked(mark: str) -> list[int]:
+    """The pids of live processes whose environment holds ``mark`` (a process and its
+    children, including those a fork server started)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and mark.encode() in (proc / "environ").read_bytes():
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_sigterm_stops_compare_and_its_solver_processes(tmp_path):
+    # A scheduler's `kill` must not leave solver processes running on after qpm compare.
+    from qpm.assignment.cache import save_similarities
+    from qpm.assignment.synthetic import make_instance
+
+    p = make_instance("medium", seed=0)  # about 20 s of HiGHS: still running when killed
+    save_similarities(tmp_path / "sims.npz", p.A, p.R, p.b)
+    mark = f"QPM_TEST_MARK_{os.getpid()}_{time.time_ns()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qpm", "compare", str(tmp_path / "sims.npz"), "--solvers",
+         "highs,scip", "--jobs", "2", "--time-limit", "120"], env={**env(), mark: "1"},
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(_marked(mark)) < 4 and time.monotonic() < deadline:  # qpm, server, 2 solvers
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    assert len(_marked(mark)) >= 4
+    time.sleep(1.0)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith(
+        "terminated; finished artifacts are kept."), err
+    deadline = time.monotonic() + 15
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _marked(mark) == []
