@@ -10,13 +10,13 @@ from bruteforce import brute_force
 
 from qpm.assignment import presets as preset_registry
 from qpm.assignment.backends import get_backend
-from qpm.assignment.backends.base import MatrixForm
+from qpm.assignment.backends.base import MatrixForm, installed
 from qpm.assignment.formulations.compile import ModelCompiler
 from qpm.assignment.formulations.full import build_model
 from qpm.assignment.presets import apply_qpm
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.solving import solve
-from qpm.assignment.status import SolutionStatus, Termination
+from qpm.assignment.status import Availability, SolutionStatus, Termination
 from qpm.assignment.synthetic import make_instance
 from qpm.errors import QPMError
 
@@ -262,6 +262,13 @@ def test_compiler_update_prices_new_variables_and_guards_old_ones():
     m.obj.expr = 3 * m.x[0] + 2 * m.x[1] - 0.5 * m.y
     with pytest.raises(QPMError, match="objective changed"):
         compiler.update()
+
+
+def test_installed_says_how_to_install_a_missing_solver_package():
+    assert installed("numpy") == (Availability.AVAILABLE, "")
+    state, why = installed("qpm_no_such_solver")
+    assert state is Availability.NOT_INSTALLED
+    assert why == "qpm_no_such_solver is not installed; pip install qpm_no_such_solver."
 
 
 def test_unknown_backend_lists_choices():

@@ -12,6 +12,7 @@ if any. A model over a limited licence is handed a :class:`RefusedSession`, whos
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import threading
 from abc import ABC, abstractmethod
@@ -84,6 +85,16 @@ def proven_bound(termination: Termination, value: float | None,
         return None
     value = float(value)
     return value if math.isfinite(value) and abs(value) < infinity else None
+
+
+def installed(module: str) -> tuple[Availability, str]:
+    """Whether a solver's Python package imports: ``available`` when it does, else
+    ``not_installed`` with the pip line that fixes it (the package is named as its module)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return Availability.NOT_INSTALLED, f"{module} is not installed; pip install {module}."
+    return Availability.AVAILABLE, ""
 
 
 # Seconds past its own time limit after which a solver is interrupted from outside.

@@ -21,6 +21,7 @@ from qpm.assignment.backends.base import (
     Outcome,
     RefusedSession,
     Session,
+    installed,
     proven_bound,
     watchdog,
 )
@@ -171,10 +172,11 @@ class GurobiBackend(Backend):
     name = "gurobi"
 
     def available(self) -> tuple[Availability, str]:
-        try:
-            import gurobipy as gp
-        except ImportError:
-            return Availability.NOT_INSTALLED, "gurobipy is not installed; pip install gurobipy."
+        state = installed("gurobipy")
+        if state[0] is not Availability.AVAILABLE:
+            return state
+        import gurobipy as gp
+
         try:
             _env()
         except gp.GurobiError as exc:

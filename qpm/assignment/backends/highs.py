@@ -13,6 +13,7 @@ from qpm.assignment.backends.base import (
     MatrixForm,
     Outcome,
     Session,
+    installed,
     proven_bound,
     watchdog,
 )
@@ -191,11 +192,7 @@ class HighsBackend(Backend):
     name = "highs"
 
     def available(self) -> tuple[Availability, str]:
-        try:
-            import highspy  # noqa: F401
-        except ImportError:
-            return Availability.NOT_INSTALLED, "highspy is not installed; pip install highspy."
-        return Availability.AVAILABLE, ""
+        return installed("highspy")
 
     def version(self) -> str:
         h = new_highs()

@@ -24,6 +24,7 @@ from qpm.assignment.backends.base import (
     MatrixForm,
     Outcome,
     Session,
+    installed,
     proven_bound,
     watchdog,
 )
@@ -297,11 +298,7 @@ class ScipBackend(Backend):
     name = "scip"
 
     def available(self) -> tuple[Availability, str]:
-        try:
-            import pyscipopt  # noqa: F401
-        except ImportError:
-            return Availability.NOT_INSTALLED, "pyscipopt is not installed; pip install pyscipopt."
-        return Availability.AVAILABLE, ""
+        return installed("pyscipopt")
 
     def version(self) -> str:
         import pyscipopt
