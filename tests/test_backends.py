@@ -264,6 +264,58 @@ def test_compiler_update_prices_new_variables_and_guards_old_ones():
         compiler.update()
 
 
+def test_compiler_update_takes_a_variable_fixed_since_as_a_constant():
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var([0, 1], bounds=(0, 5))
+    m.obj = pyo.Objective(expr=m.x[0] + m.x[1])
+    m.c = pyo.Constraint(expr=m.x[0] + m.x[1] <= 4)
+    compiler = ModelCompiler(m)
+    m.x[1].fix(3)
+    m.d = pyo.Constraint(expr=2 * m.x[0] + m.x[1] <= 9)  # 2 x0 <= 6
+    delta = compiler.update()
+    np.testing.assert_allclose(delta.A.toarray(), [[2, 0]])
+    np.testing.assert_allclose(delta.row_hi, [6])
+
+
+def test_compiler_reads_matrix_constraint_rows_with_and_without_a_fixed_variable():
+    from pyomo.core.base.matrix_constraint import MatrixConstraint
+
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var([0, 1, 2], bounds=(0, 4))
+    m.o = pyo.Objective(expr=m.x[0] + m.x[1] + m.x[2])
+    A = sp.csr_array(np.array([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]]))
+    m.c = MatrixConstraint(A.data, A.indices, A.indptr, [None, 1.0], [5.0, None],
+                           list(m.x.values()))
+    form = ModelCompiler(m).form  # read from the block's CSR arrays
+    np.testing.assert_array_equal(form.A.toarray(), A.toarray())
+    np.testing.assert_array_equal(form.row_lo, [-np.inf, 1])
+    np.testing.assert_array_equal(form.row_hi, [5, np.inf])
+    m.x[1].fix(1.0)  # now row by row through Pyomo's walker, x[1] a constant
+    form = ModelCompiler(m).form
+    assert [v.name for v in form.columns] == ["x[0]", "x[2]"]
+    np.testing.assert_array_equal(form.A.toarray(), [[1, 0], [0, 3]])
+    np.testing.assert_array_equal(form.row_lo, [-np.inf, 0])
+    np.testing.assert_array_equal(form.row_hi, [3, np.inf])
+
+
+def test_compiler_gives_pyomos_standard_form():
+    from pyomo.repn.plugins.standard_form import LinearStandardFormCompiler
+
+    model = build_model(small_problem(0, "qpm"))
+    form = ModelCompiler(model).form
+    std = LinearStandardFormCompiler().write(model, mixed_form=True, set_sense=None)
+    order = {id(v): j for j, v in enumerate(form.columns)}
+    perm = np.array([order[id(v)] for v in std.columns])
+    assert perm.size == form.n_cols
+    assert [id(r.constraint) for r in std.rows] == [id(c) for c in
+                                                    ModelCompiler(model).row_constraints]
+    np.testing.assert_array_equal(form.A.toarray()[:, perm], std.A.toarray())
+    np.testing.assert_array_equal(form.c[perm], std.c.toarray().ravel())
+    sense = np.array([r.bound_type for r in std.rows])  # 0: ==, 1: <=, -1: >=
+    np.testing.assert_array_equal(form.row_lo, np.where(sense == 1, -np.inf, std.rhs))
+    np.testing.assert_array_equal(form.row_hi, np.where(sense == -1, np.inf, std.rhs))
+
+
 def test_installed_says_how_to_install_a_missing_solver_package():
     assert installed("numpy") == (Availability.AVAILABLE, "")
     state, why = installed("qpm_no_such_solver")

@@ -5,8 +5,8 @@ in its length. Here a large model goes through SCIP's C reader as a free-format 
 written in one pass from the sparse matrix; small models and every later addition
 (``add_rows`` / ``add_columns``) go in row by row with prebuilt term dictionaries (one
 ``Expr`` per row, all rows in one ``addConss``). Both are linear in the model size; at
-1.09M variables and rows the file route takes ~45 s on a loaded 2-core machine, of which
-most is pyscipopt creating one Python object per variable.
+1.0M variables and rows (``benchmarks/handoff.py --size cub``) the file route takes 6-10 s on
+a loaded 2-core machine. Pyomo's ``scip_persistent`` had not loaded that model after 600 s.
 """
 
 from __future__ import annotations
