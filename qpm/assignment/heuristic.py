@@ -278,8 +278,14 @@ def heuristic_solution(
     seed: int = 0,
     time_limit: float | None = None,
     patience: int | None = None,
+    initial: np.ndarray | None = None,
+    swaps: SwapSearch | None = None,
 ) -> HeuristicSolution:
     """Greedy + swap local search + repair; ``restarts`` > 1 perturbs the best and retries.
+
+    ``initial`` (n feature indices) replaces the greedy selection as the first one, so a
+    caller can continue from a known good selection; ``swaps`` reuses a :class:`SwapSearch`
+    of the same problem (its penalty matrix is the costly part to build).
 
     Each restart swaps out a random ~20% of the best selection for random good unselected
     features (drawn with weight on their greedy score) and runs the local search again; the
@@ -289,13 +295,14 @@ def heuristic_solution(
     start = time.perf_counter()
     deadline = None if time_limit is None else start + float(time_limit)
     rules = problem.rules
-    swaps = SwapSearch(problem)
+    swaps = swaps or SwapSearch(problem)
     rng = np.random.default_rng(seed)
 
     def improve(trial: np.ndarray) -> np.ndarray:
         return swaps.improve(trial, deadline)
 
-    sel = improve(swaps.greedy())
+    first = swaps.greedy() if initial is None else np.asarray(initial, dtype=np.int64).copy()
+    sel = improve(first)
     best_w, best_obj = _finish(problem, sel, rules)
     best_sel = sel
     F, n = problem.n_total, problem.n_features
