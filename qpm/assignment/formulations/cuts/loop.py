@@ -39,7 +39,7 @@ from qpm.assignment.formulations.cuts import mip
 from qpm.assignment.formulations.cuts.penalty import PairModel, separate_cliques
 from qpm.assignment.formulations.cuts.relaxation import Relaxation
 from qpm.assignment.formulations.cuts.separation import TopK
-from qpm.assignment.heuristic import SwapSearch
+from qpm.assignment.heuristic import SwapSearch, heuristic_solution
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.repair import unique_columns
 from qpm.assignment.result import AssignmentResult, SolveTimes, answer_result
@@ -57,6 +57,15 @@ POLISH_TRIES = 4
 POLISH_SHARE = 0.05
 # The root loop stops when three clique rounds together gain less than this (relative).
 STALL = 2e-4
+# Unless it is too late to branch: then the time left can only go to the bound or to
+# incumbents, so on a stall the clique search widens (twice the cliques per round, WIDEN_SIZE
+# more members each) and the loop goes on, at most WIDEN_STEPS times; the rest of the time
+# goes to restarts of the swap search from the incumbent (:meth:`CutSolver.search`).
+WIDEN_STEPS = 3
+WIDEN_SIZE = 4
+CLIQUE_SIZE = 12
+# The incumbent search stops this long before the deadline (result assembly, verification).
+SEARCH_MARGIN = 1.0
 # Separate cliques in every root round (not only once the top-k cuts have caught up).
 CLIQUES_ALWAYS = False
 # A root round that lowers the LP value by less than this (relative) ends a catch-up phase.
@@ -115,6 +124,7 @@ class CutSolver:
         self.lp_live: np.ndarray | None = None  # which of them it still held
         self.lp_seconds: list[float] = []
         self.root_cut_short = False  # the last root LP solve ran out of time
+        self.widened = 0  # times the stalled root widened its clique search
         self.refused: str | None = None  # why the backend's licence refused the model
 
     # -- model ------------------------------------------------------------------------------
@@ -158,6 +168,7 @@ class CutSolver:
         history: list[float] = []
         seen = cursor.rows  # rows the LP has been solved with at least once
         previous = math.inf
+        clique_limit, clique_size = CLIQUES_PER_ROUND, CLIQUE_SIZE
         for r in range(2000):
             if deadline is not None and time.perf_counter() > deadline:
                 if final is None or deadline >= final or not self.too_late_to_branch(final):
@@ -210,7 +221,7 @@ class CutSolver:
             caught_up = (len(cuts) <= max(2, C // 20) or moved <= CATCH_UP * abs(value)) \
                 and pairs <= max(2, C // 20)
             if CLIQUES_ALWAYS or caught_up:
-                cliques = separate_cliques(self.pairs, x, CLIQUES_PER_ROUND)
+                cliques = separate_cliques(self.pairs, x, clique_limit, clique_size)
             # Once the top-k cuts have (nearly) caught up with the LP point:
             if caught_up:
                 # Each converged LP point is a good place to look for incumbents.
@@ -218,7 +229,15 @@ class CutSolver:
                 history.append(value)
                 stalled = len(history) > 3 and history[-4] - value <= STALL * max(1.0, abs(value))
                 if (cliques == 0 and len(cuts) == 0 and pairs == 0) or stalled:
-                    break
+                    if not (clique_limit > 0 and self.widened < WIDEN_STEPS
+                            and self.too_late_to_branch(final)):
+                        break
+                    # Branching is out: a wider clique search may still lift the bound.
+                    self.widened += 1
+                    clique_limit, clique_size = 2 * clique_limit, clique_size + WIDEN_SIZE
+                    history = [value]
+                    say(log, self.opts.progress, f"root stalled at LP {value:.4f}, too late "
+                        f"to branch: up to {clique_limit} cliques of <= {clique_size} per round")
             say(log, self.opts.progress, f"root round {r}: LP {value:.4f}, {len(cuts)} cuts, "
                  f"{pairs} pairs, {cliques} cliques, {dropped} dropped, "
                  f"{int(cursor.live.sum())} rows")
@@ -246,6 +265,25 @@ class CutSolver:
             self.best.offer(self.problem, mask, W)
             if self.best.value > before:
                 say(log, self.opts.progress, f"polished incumbent {self.best.value:.4f}")
+
+    def search(self, deadline: float | None) -> None:
+        """Restarts of the swap search from the incumbent (perturb ~20% of its features,
+        improve, keep the best) until ``deadline``: the use of time left after a root that
+        ended too late to branch."""
+        if deadline is None or self.best.mask is None:
+            return
+        left = deadline - time.perf_counter() - SEARCH_MARGIN
+        if left <= 0 or self.n >= self.F:
+            return
+        if self.polisher is None:
+            self.polisher = SwapSearch(self.problem)
+        before = self.best.value
+        h = heuristic_solution(self.problem, restarts=1 << 30, seed=1 + self.rounds,
+                               time_limit=left, initial=np.flatnonzero(self.best.mask),
+                               swaps=self.polisher)
+        self.best.offer(self.problem, h.mask, h.matrix)
+        say(log, self.opts.progress, f"incumbent search: {h.restarts} restarts in "
+            f"{h.seconds:.0f} s, incumbent {before:.4f} -> {self.best.value:.4f}")
 
     # -- the MIP stage's model (its loop: :mod:`.mip`) ------------------------------------------
     def start_vector(self) -> np.ndarray:
@@ -330,6 +368,7 @@ def solve(problem: AssignmentProblem, backend, opts: SolveOptions | None = None
         termination = Termination.TIME_LIMIT
         say(log, opts.progress,
             f"{opts.remaining():.0f} s left, too little to branch on this model")
+        cs.search(opts.deadline)
     else:
         termination = mip.branch(cs, backend, opts.deadline)
     if cs.refused is not None or cs.best.mask is None:
