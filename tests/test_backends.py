@@ -405,3 +405,26 @@ def test_bounds_count_only_after_an_optimal_or_stopped_solve():
     assert proven_bound(Termination.INFEASIBLE, 5.0) is None  # no bound without a search
     assert proven_bound(Termination.OPTIMAL, float("inf")) is None
     assert proven_bound(Termination.OPTIMAL, 1e20, infinity=1e19) is None  # solver "infinity"
+
+
+def test_highs_lp_resolves_get_their_own_time_limit():
+    # HiGHS's LP solvers compare time_limit with the summed time of all runs of a session:
+    # a re-solve given less than the time already spent used to stop at once ("time_limit"),
+    # which ended the cut loop's root at half the budget on the ImageNet size.
+    _usable("highs")
+    rng = np.random.default_rng(0)
+    m = n = 2500
+    A = sp.random(m, n, density=0.01, random_state=0, format="csr")
+    form = MatrixForm(c=rng.random(n), c0=0.0, maximize=True, A=A, row_lo=np.full(m, -np.inf),
+                      row_hi=5 * rng.random(m), col_lo=np.zeros(n), col_hi=np.ones(n),
+                      integer=np.zeros(n, dtype=bool), columns=[None] * n,
+                      start=np.full(n, np.nan))
+    session = get_backend("highs").load(form)
+    first = session.solve()
+    assert first.termination is Termination.OPTIMAL
+    # One more row cutting off the optimum: a few dual simplex iterations.
+    row = sp.csr_array(np.ones((1, n)))
+    session.add_rows(row, np.array([-np.inf]), np.array([0.9 * float(first.x.sum())]))
+    again = session.solve(time_limit=max(first.solve_seconds / 2, 0.05))
+    assert again.termination is Termination.OPTIMAL, again.termination
+    assert again.objective < first.objective

@@ -84,6 +84,7 @@ class HighsSession(Session):
             raise RuntimeError("HiGHS rejected the model")
         self._h = h
         self._n = form.n_cols
+        self._integer = bool(np.any(form.integer))  # HiGHS then runs its MIP solver
 
     @property
     def n_cols(self) -> int:
@@ -115,9 +116,16 @@ class HighsSession(Session):
         self._stop = True
 
     def _set_limit(self, time_limit: float | None) -> None:
-        # HiGHS 1.16 compares time_limit with the time of the current run (getRunTime() sums
-        # all runs: adding it made every re-solve of a session run twice as long as the last).
-        self._h.setOptionValue("time_limit", float(time_limit) if time_limit else math.inf)
+        # HiGHS 1.16 has two clocks: its MIP solver compares time_limit with the current
+        # run, but the LP solvers compare it with getRunTime(), the sum of ALL runs of this
+        # object; without adding that, the root LP loop's re-solves stopped "time_limit"
+        # once their summed solve time passed the time left (ImageNet size: after 300 s of
+        # 600); tests/test_backends.py checks the LP case.
+        if not time_limit:
+            self._h.setOptionValue("time_limit", math.inf)
+            return
+        past = 0.0 if self._integer else float(self._h.getRunTime())
+        self._h.setOptionValue("time_limit", past + float(time_limit))
 
     def add_columns(self, lo, hi, integer, c=None) -> None:
         hs, n = self._hs, len(lo)
@@ -126,6 +134,7 @@ class HighsSession(Session):
         self._h.addCols(n, c, _inf(lo, hs), _inf(hi, hs), 0, empty, empty, np.zeros(0))
         ints = np.flatnonzero(integer).astype(np.int32)
         if ints.size:
+            self._integer = True
             self._h.changeColsIntegrality(
                 ints.size, ints + self._n, np.ones(ints.size, dtype=np.uint8)
             )
