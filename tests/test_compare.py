@@ -82,6 +82,15 @@ def test_compare_cli_uses_the_recorded_problem_and_writes_three_files(tmp_path, 
     assert greedy["to_best_bound"] >= 0
     assert (out / "compare.csv").read_text().count("\n") == 4
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    # The figure's labels are plain text: no mathtext left on the log-time axis.
+    from qpm.assignment import compare_report
+    from qpm.text import plain_text
+
+    with plain_text():
+        fig = compare_report.figure(compare_report.read(out / "compare.json"), "t")
+        fig.canvas.draw()
+        ticks = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert ticks and not any("$" in t or "mathdefault" in t for t in ticks), ticks
 
 
 def test_compare_bad_input_is_one_line(tmp_path, capsys):

@@ -88,6 +88,16 @@ def plot(cmp: Comparison, path, title: str = ""):
     """Objective (solid) and proven bound (dashed) over time, one colour per run."""
     import matplotlib.pyplot as plt
 
+    fig = figure(cmp, title)
+    fig.savefig(path, format="png")  # a path or an open binary file
+    plt.close(fig)
+
+
+def figure(cmp: Comparison, title: str = ""):
+    """The figure :func:`plot` saves (call it inside :func:`qpm.text.plain_text`)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     fig, ax = plt.subplots(figsize=(12, 5.5), dpi=110)
     colours = plt.get_cmap("tab10")
     lows, highs = [], []
@@ -116,6 +126,9 @@ def plot(cmp: Comparison, path, title: str = ""):
         span = max(top - min(lows), 1e-6 * max(1.0, abs(top)))
         ax.set_ylim(min(lows) - 0.05 * span, top + 0.15 * span)
     ax.set_xscale("log")
+    # Log axes label their ticks in mathtext ("$10^{1}$"), which plain text shows verbatim.
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("seconds since the solve started (log scale)")
     ax.set_ylabel("objective (higher is better)")
     import textwrap
@@ -126,8 +139,7 @@ def plot(cmp: Comparison, path, title: str = ""):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a line
     fig.tight_layout()
-    fig.savefig(path, format="png")  # a path or an open binary file
-    plt.close(fig)
+    return fig
 
 
 def read(path: str | Path) -> Comparison:
