@@ -77,7 +77,8 @@ def to_batch(images, transform: Callable, kind: str, in_channels: int, first: in
         if isinstance(item, (str, os.PathLike)):
             img, source = open_image(item, mode), str(item)
         elif isinstance(item, Image.Image):
-            img, source = as_rgb(item, f"<image {i}>").convert(mode), f"<image {i}>"
+            source = f"<image {i}>"
+            img = as_rgb(item, source).convert(mode)
         elif isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3):
             img, source = Image.fromarray(item).convert(mode), f"<image {i}>"
         elif isinstance(item, torch.Tensor) and item.ndim == 3:

@@ -28,6 +28,7 @@ too little time is left for the MIP to get through its own root.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -118,7 +119,6 @@ class CutSolver:
         self.nogoods: set[tuple[int, int, tuple[int, ...]]] = set()
         self.times = SolveTimes()
         self.rounds = 0
-        self.polisher: SwapSearch | None = None
         self.last_x: np.ndarray | None = None
         self.lp_rows = 0  # rows the last root LP had
         self.lp_live: np.ndarray | None = None  # which of them it still held
@@ -246,10 +246,14 @@ class CutSolver:
         return used
 
     # -- incumbents from relaxation points ----------------------------------------------------
+    @functools.cached_property
+    def polisher(self) -> SwapSearch:
+        """The swap search of this problem, built once when first needed (its penalty matrix
+        is the costly part), shared by polishing and the incumbent search."""
+        return SwapSearch(self.problem)
+
     def polish(self, scores: np.ndarray, deadline: float | None, tries: int = 1) -> None:
         """Round a point (top n by score, then random roundings) and run the swap search."""
-        if self.polisher is None:
-            self.polisher = SwapSearch(self.problem)
         rng = np.random.default_rng(self.rounds + tries)
         for t in range(tries):
             if deadline is not None and time.perf_counter() >= deadline:
@@ -275,8 +279,6 @@ class CutSolver:
         left = deadline - time.perf_counter() - SEARCH_MARGIN
         if left <= 0 or self.n >= self.F:
             return
-        if self.polisher is None:
-            self.polisher = SwapSearch(self.problem)
         before = self.best.value
         h = heuristic_solution(self.problem, restarts=1 << 30, seed=1 + self.rounds,
                                time_limit=left, initial=np.flatnonzero(self.best.mask),
