@@ -15,11 +15,13 @@ Nothing is allocated before those checks pass, so a crafted header or a zip bomb
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +100,8 @@ def write_text(path: str | Path, text: str) -> Path:
 def dumps_json(obj: Any) -> str:
     """Strict JSON text: a NaN or infinite number is a ValueError (a bug upstream), never
     a file other tools cannot read."""
+    import json  # here, not at the top: most commands read and write no JSON
+
     try:
         return json.dumps(obj, indent=2, allow_nan=False) + "\n"
     except ValueError:
@@ -134,6 +138,8 @@ def read_json(path: str | Path, fix: str | None = None, what: str = "") -> Any:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{name} cannot be read ({exc}).", fix) from None
+    import json
+
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -141,8 +147,39 @@ def read_json(path: str | Path, fix: str | None = None, what: str = "") -> Any:
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-    """An uncompressed .npz, atomically."""
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    """An uncompressed .npz (what ``numpy.savez`` writes), atomically."""
+    return atomic_write(path, lambda fh: _write_npz(fh, arrays))
+
+
+def _write_npz(fh, arrays: dict[str, Any]) -> None:
+    """``numpy.savez(fh, **arrays)``, minus a copy: a C-contiguous array's bytes go straight
+    from the array to the zip member (numpy copies them in 16 MiB chunks first)."""
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            arr = np.asanyarray(value)
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                head = _npy_header(arr)
+                if head is None:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
+                else:  # Fortran order (header says so): the bytes of the transpose
+                    member.write(head)
+                    data = arr if arr.flags.c_contiguous else arr.T
+                    member.write(data.reshape(-1).view(np.uint8))
+
+
+def _npy_header(arr: np.ndarray) -> bytes | None:
+    """The .npy header ``numpy.lib.format.write_array`` gives ``arr``, when its data can be
+    written as its raw bytes (contiguous, a plain numeric or string dtype); else None."""
+    simple = arr.dtype.kind in "biufcUS" and arr.dtype.fields is None
+    contiguous = arr.flags.c_contiguous or arr.flags.f_contiguous
+    if not (simple and contiguous and arr.dtype.itemsize > 0 and type(arr) is np.ndarray):
+        return None
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(arr))
+    except ValueError:  # a header too long for format 1.0: numpy picks the version
+        return None
+    return buf.getvalue()
 
 
 # --- output paths -----------------------------------------------------------------------------
@@ -298,6 +335,34 @@ def _read_data(fh, header: Header) -> np.ndarray:
     return arr.reshape(header.shape, order="F" if header.fortran else "C")
 
 
+def _is_plain(info: zipfile.ZipInfo) -> bool:
+    """A stored (uncompressed, unencrypted) member: its data can be read straight from the file."""
+    return (info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1
+            and info.compress_size == info.file_size)
+
+
+def _read_stored(zf: zipfile.ZipFile, info: zipfile.ZipInfo, header: Header) -> np.ndarray:
+    """A stored member's array read from the archive file directly into the array (zipfile
+    would copy every chunk twice), its CRC-32 checked as zipfile does. The declared size was
+    checked against the member's size (:func:`_headers`), the local header by ``zf.open``."""
+    arr = np.empty(header.count, dtype=header.dtype)
+    view = memoryview(arr.view(np.uint8).reshape(-1))
+    fp = zf.fp
+    fp.seek(info.header_offset)
+    local = struct.unpack(zipfile.structFileHeader, fp.read(zipfile.sizeFileHeader))
+    fp.seek(info.header_offset + zipfile.sizeFileHeader + local[-2] + local[-1])
+    crc = zlib.crc32(fp.read(header.offset))
+    done = 0
+    while done < header.nbytes:
+        got = fp.readinto(view[done:])
+        if not got:
+            raise EOFError(f"the data ends after {done} of {header.nbytes} bytes")
+        done += got
+    if zlib.crc32(view, crc) != info.CRC:
+        raise zipfile.BadZipFile(f"bad CRC-32 for {info.filename!r}")
+    return arr.reshape(header.shape, order="F" if header.fortran else "C")
+
+
 def npz_headers(path: str | Path, what: str = "Input", fix: str = "") -> dict[str, Header]:
     """Every array's declared header, reading no data (QPMError for an unusable file)."""
     path = _check_npz_path(path, what, fix)
@@ -332,9 +397,11 @@ def read_npz(path: str | Path, keys: tuple[str, ...], *, what: str = "Input", fi
                            f"{h.shape} {h.dtype})", fix or "Use a smaller input.")
         out = {}
         for key, header in headers.items():
-            with zf.open(f"{key}.npy") as fh:
+            info = zf.getinfo(f"{key}.npy")
+            with zf.open(info) as fh:  # zipfile checks the member's local header here
                 _read_header(fh, key)
-                out[key] = _read_data(fh, header)
+                arr = None if _is_plain(info) else _read_data(fh, header)
+            out[key] = _read_stored(zf, info, header) if arr is None else arr
         return out
 
     return _with_zip(path, what, fix, load)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from qpm.assignment.problem import AssignmentProblem
 from qpm.errors import QPMError
 from qpm.io import Header, read_npz, save_npz
+
+if TYPE_CHECKING:  # imported when used: `qpm similarities` never builds a problem
+    from qpm.assignment.problem import AssignmentProblem
 
 FORMAT_VERSION = 1
 # The run settings a SIMS.npz may record, with their types.
@@ -47,6 +50,8 @@ class SimilarityFile:
             "feature_names": self.feature_names,
         }
         fields.update(kwargs)
+        from qpm.assignment.problem import AssignmentProblem
+
         return AssignmentProblem(**fields)
 
 
