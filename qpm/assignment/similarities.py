@@ -162,21 +162,23 @@ def row_cosine_similarity(A: np.ndarray, block: int = 256) -> np.ndarray:
     """R from A: strict upper triangle of row cosines, / max|R|, negatives set to 0.
 
     Computed in bands of ``block`` rows, each only from its diagonal to the right (half the
-    products of a full ``unit @ unit.T``), while the band is in cache.
+    products of a full ``unit @ unit.T``), and finished (lower corner zeroed, largest
+    magnitude noted, negatives cut) while the band is in cache; one division pass at the end.
     """
     norms = np.linalg.norm(A, axis=1)
     unit = np.zeros_like(A)
     np.divide(A, norms[:, None], out=unit, where=norms[:, None] > 0)
     F = A.shape[0]
     R = np.zeros((F, F))
+    lower = np.tri(block, dtype=bool)  # the diagonal and what lies left of it
     top = 0.0
     for a in range(0, F, block):
         band = R[a:a + block, a:]
+        rows = band.shape[0]
         np.matmul(unit[a:a + block], unit[a:].T, out=band)
-        for i in range(band.shape[0]):  # the diagonal and what lies left of it
-            band[i, : i + 1] = 0.0
+        np.copyto(band[:, :rows], 0.0, where=lower[:rows, :rows])
         top = max(top, float(band.max()), -float(band.min()))
-    np.maximum(R, 0.0, out=R)
+        np.maximum(band, 0.0, out=band)
     if top > 0:
         R /= top
     return R
