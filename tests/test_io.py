@@ -131,6 +131,31 @@ def test_fortran_order_big_endian_strings_and_scalars_round_trip(tmp_path):
     assert out["s"].tolist() == ["x", "Ñandú"] and out["v"].shape == () and int(out["v"]) == 1
 
 
+def test_save_npz_writes_what_numpy_savez_writes(tmp_path):
+    big = np.random.default_rng(0).normal(size=(1100, 1000))  # 8.8 MB: written in pieces
+    arrays = {"c": np.arange(6.0).reshape(2, 3), "f": np.asfortranarray(big), "big": big,
+              "strided": big[::3, ::7], "be": np.arange(3, dtype=">i4"), "v": np.array(1),
+              "s": np.array(["x", "Ñandú"]), "empty": np.zeros((0, 4)), "b": np.ones(2, bool)}
+    ours, theirs = io.save_npz(tmp_path / "o.npz", **arrays), tmp_path / "t.npz"
+    np.savez(theirs, **arrays)
+    with zipfile.ZipFile(ours) as zo, zipfile.ZipFile(theirs) as zt:
+        assert [i.filename for i in zo.infolist()] == [i.filename for i in zt.infolist()]
+        for a, b in zip(zo.infolist(), zt.infolist(), strict=True):
+            assert (a.CRC, a.file_size, zo.read(a)) == (b.CRC, b.file_size, zt.read(b))
+    out = io.read_npz(ours, tuple(arrays))
+    assert all(np.array_equal(out[k], v) and out[k].dtype == v.dtype for k, v in arrays.items())
+    assert out["f"].flags.f_contiguous and out["c"].flags.writeable
+
+
+def test_a_flipped_byte_deep_in_a_large_stored_array_is_corrupt(tmp_path):
+    path = io.save_npz(tmp_path / "a.npz", A=np.arange(600_000.0))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(QPMError, match="corrupt"):
+        io.read_npz(path, ("A",))
+
+
 def test_check_callback_runs_before_reading(tmp_path):
     path = tmp_path / "s.npz"
     np.savez(path, A=np.ones((3, 2)), b=np.ones(4))
