@@ -11,6 +11,8 @@ JSON is strict both ways: NaN and Infinity are neither written nor accepted.
 ``.npy`` header: declared shape and dtype (no object, complex or structured arrays), that the
 zip member holds exactly that many bytes, and that everything fits in the memory available.
 Nothing is allocated before those checks pass, so a crafted header or a zip bomb costs nothing.
+A stored (uncompressed) member is read straight into its array and its CRC-32 checked;
+:func:`save_npz` writes what ``numpy.savez`` writes, without numpy's intermediate copies.
 """
 
 from __future__ import annotations
