@@ -134,7 +134,10 @@ def read_stored(zf: zipfile.ZipFile, info: zipfile.ZipInfo, header: Header) -> n
     view = memoryview(arr.view(np.uint8).reshape(-1))
     fp = zf.fp
     fp.seek(info.header_offset)
-    local = struct.unpack(zipfile.structFileHeader, fp.read(zipfile.sizeFileHeader))
+    head = fp.read(zipfile.sizeFileHeader)
+    if len(head) != zipfile.sizeFileHeader:  # zf.open read it a moment ago: the file changed
+        raise zipfile.BadZipFile(f"truncated local header of {info.filename!r}")
+    local = struct.unpack(zipfile.structFileHeader, head)
     fp.seek(info.header_offset + zipfile.sizeFileHeader + local[-2] + local[-1])
     crc = zlib.crc32(fp.read(header.offset))
     done = 0
