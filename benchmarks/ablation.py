@@ -72,6 +72,30 @@ def parts(problem: AssignmentProblem, s: np.ndarray, top_k: float) -> str:
             f"{top_k:.4f}, b.s {float(problem.bias @ s):.4f}")
 
 
+def largest_clique(problem: AssignmentProblem, s: np.ndarray, seeds: int = 100
+                   ) -> tuple[int, float]:
+    """(members, s-sum) of the largest clique of the redundancy graph that greedy growth
+    (by s) finds inside the support of ``s``, from each of its ``seeds`` largest entries."""
+    sup = np.flatnonzero(s > 1e-6)
+    p = problem.pairs()
+    pos = np.full(problem.n_total, -1)
+    pos[sup] = np.arange(sup.size)
+    keep = (pos[p.i] >= 0) & (pos[p.j] >= 0)
+    adj = np.zeros((sup.size, sup.size), dtype=bool)
+    adj[pos[p.i[keep]], pos[p.j[keep]]] = True
+    adj |= adj.T
+    sv = s[sup]
+    best = (0, 0.0)
+    for v in np.argsort(-sv, kind="stable")[:seeds]:
+        members, cand = [int(v)], adj[v].copy()
+        while cand.any():
+            u = int(np.flatnonzero(cand)[np.argmax(sv[cand])])
+            members.append(u)
+            cand &= adj[u]
+        best = max(best, (len(members), float(sv[members].sum())))
+    return best
+
+
 def explain_root(problem: AssignmentProblem, x: np.ndarray, bound: float, h) -> None:
     """Where the root LP point finds its value, next to the best known 0/1 selection."""
     F, C = problem.n_total, problem.n_classes
@@ -79,6 +103,8 @@ def explain_root(problem: AssignmentProblem, x: np.ndarray, bound: float, h) -> 
     top_k = problem.scale * float(x[F:F + C].sum())
     print(f"     LP point: {parts(problem, s, top_k)}, penalty "
           f"{top_k + float(problem.bias @ s) - bound:.4f}")
+    size, sigma = largest_clique(problem, s)
+    print(f"     largest clique found in its support: {size} members, s-sum {sigma:.2f}")
     mask = h.mask
     p = problem.pairs()
     both = mask[p.i] & mask[p.j]
@@ -119,6 +145,12 @@ def main(argv=None) -> int:
     print(f"{name}: F={problem.n_total} C={problem.n_classes} n={problem.n_features} "
           f"k={problem.per_class} tau={problem.tau:.4g} ({len(problem.pairs())} pairs, "
           f"{problem.tau_rule} rule)", flush=True)
+    w = problem.pairs().weight
+    if w.size:
+        F = problem.n_total
+        q = np.quantile(w, [0.1, 0.5, 0.9])
+        print(f"  redundancy graph: density {w.size / (F * (F - 1) / 2):.3f}, pair weights "
+              f"{q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} (10/50/90% quantiles)")
     h = heuristic_solution(problem, restarts=1000, patience=10, time_limit=60)
     assert verify(problem, h.selected, h.matrix, h.objective).ok
     best = max(h.objective, args.incumbent or -math.inf)
