@@ -292,8 +292,11 @@ def read_npz(path: str | Path, keys: tuple[str, ...], *, what: str = "Input", fi
             info = zf.getinfo(f"{key}.npy")
             with zf.open(info) as fh:  # zipfile checks the member's local header here
                 read_header(fh, key)
-                arr = None if is_plain(info) else read_data(fh, header)
-            out[key] = read_stored(zf, info, header) if arr is None else arr
+                if not is_plain(info):  # compressed: read through zipfile
+                    out[key] = read_data(fh, header)
+                    continue
+            # Stored: read from the archive file itself, once the member is closed again.
+            out[key] = read_stored(zf, info, header)
         return out
 
     return _with_zip(path, what, fix, load)
