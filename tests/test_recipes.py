@@ -15,7 +15,7 @@ from qpm.data.transforms import DigitTransform, Lighting
 from qpm.errors import QPMError
 from qpm.models.backbones import create_backbone, weights_cache_path
 from qpm.run_folder.config import TrainConfig
-from qpm.run_folder.recipes import get_recipe
+from qpm.run_folder.recipes import describe, get_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,27 +112,104 @@ def _imagenet_layout(folder):
     return root
 
 
-def test_recipes_by_dataset_and_the_explicit_offline_default():
-    cfg = TrainConfig().resolve()  # the offline default: mnist-5k
+def test_recipes_by_dataset_and_the_scratch_default():
+    cfg = TrainConfig().resolve()  # the offline default: mnist-5k, from scratch
     assert (cfg.recipe, cfg.arch, cfg.weights, cfg.reduced_strides, cfg.crop_gt,
-            cfg.image_size, cfg.transforms, cfg.dense_training) == (
-        "offline", "small-cnn", "none", False, False, 28, "digits", True)
+            cfg.image_size, cfg.transforms, cfg.dense_training, cfg.flip) == (
+        "scratch", "small-cnn", "none", False, False, 28, "digits", True, False)
     assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.ft_epochs, cfg.ft_lr) == (
         12, 0.05, 64, 6, 0.005)
+    assert TrainConfig(recipe="offline").resolve().recipe == "scratch"  # its earlier name
     imagenet = get_recipe(None, "imagenet")
     assert not imagenet.dense_training and imagenet.schedule["batch_size"] == 64
     assert imagenet.schedule["ft_lr"] == pytest.approx(0.005 * 0.4 ** 4)
     assert get_recipe(None, "stanford-cars").crop_gt is False
     assert get_recipe(None, "travelingbirds").crop_gt is True
     # the recipe's backbone settings apply to ResNets; given values win
-    own = TrainConfig(dataset="cub2011", arch="small-cnn", crop_gt=False, image_size=32,
-                      epochs=2).resolve()
+    own = TrainConfig(dataset="cub2011", recipe="paper", arch="small-cnn", crop_gt=False,
+                      image_size=32, epochs=2).resolve()
     assert (own.weights, own.reduced_strides, own.transforms, own.epochs) == (
         "none", False, "resize-crop", 2)
-    with pytest.raises(QPMError, match="Recipe paper is for the natural-image datasets"):
-        TrainConfig(recipe="paper").resolve()
     with pytest.raises(QPMError, match="Unknown recipe 'fast'"):
         TrainConfig(recipe="fast").resolve()
+
+
+@pytest.mark.parametrize(("dataset", "arch", "weights", "on_disk", "expected"), [
+    ("imagefolder", "small-cnn", None, True, "scratch"),  # the digits folder
+    ("imagefolder", None, "none", True, "scratch"),
+    ("imagefolder", "timm:resnet18", None, True, "scratch"),
+    ("imagefolder", None, None, False, "scratch"),  # pretrained weights not on disk
+    ("imagefolder", "resnet18", None, False, "scratch"),
+    ("imagefolder", None, None, True, "paper"),  # pretrained weights on disk
+    ("imagefolder", None, "IMAGENET1K_V1", False, "paper"),  # asked for: fine-tune them
+    ("cub2011", None, None, False, "paper"),  # the paper's datasets keep paper
+    ("cub2011", "small-cnn", None, True, "scratch"),
+    ("stanford-cars", "resnet50", "none", True, "scratch"),
+    ("mnist-5k", None, None, True, "scratch"),
+    ("digits", "resnet18", "IMAGENET1K_V1", True, "paper"),
+])
+def test_the_starting_point_chooses_the_recipe(dataset, arch, weights, on_disk, expected):
+    from qpm.run_folder.recipes import choose_recipe
+
+    choice = choose_recipe(dataset, arch, weights, lambda a, w: on_disk)
+    assert choice.name == expected and choice.reason
+    cfg = TrainConfig(dataset=dataset, arch=arch, weights=weights).resolve(lambda a, w: on_disk)
+    assert cfg.recipe == expected
+    assert cfg.flip is (expected == "paper")  # the from-scratch recipe never flips
+    assert cfg.arch == arch or (arch is None and cfg.arch == (
+        "small-cnn" if expected == "scratch" else "resnet50"))
+
+
+def test_every_recipe_fits_every_dataset():
+    from qpm.data import dataset_names
+    from qpm.data.transforms import parse
+    from qpm.run_folder.recipes import recipe_names
+
+    for dataset in dataset_names():
+        for recipe in recipe_names():
+            cfg = TrainConfig(dataset=dataset, recipe=recipe).resolve()
+            geo, augment, flip = parse(cfg.transforms)
+            assert (augment, flip) == ({"paper": ("reference", True)}.get(
+                cfg.recipe, ("affine", False)))
+            assert geo == ("digits" if dataset in ("mnist-5k", "digits") else geo)
+    # the digits through the reference's PIL transforms (paper on a digit set), and flips
+    paper_digits = build_data("digits", None, 32, transforms="digits+reference+flip")
+    x, _ = paper_digits.train[0]
+    assert x.shape == (1, 32, 32) and x.dtype == torch.float32
+    assert any(isinstance(t, T.RandomHorizontalFlip) for t in paper_digits.train.transform
+               .transforms)
+    flipped = build_data("digits", None, 16, transforms="digits+affine+flip")
+    assert flipped.train.transform.flip and not flipped.test.transform.flip
+    with pytest.raises(QPMError, match="do not fit dataset digits"):
+        build_data("digits", None, 16, transforms="square")
+
+
+def test_scratch_on_an_image_folder_does_not_flip_unless_asked(tiny_imagefolder):
+    scratch = TrainConfig(dataset="imagefolder", arch="small-cnn").resolve()
+    assert scratch.transforms == "resize-crop+affine+noflip"
+    ops = _ops(build_data("imagefolder", tiny_imagefolder, 32,
+                          transforms=scratch.transforms).train.transform)
+    assert [type(t) for t in ops] == [T.Resize, T.CenterCrop, T.RandomAffine, T.ToTensor,
+                                      T.Normalize]
+    flips = TrainConfig(dataset="imagefolder", arch="small-cnn", flip=True).resolve()
+    assert T.RandomHorizontalFlip in [type(t) for t in _ops(build_data(
+        "imagefolder", tiny_imagefolder, 32, transforms=flips.transforms).train.transform)]
+    # the paper's recipe without its flip (text in natural images), and no augmentation
+    paper = TrainConfig(dataset="cub2011", flip=False).resolve()
+    assert paper.transforms == "square+reference+noflip"
+    assert "no flip" in describe(paper) and "flip," not in describe(paper)
+    plain = TrainConfig(dataset="imagefolder", arch="small-cnn", augment="none").resolve()
+    assert [type(t) for t in _ops(build_data("imagefolder", tiny_imagefolder, 32,
+                                             transforms=plain.transforms).train.transform)] == [
+        T.Resize, T.CenterCrop, T.ToTensor, T.Normalize]
+    with pytest.raises(QPMError, match="Unknown augmentation 'wild'"):
+        TrainConfig(augment="wild").resolve()
+
+
+def test_a_run_prints_and_records_its_recipe(trained_run):
+    config = json.loads((trained_run / "config.json").read_text())
+    assert (config["recipe"], config["augment"], config["flip"], config["transforms"]) == (
+        "scratch", "affine", False, "resize-crop+affine+noflip")
 
 
 def test_skipping_dense_training_takes_the_pretrained_classifier(tmp_path):

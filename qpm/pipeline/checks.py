@@ -1,6 +1,7 @@
 """What ``qpm train`` checks before any training: the data readable, the weights there, the
 sizes possible, the preset known (argparse checks the solver name); each a one-line error
-naming the fix."""
+naming the fix. It also chooses n when it is not given, since that needs the number of
+classes and the backbone's features."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from qpm.pipeline.stages import RunContext
 from qpm.run_folder.config import TrainConfig
 
 
-def check_before_training(cfg: TrainConfig, ctx: RunContext) -> None:
-    """Cheap checks before any training: data readable, feature counts possible."""
+def check_before_training(cfg: TrainConfig, ctx: RunContext) -> TrainConfig:
+    """Cheap checks before any training: data readable, feature counts possible. Returns
+    ``cfg`` with n chosen (:meth:`TrainConfig.sized`) when it was not given."""
     from math import comb
 
     from qpm.models.backbones import check_weights
@@ -25,6 +27,11 @@ def check_before_training(cfg: TrainConfig, ctx: RunContext) -> None:
         raise QPMError("--no-dense-training uses the pretrained model as the dense model, but "
                        "no weights are given.", "Pass --weights (e.g. IMAGENET1K_V1).")
     n_total = _probe_backbone(cfg, data.in_channels)
+    if cfg.n_features is None:
+        cfg = cfg.sized(data.num_classes, n_total)
+        ctx.log(f"n = {cfg.n_features} features (--n-features not given: 50, but at most "
+                f"{data.num_classes} classes x k={cfg.per_class} and the {n_total} features "
+                f"of {cfg.arch})")
     if cfg.n_features > n_total:
         raise QPMError(f"--n-features {cfg.n_features} is larger than the {n_total} "
                        f"features of {cfg.arch}.", f"Use --n-features {n_total} or fewer.")
@@ -39,6 +46,7 @@ def check_before_training(cfg: TrainConfig, ctx: RunContext) -> None:
             raise QPMError(
                 f"{data.num_classes} classes cannot get distinct sets of {cfg.per_class} of "
                 f"{cfg.n_features} features.", "Raise --n-features or --per-class.")
+    return cfg
 
 
 def _probe_backbone(cfg: TrainConfig, in_channels: int) -> int:

@@ -108,10 +108,17 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
     ``force`` names a stage to recompute with every later one; ``on_epoch_end(stage, epochs
     done)`` runs after each training epoch; ``glm`` is the baselines' glm-saga settings.
     """
-    cfg = config.resolve()
-    dctx = dist.get_context(cfg.device)
+    from qpm.models.backbones import weights_on_disk
+    from qpm.run_folder.recipes import choose_recipe
+
+    dctx = dist.get_context(config.device)
     if not dctx.is_main:
         log = _quiet
+    if config.recipe is None:  # the starting point chooses it; say which and why
+        choice = choose_recipe(config.dataset, config.arch, config.weights, weights_on_disk)
+        log(f"recipe {choice.name}: {choice.reason} (--recipe to choose another)")
+        config = replace(config, recipe=choice.name)
+    cfg = config.resolve()
     stages = pipeline_stages(cfg)
     names = [s.name for s in stages]
     if force is not None and force not in names:
@@ -120,7 +127,7 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
     run_dir = Path(cfg.run_dir)
     ctx = RunContext(cfg, run_dir, log, on_epoch_end, glm)
     dist.per_process_batch(cfg.batch_size, dctx.world_size)  # fail before any work
-    check_before_training(cfg, ctx)
+    cfg = ctx.config = check_before_training(cfg, ctx)
     lock = rf.RunLock(run_dir)
     # Rank 0 holds the lock; every rank must learn of a refusal (else collectives hang).
     refused = None

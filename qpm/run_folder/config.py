@@ -1,7 +1,8 @@
 """The run configuration: one dataclass, resolved against a recipe, saved as JSON.
 
-``None`` means "the recipe's value" (:mod:`qpm.run_folder.recipes`; each dataset has a default
-recipe); :func:`resolve` fills them in so config.json always records the values actually used.
+``None`` means "the recipe's value" (:mod:`qpm.run_folder.recipes`; the starting point chooses
+the recipe); :func:`resolve` fills them in, and :func:`TrainConfig.sized` the number of
+features once the classes are known, so config.json always records the values actually used.
 Which fields a stage depends on is declared next to the stages (:mod:`qpm.pipeline.stages`);
 only those are compared when a run folder is re-used.
 """
@@ -9,6 +10,7 @@ only those are compared when a run folder is re-used.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,12 @@ MAX_IMAGE_SIZE = 2048
 class TrainConfig:
     dataset: str = "mnist-5k"
     data_root: str | None = None
-    recipe: str | None = None  # None: the dataset's (paper for natural images, offline digits)
+    recipe: str | None = None  # None: chosen by the starting point (recipes.choose_recipe)
     crop_gt: bool | None = None
     image_size: int | None = None
-    transforms: str | None = None  # derived from dataset and crop (qpm.data.transforms)
+    augment: str | None = None  # training augmentation: reference, affine or none
+    flip: bool | None = None  # horizontal flips in training
+    transforms: str | None = None  # derived from dataset, crop, augment, flip (data.transforms)
     arch: str | None = None
     weights: str | None = None
     reduced_strides: bool | None = None  # ResNets: stride 1 in layer3 and layer4
@@ -37,7 +41,7 @@ class TrainConfig:
     solver: str = DEFAULT_SOLVER
     preset: str = "qpm"
     tau_rule: str = "paper"  # how the redundancy threshold is chosen (qpm.assignment.redundancy)
-    n_features: int = 50
+    n_features: int | None = None  # None: limits.default_n_features for the classes (sized)
     per_class: int = 5
     time_limit: float | None = None  # None: qpm.assignment.limits' default for the size
     mip_gap: float = 1e-4
@@ -85,15 +89,20 @@ class TrainConfig:
                                f"{json_repr(value)}.", fix)
         return cls(**data)
 
-    def resolve(self) -> TrainConfig:
+    def resolve(self, weights_on_disk: Callable[[str, str], bool] | None = None
+                ) -> TrainConfig:
         """Fill the recipe's values in and check them; the result has no None left except
-        ``time_limit`` and ``data_root``."""
+        ``time_limit``, ``data_root`` and ``n_features`` (see :meth:`sized`). Without a
+        recipe, the starting point chooses it (``weights_on_disk``: see
+        :func:`~qpm.run_folder.recipes.choose_recipe`)."""
         from qpm.data import get_dataset
-        from qpm.data.transforms import transform_name
-        from qpm.run_folder.recipes import get_recipe
+        from qpm.data.transforms import AUGMENTS, transform_name
+        from qpm.run_folder.recipes import choose_recipe, get_recipe
 
         spec = get_dataset(self.dataset)
-        recipe = get_recipe(self.recipe, self.dataset)
+        name = self.recipe or choose_recipe(self.dataset, self.arch, self.weights,
+                                            weights_on_disk).name
+        recipe = get_recipe(name, self.dataset)
         updates: dict[str, Any] = {k: v for k, v in recipe.schedule.items()
                                    if getattr(self, k) is None}
         updates["recipe"] = recipe.name
@@ -101,17 +110,33 @@ class TrainConfig:
         weights, reduced = recipe.backbone(arch)
         for name, value in (("arch", arch), ("weights", weights), ("reduced_strides", reduced),
                             ("crop_gt", recipe.crop_gt), ("image_size", recipe.image_size),
-                            ("dense_training", recipe.dense_training)):
+                            ("dense_training", recipe.dense_training),
+                            ("augment", recipe.augment), ("flip", recipe.flip)):
             if getattr(self, name) is None:
                 updates[name] = value
+        augment = self.augment or recipe.augment
+        if augment not in AUGMENTS:
+            raise QPMError(f"Unknown augmentation {json_repr(augment)}.",
+                           f"Choose one of: {', '.join(AUGMENTS)}.")
         crop = self.crop_gt if self.crop_gt is not None else recipe.crop_gt
-        updates["transforms"] = transform_name(spec.kind, spec.name, bool(crop))
+        flip = self.flip if self.flip is not None else recipe.flip
+        updates["transforms"] = transform_name(spec.kind, spec.name, bool(crop), augment, flip)
         if self.run_dir is None:
             folder = arch.replace(":", "_").replace("/", "_")
             updates["run_dir"] = str(Path("runs") / self.dataset / folder / str(self.seed))
         cfg = replace(self, **updates)
         cfg.validate()
         return cfg
+
+    def sized(self, num_classes: int, n_total: int) -> TrainConfig:
+        """With ``n_features`` chosen for ``num_classes`` classes and a backbone of
+        ``n_total`` features when it is not given (never more than can be used)."""
+        if self.n_features is not None:
+            return self
+        from qpm.assignment.limits import default_n_features
+
+        return replace(self, n_features=default_n_features(num_classes, self.per_class,
+                                                           n_total))
 
     def validate(self) -> None:
         """One line per impossible value, before any work: every number finite and in range."""
@@ -164,6 +189,44 @@ class TrainConfig:
     def fingerprint(self, names: tuple[str, ...]) -> dict[str, Any]:
         """The values of ``names``: what a finished stage is compared by."""
         return {n: getattr(self, n) for n in names}
+
+
+# Not taken from a run folder's config.json by a re-run: where and how this process runs, and
+# the one-off --assignment input (its n, k and preset are recorded and re-used).
+RUNTIME_FIELDS = ("device", "workers", "run_dir", "assignment")
+
+
+def rerun_settings(folder: str | Path, given: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The settings of a re-run of ``folder``: the values ``given`` on the command line, and
+    for everything else those its config.json records, so only what is given can differ
+    (as make re-uses its cache key). A given ``--recipe`` other than the recorded one brings
+    its own values for what the recipe decides, a given ``--arch`` its own weights and strides.
+    Returns the settings and a line saying what was re-used ("" for a new folder)."""
+    from qpm.io import ArtifactError, read_json
+    from qpm.run_folder.names import CONFIG
+    from qpm.run_folder.recipes import ALIASES, RECIPE_FIELDS
+
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        return dict(given), ""
+    try:
+        recorded = TrainConfig.from_dict(read_json(path)).to_dict()
+    except (QPMError, ArtifactError) as exc:
+        return dict(given), (f"{path} is unreadable ({exc.problem}); the command line and the "
+                             "defaults decide every setting")
+    if given.get("dataset", recorded["dataset"]) != recorded["dataset"]:
+        return dict(given), ""  # other data: nothing of this folder applies (data.json says so)
+    drop = {*RUNTIME_FIELDS, "transforms"}
+    if "recipe" in given and (ALIASES.get(given["recipe"], given["recipe"])
+                              != ALIASES.get(recorded["recipe"], recorded["recipe"])):
+        drop |= set(RECIPE_FIELDS)
+    if given.get("arch", recorded["arch"]) != recorded["arch"]:
+        drop |= {"weights", "reduced_strides"}
+    settings = {k: v for k, v in recorded.items() if k not in drop and k not in given}
+    flags = [_flag(k) for k in given if k not in RUNTIME_FIELDS]
+    line = (f"re-running {path.parent}: the settings not given come from its {CONFIG}"
+            + (f" (given: {', '.join(flags)})" if flags else ""))
+    return {**settings, **given}, line
 
 
 def describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -1,16 +1,25 @@
 """Recipes: everything ``qpm train`` uses for what the command line leaves open.
 
-``paper`` reproduces the QPM reference implementation's settings per dataset (``main.py``,
-``configs/``, ``get_data.py``): ResNet-50 from the torchvision ImageNet weights IMAGENET1K_V1,
-stride 1 in layer3 and layer4 (28 x 28 maps at 224 px), CUB and TravelingBirds cropped to
-their boxes, 224 px, the reference's transforms and schedules; ImageNet skips dense training
-and fine-tunes the pretrained model. ``offline`` is the CPU-sized recipe of the digit sets:
-a small CNN from scratch with a short schedule. A value given on the command line (or in the
-config) always wins over the recipe's.
+Two recipes, for the two starting points a backbone can have:
+
+- ``paper`` fine-tunes a pretrained backbone with the QPM reference implementation's settings
+  (``main.py``, ``configs/``, ``get_data.py``): ResNet-50 from the torchvision ImageNet weights
+  IMAGENET1K_V1, stride 1 in layer3 and layer4 (28 x 28 maps at 224 px), CUB and
+  TravelingBirds cropped to their boxes, 224 px, the reference's transforms (with horizontal
+  flips) and schedules; ImageNet skips dense training and fine-tunes the pretrained model.
+- ``scratch`` trains a backbone from scratch: a small CNN, a short schedule with a larger
+  learning rate, and an augmentation that never changes what an image shows (a small random
+  rotation, zoom and shift; no flip, which would turn a "b" into a "d"). ``offline``, its
+  name before, is accepted for it.
+
+Which one applies when ``--recipe`` is not given follows from the starting point
+(:func:`choose_recipe`), not from the dataset's name. A value given on the command line (or in
+the config) always wins over the recipe's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qpm.errors import QPMError
@@ -30,8 +39,9 @@ IMAGENET_SCHEDULE: dict[str, float | int] = {
     **PAPER_SCHEDULE, "epochs": 0, "batch_size": 64,
     "ft_lr": PAPER_SCHEDULE["lr"] * PAPER_SCHEDULE["gamma"] ** ((150 - 30) // 30),
 }
-# The offline digit sets train a small CNN from scratch: short, with a larger learning rate.
-OFFLINE_SCHEDULE: dict[str, float | int] = {
+# From scratch (the small CNN on the digit sets, 12 + 6 epochs on a CPU): short, with a larger
+# learning rate.
+SCRATCH_SCHEDULE: dict[str, float | int] = {
     "epochs": 12, "lr": 0.05, "classifier_lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
     "step_size": 5, "gamma": 0.4, "batch_size": 64,
     "ft_epochs": 6, "ft_lr": 0.005, "ft_momentum": 0.9, "ft_weight_decay": 5e-4,
@@ -39,6 +49,10 @@ OFFLINE_SCHEDULE: dict[str, float | int] = {
 }
 PAPER_WEIGHTS = "IMAGENET1K_V1"  # the reference loads torchvision's original ResNet weights
 CROPPED = ("cub2011", "travelingbirds")  # the reference's --cropGT default applies to these
+ALIASES = {"offline": "scratch"}  # earlier names, still accepted (and recorded in old folders)
+# What a recipe decides (besides the schedule): a re-run that changes the recipe re-decides it.
+RECIPE_FIELDS = ("arch", "weights", "reduced_strides", "crop_gt", "image_size",
+                 "dense_training", "augment", "flip", *PAPER_SCHEDULE)
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,8 @@ class Recipe:
     image_size: int
     dense_training: bool  # False: use the pretrained model (and its classifier) as dense model
     schedule: dict[str, float | int] = field(default_factory=dict)
+    augment: str = "reference"  # the training augmentation (qpm.data.transforms.AUGMENTS)
+    flip: bool = True  # horizontal flips in training
 
     def backbone(self, arch: str) -> tuple[str, bool]:
         """(weights, reduced strides) for ``arch``: the recipe's for the torchvision ResNets,
@@ -61,35 +77,70 @@ class Recipe:
 
 
 def paper(dataset: str, kind: str, image_size: int) -> Recipe:
-    if kind != "natural":
-        raise QPMError(f"Recipe paper is for the natural-image datasets, not {dataset}.",
-                       "Use --recipe offline (the default) for the digit sets.")
     imagenet = dataset == "imagenet"
     return Recipe("paper", "resnet50", PAPER_WEIGHTS, True, dataset in CROPPED, 224,
                   dense_training=not imagenet,
                   schedule=dict(IMAGENET_SCHEDULE if imagenet else PAPER_SCHEDULE))
 
 
-def offline(dataset: str, kind: str, image_size: int) -> Recipe:
-    if kind != "digits":
-        raise QPMError(f"Recipe offline is for the digit sets, not {dataset}.",
-                       "Use --recipe paper (the default) for natural images.")
-    return Recipe("offline", "small-cnn", "none", False, False, image_size, True,
-                  dict(OFFLINE_SCHEDULE))
+def scratch(dataset: str, kind: str, image_size: int) -> Recipe:
+    return Recipe("scratch", "small-cnn", "none", False, dataset in CROPPED, image_size, True,
+                  dict(SCRATCH_SCHEDULE), augment="affine", flip=False)
 
 
-RECIPES = {"paper": paper, "offline": offline}
+RECIPES = {"scratch": scratch, "paper": paper}
+
+
+def recipe_names() -> list[str]:
+    return [*RECIPES, *ALIASES]
 
 
 def get_recipe(name: str | None, dataset: str) -> Recipe:
-    """Recipe ``name`` (None: the dataset's default) for ``dataset``."""
+    """Recipe ``name`` (None: the one :func:`choose_recipe` picks without looking at the
+    disk) for ``dataset``; every recipe applies to every dataset."""
     from qpm.data import get_dataset
 
     spec = get_dataset(dataset)
-    name = spec.recipe if name is None else name
+    if name is None:
+        name = choose_recipe(dataset, None, None).name
+    name = ALIASES.get(name, name)
     if name not in RECIPES:
         raise QPMError(f"Unknown recipe {name!r}.", f"Choose one of: {', '.join(RECIPES)}.")
     return RECIPES[name](dataset, spec.kind, spec.image_size)
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    reason: str
+
+
+def choose_recipe(dataset: str, arch: str | None, weights: str | None,
+                  weights_on_disk: Callable[[str, str], bool] | None = None) -> Choice:
+    """The recipe for a starting point: ``scratch`` for a backbone trained from scratch
+    (``--weights none``, an architecture without pretrained weights such as small-cnn or
+    timm, or -- for a dataset that is not one of the paper's -- pretrained weights that are
+    not on disk), ``paper`` for a pretrained one. The paper's datasets keep ``paper`` when
+    no flag says otherwise (their weights are downloaded where the network allows).
+    ``weights_on_disk(arch, weights)`` tells whether named weights need no download (None:
+    assume they do)."""
+    from qpm.data import get_dataset
+
+    default = get_dataset(dataset).recipe
+    if arch is not None and not arch.startswith("resnet"):
+        return Choice("scratch", f"{arch} starts from scratch")
+    if weights in ("none", ""):
+        return Choice("scratch", "--weights none starts from scratch")
+    if weights is not None:
+        return Choice("paper", f"fine-tuning the pretrained weights {weights}")
+    if default != "auto":
+        return Choice(ALIASES.get(default, default), f"the default for {dataset}")
+    arch = arch or paper(dataset, "natural", 224).arch
+    if weights_on_disk is not None and weights_on_disk(arch, PAPER_WEIGHTS):
+        return Choice("paper", f"fine-tuning {arch} from its {PAPER_WEIGHTS} weights, which "
+                      "are on disk")
+    return Choice("scratch", f"no pretrained {arch} weights on disk; --recipe paper downloads "
+                  f"and fine-tunes them")
 
 
 def describe(cfg) -> str:

@@ -103,7 +103,8 @@ class RunContext:
     def data(self) -> DataBundle:
         if self._data is None:
             c = self.config
-            self._data = build_data(c.dataset, c.data_root, c.image_size, c.crop_gt)
+            self._data = build_data(c.dataset, c.data_root, c.image_size, c.crop_gt,
+                                    c.transforms)
         return self._data
 
     def features(self) -> dict[str, np.ndarray]:

@@ -90,7 +90,7 @@ def _problem(ctx: RunContext, tau: float | None = None):
 
 
 def run_assignment(ctx: RunContext) -> dict[str, Any]:
-    from qpm.assignment.limits import default_time_limit
+    from qpm.assignment.limits import default_time_limit, time_limit_line
     from qpm.assignment.solving import solve
 
     c = ctx.config
@@ -98,10 +98,7 @@ def run_assignment(ctx: RunContext) -> dict[str, Any]:
     limit = c.time_limit
     if limit is None:
         limit = default_time_limit(problem.n_total, problem.n_classes)
-        if limit is not None:
-            ctx.log(f"assignment: no --time-limit given: using {limit:.0f} s for this "
-                    f"{problem.n_total} x {problem.n_classes} problem (pass --time-limit to "
-                    "change it)")
+        ctx.log("assignment: " + time_limit_line(limit, problem.n_total, problem.n_classes))
     result = solve(problem, solver=c.solver, time_limit=limit, mip_gap=c.mip_gap,
                    strict_solver=c.strict_solver)
     if result.matrix is None or not result.selected_features:
