@@ -65,6 +65,37 @@ def test_local_weights_file_round_trip(tmp_path):
         create_backbone("small-cnn", weights=str(tmp_path / "foreign.pth"))
 
 
+def test_weights_of_another_architecture_are_refused_naming_the_keys(tmp_path):
+    import torchvision
+
+    r34 = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), r34)
+    # resnet18's tensors are all in resnet34's file: the extra blocks were dropped silently
+    with pytest.raises(QPMError, match=r"do not fit resnet18: tensors unexpected \d+ "
+                       r"\(layer1\.2\.conv1\.weight, "):
+        create_backbone("resnet18", weights=str(r34))
+    r18 = tmp_path / "resnet18.pth"
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, r18)
+    with pytest.raises(QPMError, match=r"do not fit resnet34: tensors missing \d+ "):
+        create_backbone("resnet34", weights=str(r18))
+    # torchvision's older files lack BatchNorm's batch counters: still the same network
+    old = tmp_path / "old.pth"
+    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, old)
+    create_backbone("resnet18", weights=str(old), num_classes=3)
+    resized = dict(state, **{"layer4.1.bn2.weight": torch.ones(7)})
+    torch.save(resized, tmp_path / "resized.pth")
+    with pytest.raises(QPMError, match=r"of another shape 1 \(layer4\.1\.bn2\.weight\)"):
+        create_backbone("resnet18", weights=str(tmp_path / "resized.pth"))
+    # a small-cnn saved by qpm (dense.pt's layout: body., classifier.) loads into a small-cnn
+    from qpm.models.checkpoint import model_state
+
+    small = create_backbone("small-cnn", in_channels=1, num_classes=4)
+    torch.save(model_state(small, 1, False), tmp_path / "dense.pt")
+    again = create_backbone("small-cnn", weights=str(tmp_path / "dense.pt"), in_channels=1)
+    torch.testing.assert_close(again.body.layers[0].weight, small.body.layers[0].weight)
+
+
 def test_named_weights_without_network_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache: a download would be needed
 
