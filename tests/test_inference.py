@@ -223,6 +223,61 @@ def test_predict_and_explain_commands_on_the_default_run(mnist_run, mnist_test, 
     assert len(err) == 2 and "does not exist" in err[0] and "is a folder" in err[1]
 
 
+def test_predict_flags_inputs_unlike_the_training_images(mnist_run, mnist_test, tmp_path,
+                                                        capsys):
+    # The case: a colour photo through a digits model was a digit at p=1.0, no word.
+    _, _, raw = mnist_test
+    folder = tmp_path / "inputs"
+    digits = _export(raw[:3], folder)
+    rng = np.random.default_rng(0)
+    photo = (rng.random((480, 640, 3)) * 255).astype(np.uint8)
+    photo[..., 0] = np.linspace(0, 255, 640, dtype=np.uint8)  # a colour gradient
+    Image.fromarray(photo).save(folder / "photo.png")
+    Image.fromarray(255 - raw[3]).save(folder / "inverted.png")  # black ink on white
+    out = tmp_path / "p.csv"
+    capsys.readouterr()
+    assert main(["predict", str(mnist_run), str(folder), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    rows = {Path(r["path"]).name: r["input_warning"] for r in csv.DictReader(out.open())}
+    assert [rows[p.name] for p in digits] == ["", "", ""]  # digits like the training ones
+    assert rows["photo.png"].startswith("size 640x480 (training: 28x28); colour (training: "
+                                        "greyscale); brightness ")
+    assert rows["inverted.png"].startswith("brightness 0.8")
+    assert "2 of 5 images differ from the training images" in capsys.readouterr().err
+    model = qpm.load(mnist_run, device="cpu")
+    assert model.predict([raw[0], photo]).warnings[1][0] == "size 640x480 (training: 28x28)"
+    assert model.predict(mnist_test[0][:2]).warnings == [[], []]  # transformed: not judged
+
+
+def test_predict_lists_broken_images_and_predicts_the_rest(mnist_run, mnist_test, tmp_path,
+                                                           capsys):
+    _, _, raw = mnist_test
+    folder = tmp_path / "mixed"
+    good = _export(raw[:3], folder)
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    (folder / "truncated.png").write_bytes(good[0].read_bytes()[:40])
+    out = tmp_path / "p.csv"
+    capsys.readouterr()
+    code = main(["predict", str(mnist_run), str(folder), "--out", str(out), "--device", "cpu",
+                 "--explain", str(tmp_path / "why")])
+    err = capsys.readouterr().err
+    assert code == 3  # some images failed; the others are predicted (README: exit codes)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"] for r in rows] == [str(p) for p in good]
+    assert sorted(p.name for p in (tmp_path / "why").iterdir()) == [
+        "0000.png", "0001.png", "0002.png"]
+    assert "2 of 5 images could not be read and were not predicted (exit code 3)" in err
+    assert f"  {folder / 'broken.png'}: Cannot read image" in err
+    assert f"  {folder / 'truncated.png'}: Cannot read image" in err
+    # nothing readable at all: one line, exit code 2
+    only_broken = tmp_path / "broken"
+    only_broken.mkdir()
+    (only_broken / "a.png").write_bytes(b"junk")
+    assert main(["predict", str(mnist_run), str(only_broken), "--device", "cpu"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()
+    assert len(last) == 1 and "None of the 1 images could be read" in last[0]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_cub_page_in_headless_chromium(cub_qpm_run, tmp_path):
     out = tmp_path / "page"

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from qpm.commands._common import add_variant_argument
 
-COLUMNS = ("path", "class_index", "class", "probability", "features")
+COLUMNS = ("path", "class_index", "class", "probability", "features", "input_warning")
+# Exit code when some images could not be read and the others were predicted.
+SOME_FAILED = 3
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,8 +22,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Classify image files (folders are searched recursively) with a run "
         "folder's model, using the run's own test transform. Prints one CSV row per image "
         "(path, class index, class name, probability, and the predicted class's features "
-        "with their activations, largest contribution first), or writes it to --out. "
-        "--explain DIR also writes a local-explanation figure per image.",
+        "with their activations, largest contribution first, and how the image differs from "
+        "the training images, if it does: size, colour or brightness), or writes it to --out. "
+        "--explain DIR also writes a local-explanation figure per image. Images that cannot "
+        f"be read are listed and the others predicted; the exit code is then {SOME_FAILED}.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by qpm train")
     p.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+",
@@ -32,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="CSV", help="write the predictions here (default: stdout)")
     p.add_argument("--explain", metavar="DIR",
                    help="write DIR/NNNN.png, a local explanation of image NNNN (CSV order)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return p
 
@@ -71,12 +75,12 @@ def run(args: argparse.Namespace) -> int:
     _check_output(explain_dir, is_dir=True)
     files = find_images(args.images)
     model = load(args.run_dir, args.model_type, args.device, variant=args.variant)
-    pred = model.predict(files, batch_size=args.batch_size)
+    pred = model.predict(files, batch_size=args.batch_size, skip_unreadable=True)
     figures = {}
     if explain_dir is not None:
         explain_dir.mkdir(parents=True, exist_ok=True)
-        width = max(4, len(str(len(files))))
-        for i, f in enumerate(files):
+        width = max(4, len(str(len(pred))))
+        for i, f in enumerate(pred.sources):
             figures[i] = model.explain(f).save(explain_dir / f"{i:0{width}d}.png")
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     for i in range(len(pred)):
         feats = "; ".join(f"{f.name} ({f.activation:.3g})" for f in pred.features[i])
         row = [printable(pred.sources[i]), int(pred.classes[i]), printable(pred.names[i]),
-               f"{pred.confidence[i]:.4f}", feats]
+               f"{pred.confidence[i]:.4f}", feats, "; ".join(pred.warnings[i])]
         writer.writerow(row + ([printable(figures[i])] if figures else []))
     if out is None:
         sys.stdout.write(buf.getvalue())
@@ -92,4 +96,24 @@ def run(args: argparse.Namespace) -> int:
         atomic_write(out, lambda fh: fh.write(buf.getvalue()), mode="w")
         print(f"{len(pred)} predictions written to {printable(out)}"
               + (f"; explanations in {printable(explain_dir)}" if figures else ""))
-    return 0
+    return _report(pred)
+
+
+def _report(pred) -> int:
+    """Warnings for inputs unlike the training images and for unread files; the exit code."""
+    from qpm import logs
+    from qpm.text import printable
+
+    log = logs.get("predict")
+    unlike = sum(1 for w in pred.warnings if w)
+    if unlike:
+        log.warning(f"{unlike} of {len(pred)} images differ from the training images (size, "
+                    "colour or brightness): their predictions may mean little; see the "
+                    "input_warning column")
+    if not pred.failed:
+        return 0
+    log.warning(f"{len(pred.failed)} of {len(pred) + len(pred.failed)} images could not be "
+                f"read and were not predicted (exit code {SOME_FAILED}):")
+    for path, why in pred.failed:
+        log.warning(f"  {printable(path)}: {printable(why)}")
+    return SOME_FAILED

@@ -2,19 +2,23 @@
 
 Files and PIL images go through the run's own test transform, exactly as the test set did
 during training; a tensor is taken as already transformed (what ``model.transform`` or the
-run's data loaders produce).
+run's data loaders produce). Each image's size, colour and brightness before the transform
+come along (:mod:`qpm.data.profile`), so an input unlike the training images can be flagged;
+with ``skip_unreadable`` a file that cannot be read is listed instead of ending the batch.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from qpm.data.images import IMAGE_EXTENSIONS, as_rgb, read_rgb
+from qpm.data.profile import ImageStats, image_stats
 from qpm.errors import QPMError
 from qpm.text import printable
 
@@ -39,12 +43,6 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def open_image(path: str | os.PathLike, mode: str):
-    """The image at ``path`` in PIL ``mode`` ("L" or "RGB"), read as training reads it
-    (16-bit and float files rescaled); a clear QPMError otherwise."""
-    return read_rgb(Path(path)).convert(mode)
-
-
 def _pil_to_input(img, kind: str, transform: Callable) -> torch.Tensor:
     if kind == "digits":  # the digit sets' transform works on [0, 1] tensors
         x = torch.from_numpy(np.array(img, dtype=np.uint8)).float().div_(255.0)
@@ -53,45 +51,68 @@ def _pil_to_input(img, kind: str, transform: Callable) -> torch.Tensor:
     return transform(img)
 
 
-def to_batch(images, transform: Callable, kind: str, in_channels: int, first: int = 0
-             ) -> tuple[torch.Tensor, list[str]]:
-    """``images`` -> (N, C, H, W) model inputs and where each came from.
+@dataclass
+class Batch:
+    """Model inputs and, per image, where it came from and its stats before the transform
+    (None for a tensor, already transformed); ``failed``: (source, why) of unread files."""
+
+    x: torch.Tensor | None
+    sources: list[str]
+    stats: list[ImageStats | None]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def to_batch(images, transform: Callable, kind: str, in_channels: int, first: int = 0,
+             skip_unreadable: bool = False) -> Batch:
+    """``images`` -> (N, C, H, W) model inputs, where each came from and its stats.
 
     ``images`` is one item or a sequence of: file paths, PIL images, (H, W) or (H, W, 3)
     uint8 arrays, transformed (C, H, W) tensors; or a transformed (N, C, H, W) tensor.
-    In-memory images are named ``<image i>``, counting from ``first``.
+    In-memory images are named ``<image i>``, counting from ``first``. A file that cannot be
+    read is a QPMError, or with ``skip_unreadable`` an entry of ``failed`` (``x`` is None
+    when no image was read).
     """
     from PIL import Image
 
     if isinstance(images, torch.Tensor):
         x = _tensor_batch(images, in_channels)
-        return x, [f"<image {first + i}>" for i in range(x.shape[0])]
+        return Batch(x, [f"<image {first + i}>" for i in range(x.shape[0])],
+                     [None] * x.shape[0])
     if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
         images = [images]
     if not isinstance(images, Sequence) or len(images) == 0:
         raise QPMError("predict needs at least one image.",
                        "Pass file paths, PIL images, uint8 arrays or a tensor batch.")
     mode = "L" if in_channels == 1 else "RGB"
-    batch, sources = [], []
+    batch, out = [], Batch(None, [], [])
     for i, item in enumerate(images, start=first):
         if isinstance(item, (str, os.PathLike)):
-            img, source = open_image(item, mode), str(item)
+            try:
+                rgb, source = read_rgb(Path(item)), str(item)
+            except QPMError as exc:
+                if not skip_unreadable:
+                    raise
+                out.failed.append((str(item), exc.problem))
+                continue
         elif isinstance(item, Image.Image):
             source = f"<image {i}>"
-            img = as_rgb(item, source).convert(mode)
+            rgb = as_rgb(item, source)
         elif isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim in (2, 3):
-            img, source = Image.fromarray(item).convert(mode), f"<image {i}>"
+            rgb, source = Image.fromarray(item), f"<image {i}>"
         elif isinstance(item, torch.Tensor) and item.ndim == 3:
             batch.append(_tensor_batch(item, in_channels)[0])
-            sources.append(f"<image {i}>")
+            out.sources.append(f"<image {i}>")
+            out.stats.append(None)
             continue
         else:
             raise QPMError(f"Cannot use image {i} of type {type(item).__name__}"
                            + (f" {item.dtype}" if isinstance(item, np.ndarray) else "") + ".",
                            "Pass file paths, PIL images, (H, W[, 3]) uint8 arrays or tensors.")
-        batch.append(_pil_to_input(img, kind, transform))
-        sources.append(source)
-    return torch.stack(batch), sources
+        out.stats.append(image_stats(np.asarray(rgb)))
+        batch.append(_pil_to_input(rgb.convert(mode), kind, transform))
+        out.sources.append(source)
+    out.x = torch.stack(batch) if batch else None
+    return out
 
 
 def _tensor_batch(x: torch.Tensor, in_channels: int) -> torch.Tensor:

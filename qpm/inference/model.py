@@ -112,11 +112,14 @@ class QPMModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def predict(self, images, batch_size: int = 64) -> Predictions:
-        """Class, name, probabilities and the predicted class's features for each image.
+    def predict(self, images, batch_size: int = 64, skip_unreadable: bool = False
+                ) -> Predictions:
+        """Class, name, probabilities and the predicted class's features for each image, and
+        how it differs from the training images (``warnings``; see :mod:`qpm.data.profile`).
 
         ``images``: file paths, PIL images, (H, W[, 3]) uint8 arrays (one or a list), or a
-        transformed tensor batch (N, C, H, W).
+        transformed tensor batch (N, C, H, W). ``skip_unreadable``: a file that cannot be
+        read goes to ``failed`` (path, why) instead of stopping the whole call.
         """
         if batch_size < 1:
             raise QPMError(f"batch_size must be positive, got {batch_size}.", "Use e.g. 64.")
@@ -124,15 +127,24 @@ class QPMModel(nn.Module):
             chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
         else:
             chunks = [images]
-        logits, values, sources = [], [], []
+        logits, values, sources, warnings, failed = [], [], [], [], []
         for chunk in chunks:
-            x, src = to_batch(chunk, self.transform, self.kind, self.in_channels,
-                              first=len(sources))
-            for start in range(0, x.shape[0], batch_size):
-                lg, val, _ = self._run(x[start:start + batch_size])
+            batch = to_batch(chunk, self.transform, self.kind, self.in_channels,
+                             first=len(sources) + len(failed), skip_unreadable=skip_unreadable)
+            failed += batch.failed
+            if batch.x is None:
+                continue
+            for start in range(0, batch.x.shape[0], batch_size):
+                lg, val, _ = self._run(batch.x[start:start + batch_size])
                 logits.append(lg.cpu())
                 values.append(val.cpu())
-            sources += src
+            sources += batch.sources
+            warnings += [self.input_warnings(s) for s in batch.stats]
+        if not sources:
+            names = ", ".join(printable(path) for path, _ in failed[:3])
+            raise QPMError(f"None of the {len(failed)} images could be read ({names}"
+                           f"{', ...' if len(failed) > 3 else ''}: {failed[0][1]}).",
+                           "Replace or remove the broken files.")
         lg = torch.cat(logits)
         val = torch.cat(values).numpy().astype(np.float64)
         probs = torch.softmax(lg, dim=1).numpy().astype(np.float64)
@@ -140,13 +152,22 @@ class QPMModel(nn.Module):
         w, sel = self.layer()
         evidence = [self._evidence(int(c), v, w, sel) for c, v in zip(classes, val, strict=True)]
         return Predictions(sources, classes, [self.class_names[c] for c in classes], probs,
-                           lg.numpy(), evidence)
+                           lg.numpy(), evidence, warnings, failed)
+
+    def input_warnings(self, stats) -> list[str]:
+        """How an image (its :class:`~qpm.data.profile.ImageStats`) differs from the training
+        images; nothing for a model file without their profile, or a tensor input."""
+        from qpm.data.profile import InputProfile, differences
+
+        prof = InputProfile.from_dict(self.meta.get("inputs"))
+        return [] if prof is None or stats is None else differences(stats, prof)
 
     def explain(self, image) -> LocalExplanation:
         """The local explanation of one image (a path, PIL image, uint8 array or tensor)."""
         from qpm.explain.figures import displayable
 
-        x, sources = to_batch(image, self.transform, self.kind, self.in_channels)
+        batch = to_batch(image, self.transform, self.kind, self.in_channels)
+        x, sources = batch.x, batch.sources
         if x.shape[0] != 1:
             raise QPMError(f"explain takes one image, got {x.shape[0]}.",
                            "Call explain once per image.")

@@ -61,6 +61,9 @@ class Predictions:
     probabilities: np.ndarray  # (N, C) softmax of the logits
     logits: np.ndarray  # (N, C)
     features: list[list[FeatureEvidence]]  # the predicted class's features, largest part first
+    # per image: how it differs from the training images (size, colour, brightness), if at all
+    warnings: list[list[str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, why): not predicted
 
     def __len__(self) -> int:
         return len(self.sources)

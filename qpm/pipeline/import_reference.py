@@ -149,6 +149,7 @@ def import_reference(checkpoint: str | Path, dataset: str, data_root: str | None
     checkpoint's sizes), data.json, the model file and its stage record."""
     from qpm import run_folder as rf
     from qpm.data import build_data
+    from qpm.data.profile import profile_split
     from qpm.io import write_json
     from qpm.models.checkpoint import model_state
     from qpm.models.torch_files import save_torch
@@ -176,7 +177,7 @@ def import_reference(checkpoint: str | Path, dataset: str, data_root: str | None
     name = ref.model_type
     meta = {"class_names": data.class_names, "dataset": dataset, "image_size": cfg.image_size,
             "imported_from": str(path), "n_features": ref.n_features,
-            "per_class": ref.per_class}
+            "per_class": ref.per_class, "inputs": profile_split(data.train.split).to_dict()}
     if hasattr(ref.model.classifier, "assignment"):
         meta["assignment"] = {str(c): f for c, f in ref.model.classifier.assignment().items()}
     with rf.RunLock(folder, "qpm import-reference"):

@@ -155,9 +155,15 @@ class RunContext:
         return [str(x) for x in self.features()["class_names"].tolist()]
 
     def save_model(self, path: Path, model: Backbone, meta: dict[str, Any]) -> None:
+        """Write a model file; its meta also describes the training images (``inputs``), so
+        that ``qpm predict`` can flag an input unlike them."""
         if self.is_main:
+            from qpm.data.profile import profile_split
+
+            inputs = profile_split(self.data().train.split).to_dict()
             save_torch(path, model_state(model, self.data().in_channels,
-                                         self.config.reduced_strides, meta))
+                                         self.config.reduced_strides,
+                                         {**meta, "inputs": inputs}))
         dist.barrier()
 
     def drop_ckpt(self, stage: str) -> None:
