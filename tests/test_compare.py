@@ -93,6 +93,40 @@ def test_compare_cli_uses_the_recorded_problem_and_writes_three_files(tmp_path, 
     assert ticks and not any("$" in t or "mathdefault" in t for t in ticks), ticks
 
 
+def test_compare_figure_when_every_solver_finishes_at_once():
+    # The unreadable figure: all runs done in a few hundredths of a second, equal
+    # objectives (an offset axis "+7.61183e2", no x ticks, bounds drawn as vertical lines).
+    from qpm.assignment import compare_report
+    from qpm.assignment.compare import Comparison, Row
+    from qpm.text import plain_text
+
+    def row(solver, t, obj=761.18312, bound=761.18312):
+        return Row(solver, "cuts", "optimal", objective=obj, bound=bound, gap=0.0,
+                   first_answer=t, final_answer=t, verified=True,
+                   trace=[(t, "incumbent", obj), (t, "bound", bound)])
+
+    at_once = Comparison([row("highs", 0.02), row("scip", 0.03), row("gurobi", 0.02),
+                          row("greedy", 0.01, bound=None)])
+    with plain_text():
+        fig = compare_report.figure(at_once, "tiny")
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        assert len(ax.patches) == 4  # one bar per run
+        assert ax.xaxis.get_offset_text().get_text() == ""  # no "+7.61183e2"
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["highs", "scip", "gurobi",
+                                                                 "greedy"]
+        texts = [t.get_text() for t in ax.texts]
+        assert texts[0].startswith("objective 761.1831   bound 761.1831   gap 0.000 %")
+        assert len([t for t in ax.get_xticklabels() if t.get_text()]) >= 3
+        # spread over time: incumbent and bound over a log time axis, without an offset
+        spread = Comparison([row("highs", 0.05, obj=700.0), row("scip", 30.0, obj=761.1)])
+        fig = compare_report.figure(spread, "t")
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        assert not ax.patches and ax.get_xscale() == "log"
+        assert ax.yaxis.get_offset_text().get_text() == ""
+
+
 def test_compare_bad_input_is_one_line(tmp_path, capsys):
     p = make_instance("tiny", seed=0)
     sims = save_similarities(tmp_path / "sims.npz", p.A, p.R, p.b)

@@ -93,8 +93,67 @@ def plot(cmp: Comparison, path, title: str = ""):
     plt.close(fig)
 
 
+# A time axis needs the runs' times to spread over more than this factor; when every solver
+# finishes at once (a small problem), a table-like bar figure shows what there is to see.
+AT_ONCE = 10.0
+
+
+def _time_span(cmp: Comparison) -> tuple[float, float] | None:
+    times = [max(t, 1e-2) for r in cmp.rows for t, _, _ in r.trace]
+    times += [max(r.final_answer, 1e-2) for r in cmp.rows if r.final_answer is not None]
+    return (min(times), max(times)) if times else None
+
+
 def figure(cmp: Comparison, title: str = ""):
-    """The figure :func:`plot` saves (call it inside :func:`qpm.text.plain_text`)."""
+    """The figure :func:`plot` saves (call it inside :func:`qpm.text.plain_text`): incumbent
+    and bound over time, or bars per run when every run finished at once."""
+    span = _time_span(cmp)
+    if span is None or span[1] < AT_ONCE * span[0]:
+        return _bars(cmp, title, span)
+    return _over_time(cmp, title)
+
+
+def _title(ax, title: str, right: str) -> None:
+    import textwrap
+
+    ax.set_title(textwrap.fill(printable(title), 90) + "\n" if title else "", fontsize=9,
+                 loc="left")
+    ax.set_title(right, fontsize=9, loc="right")
+
+
+def _bars(cmp: Comparison, title: str, span: tuple[float, float] | None):
+    """One bar per run (its objective) with its proven bound as a black mark and its numbers
+    written out: a table as a figure, no time axis to squeeze."""
+    import matplotlib.pyplot as plt
+
+    rows = cmp.rows
+    fig, ax = plt.subplots(figsize=(12, 1.6 + 0.55 * len(rows)), dpi=110)
+    colours = plt.get_cmap("tab10")
+    values = [v for r in rows for v in (r.objective, r.bound) if v is not None]
+    top = max(values + [0.0])
+    for i, r in enumerate(rows):
+        if r.objective is not None:
+            ax.barh(i, r.objective, height=0.6, color=colours(i % 10))
+        if r.bound is not None:
+            ax.plot([r.bound], [i], marker="|", markersize=22, mew=2.5, color="black")
+        text = (f"objective {_f(r.objective, '.4f')}   bound {_f(r.bound, '.4f')}   gap "
+                f"{_pct(r.gap)} %   {_f(r.final_answer, '.2f')} s   {r.status}")
+        ax.text(top * 1.02 if top > 0 else 0.0, i, text, va="center", fontsize=9)
+    ax.set_yticks(range(len(rows)), [printable(r.label) for r in rows], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(min(values + [0.0]), top * 1.75 if top > 0 else 1.0)
+    ax.set_xticks([t for t in ax.get_xticks() if t <= top])  # none under the numbers
+    ax.set_xlim(min(values + [0.0]), top * 1.75 if top > 0 else 1.0)
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+    ax.set_xlabel("objective (higher is better); black mark: proven bound")
+    when = "" if span is None else f" within {span[1]:.2g} s"
+    _title(ax, title, f"every run finished{when}: no time axis to show")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _over_time(cmp: Comparison, title: str):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -131,11 +190,8 @@ def figure(cmp: Comparison, title: str = ""):
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("seconds since the solve started (log scale)")
     ax.set_ylabel("objective (higher is better)")
-    import textwrap
-
-    ax.set_title(textwrap.fill(printable(title), 90) + "\n" if title else "", fontsize=9,
-                 loc="left")
-    ax.set_title("incumbent (solid), proven bound (dashed)", fontsize=9, loc="right")
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")  # 761.2, not +7.61e2
+    _title(ax, title, "incumbent (solid), proven bound (dashed)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a line
     fig.tight_layout()
