@@ -177,3 +177,63 @@ def test_heatmaps_follow_the_reference_scaling():
     assert out.shape == (4, 4, 3) and out.max() == pytest.approx(1)
     # where the feature is absent the panel is the light-grey image, at its peak the colour
     assert np.allclose(out[0, 0], out[0, 0][0]) and out[3, 3, 0] > out[3, 3, 1]
+
+
+def test_palette_reads_on_white_and_is_never_grey():
+    from qpm.explain.heatmaps import PALETTE
+
+    def luminance(rgb):
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    for rgb in PALETTE:
+        assert 1.05 / (luminance(rgb) + 0.05) >= 4.5, rgb  # WCAG contrast with white
+        assert max(rgb) - min(rgb) >= 0.4, rgb  # a colour, visible on a greyscale image
+    assert len(set(PALETTE)) == len(PALETTE)
+
+
+def test_gallery_keeps_colour_images_in_colour(tmp_path):
+    from PIL import Image
+
+    from qpm.explain.gallery import save_feature_images
+
+    green = np.zeros((8, 8, 3))
+    green[..., 1] = 0.8  # a green image, the feature active in one corner only
+    heat = np.zeros((2, 2))
+    heat[0, 0] = 1.0
+    names = save_feature_images(tmp_path, 3, [green, np.full((8, 8), 0.5)],
+                                [heat, heat], px=8)
+    first = np.asarray(Image.open(tmp_path / names[0])).astype(int)
+    assert first[7, 7, 1] > 150 and first[7, 7, 0] < 30  # where inactive: still green
+    assert first[0, 0, 0] > first[0, 0, 1]  # where active: tinted with the feature's red
+    grey = np.asarray(Image.open(tmp_path / names[1])).astype(int)
+    assert abs(grey[7, 7, 0] - grey[7, 7, 1]) <= 1  # a greyscale image stays grey
+
+
+def test_assignment_figure_has_gridlines_between_cells(tmp_path, monkeypatch):
+    from qpm.explain import figures
+
+    saved = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: saved.setdefault("fig", fig))
+    w, sel = _layer()
+    figures.plot_assignment(w, sel, NAMES, tmp_path / "a.png")
+    ax = saved["fig"].axes[0]
+    assert list(ax.xaxis.get_minorticklocs()) == [-0.5, 0.5, 1.5, 2.5, 3.5]
+    assert list(ax.yaxis.get_minorticklocs()) == [-0.5 + i for i in range(8)]
+    assert all(t.gridline.get_visible() for t in ax.xaxis.get_minor_ticks())
+    assert not any(t.gridline.get_visible() for t in ax.xaxis.get_major_ticks())
+
+
+def test_class_pairs_section_says_why_it_is_empty(tmp_path):
+    from qpm.explain.html import write_index
+
+    w = np.eye(3)  # three classes, one feature each: no two share one
+    expl = explanation_dict(w, np.arange(3), ["a", "b", "c"])
+    page = write_index(tmp_path, expl).read_text()
+    section = page[page.index('<section id="pairs">'):page.index('<section id="features">')]
+    assert "No two classes share a feature" in section
+    # pairs that share features but no figure drawn (--max-figures 0): said as well
+    w2, sel = _layer()
+    page = write_index(tmp_path, explanation_dict(w2, sel, NAMES)).read_text()
+    section = page[page.index('<section id="pairs">'):page.index('<section id="features">')]
+    assert "no comparison figure was drawn" in section and "<figure" not in section

@@ -91,6 +91,11 @@ def plot_assignment(
     cmap = "Greys" if binary else "coolwarm"
     ax.imshow(m, cmap=cmap, vmin=0 if binary else -vmax, vmax=vmax, aspect="auto",
               interpolation="nearest")
+    # Gridlines between the cells, so a row or a column can be followed by eye.
+    ax.set_xticks(np.arange(-0.5, n_c, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, n_f, 1), minor=True)
+    ax.grid(which="minor", color="#b0b0b0", linewidth=0.5 if max(n_c, n_f) < 100 else 0.2)
+    ax.tick_params(which="minor", length=0)
     step_c = max(1, n_c // 60)
     step_f = max(1, n_f // 80)
     ax.set_xticks(range(0, n_c, step_c))

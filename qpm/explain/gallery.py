@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qpm.explain.heatmaps import colour, overlay, scale_maps
+from qpm.explain.heatmaps import colour, scale_maps, tint
 from qpm.io import atomic_write
 
 GALLERY_COLOUR = colour(0)
@@ -20,15 +20,15 @@ THUMB_PX = 128
 
 def save_feature_images(folder: str | Path, feature: int, images: list[np.ndarray],
                         maps: list[np.ndarray], px: int = THUMB_PX) -> list[str]:
-    """``folder/feature_F_R.png`` for each top image (rank R from 1): the image with the
-    feature's map over it, the maps scaled jointly so the images compare directly. Returns
-    the file names."""
+    """``folder/feature_F_R.png`` for each top image (rank R from 1): the image in its own
+    colours, tinted where the feature is active, the maps scaled jointly so the images
+    compare directly. Returns the file names."""
     from PIL import Image
 
     heats = scale_maps(maps, [im.shape[:2] for im in images])
     names = []
     for rank, (image, heat) in enumerate(zip(images, heats, strict=True), start=1):
-        rgb = (np.clip(overlay(image, heat, GALLERY_COLOUR), 0, 1) * 255).round()
+        rgb = (tint(image, heat, GALLERY_COLOUR) * 255).round()
         im = Image.fromarray(rgb.astype(np.uint8))
         scale = px / max(im.size)
         size = (max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale)))

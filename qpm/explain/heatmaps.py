@@ -4,7 +4,8 @@ For one feature shown on several images: each raw map is min-max scaled per imag
 upsampled (bilinear) to the image; it is dimmed by ``sqrt(mean map)`` relative to the most
 active image, so a feature that is barely present on one image does not look as strong as
 on the other; a gamma (3) leaves only the peak regions; the result colours a ramp from white
-to the feature's own colour, blended 70/30 over the greyscale image.
+to the feature's own colour, blended 70/30 over the greyscale image (:func:`overlay`, the
+class comparisons), or tints the image in its own colours (:func:`tint`, the gallery).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from collections.abc import Sequence
 import numpy as np
 
 # One colour per column, in the reference's order (red, green, blue, yellow, magenta,
-# orange) but darker, so that they also read as text on white; later columns go round again.
+# orange) but darker, so that they also read as text on white (contrast 4.5:1 or more, the
+# WCAG's for normal text) and stand out from a greyscale image (no grey); later columns go
+# round again.
 PALETTE: tuple[tuple[float, float, float], ...] = (
-    (0.84, 0.0, 0.0), (0.0, 0.6, 0.0), (0.0, 0.25, 1.0), (0.78, 0.6, 0.0), (0.8, 0.0, 0.8),
-    (0.95, 0.45, 0.0), (0.0, 0.6, 0.65), (0.5, 0.25, 0.05), (0.45, 0.2, 0.75),
-    (0.35, 0.35, 0.35),
+    (0.84, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.25, 1.0), (0.5, 0.42, 0.0), (0.8, 0.0, 0.8),
+    (0.75, 0.3, 0.0), (0.0, 0.45, 0.5), (0.5, 0.25, 0.05), (0.45, 0.2, 0.75),
+    (0.75, 0.0, 0.4),
 )
+TINT_SHARE = 0.6  # the feature colour's share where a gallery image is most active
 GAMMA = 3.0  # the reference's default: only peak regions stay visible
 HEAT_SHARE = 0.7  # the heat map's share in the blend when maps are scaled across images
 RAMP_GAMMA = 1.5  # the reference darkens its white-to-colour ramp with this power
@@ -74,6 +78,17 @@ def greyscale(image: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., 0] * 0.2989 + x[..., 1] * 0.5870 + x[..., 2] * 0.1140
     return x
+
+
+def tint(image: np.ndarray, heat: np.ndarray, rgb: tuple[float, float, float],
+         share: float = TINT_SHARE) -> np.ndarray:
+    """The image in its own colours, tinted towards ``rgb`` where ``heat`` (H, W) in [0, 1]
+    is high: the feature gallery, where a colour image should stay a colour image."""
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim == 2:
+        x = np.repeat(x[..., None], 3, axis=-1)
+    t = np.clip(np.asarray(heat, dtype=np.float64), 0, 1)[..., None] * share
+    return np.clip(x * (1 - t) + t * np.asarray(rgb, dtype=np.float64), 0, 1)
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, rgb: tuple[float, float, float],

@@ -46,7 +46,7 @@ table.matrix a { color: inherit; text-decoration: none; }
 .class-entry ul { list-style: none; padding: 0; margin: 0; }
 .class-entry li { display: flex; align-items: center; gap: .5em; margin: .15em 0; }
 img.thumb { width: 48px; height: 48px; object-fit: cover; border: 1px solid #ddd; }
-.weight { color: #666; font-size: 90%; } .also { color: #777; font-size: 85%; }
+.weight { color: #555; font-size: 90%; } .also { color: #555; font-size: 85%; }
 .pair-list { font-size: 90%; margin: .4em 0 .2em; }
 figure.pair { margin: 1em 0; } figure.pair img { max-width: 100%; border: 1px solid #eee; }
 :target { outline: 3px solid #f0b400; }
@@ -149,6 +149,16 @@ def _pair_figure(p: dict, names: dict[int, str]) -> str:
             f"feature(s); {dist}</figcaption></figure>")
 
 
+def _no_pairs(pairs: list[dict]) -> str:
+    """Why the class-pairs section shows no figure: an empty section says nothing."""
+    if not pairs:
+        return ("No two classes share a feature: each class is recognised by features of its "
+                "own, so there is no pair to compare.")
+    return (f"{len(pairs)} class pair(s) share features, but no comparison figure was drawn "
+            "(qpm explain --max-figures 0, or no correctly classified example image of a "
+            "class); the class cards list the pairs.")
+
+
 def write_index(out_dir: str | Path, explanation: dict, title: str = "",
                 assignment_png: str | None = "assignment.png") -> Path:
     """Write ``out_dir/index.html`` for an :func:`explanation_dict` (with figure paths)."""
@@ -199,7 +209,8 @@ def write_index(out_dir: str | Path, explanation: dict, title: str = "",
               "sharing most): an example image of each, then the features only the first "
               "class uses, the shared ones, and those only the second uses, each in its own "
               "colour where it is active.</p>"]
-    parts += [_pair_figure(p, names) for p in all_pairs if p.get("figure")]
+    drawn = [_pair_figure(p, names) for p in all_pairs if p.get("figure")]
+    parts += drawn or [f"<p>{_e(_no_pairs(all_pairs))}</p>"]
     parts += ['</section><section id="features"><h2>Features</h2><p>For each feature, the '
               "training images that activate it most (class and activation below each), "
               "red where the feature is active: what the feature responds to.</p>",
