@@ -73,7 +73,7 @@ def test_n_defaults_to_what_the_classes_can_use(tiny_imagefolder, tmp_path):
                       image_size=16, per_class=2, run_dir=str(tmp_path / "r")).resolve()
     assert cfg.n_features is None
     lines: list[str] = []
-    sized = check_before_training(cfg, RunContext(cfg, tmp_path / "r", lines.append))
+    sized = check_before_training(cfg, RunContext(cfg, tmp_path / "r"), lines)
     assert sized.n_features == 6  # 3 classes x k=2
     assert any(line.startswith("n = 6 features (--n-features not given") for line in lines)
     given = TrainConfig(dataset="imagefolder", data_root=str(tiny_imagefolder),

@@ -22,9 +22,8 @@ def _default(name: str) -> str:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from qpm.data.transforms import AUGMENTS
-    from qpm.run_folder.recipes import recipe_names
-
+    # No choices= from qpm.data here: importing it imports torch, and --help must not wait for
+    # that; the recipe and the augmentation are checked when the config is resolved.
     p = subparsers.add_parser(
         "train",
         help="train a QPM model end to end (resumable run folder)",
@@ -41,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--dataset", help="mnist-5k (offline), digits, cub2011, stanford-cars, "
                    "travelingbirds, imagenet or imagefolder " + _default("dataset"))
     d.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed offline)")
-    d.add_argument("--recipe", choices=recipe_names(),
+    d.add_argument("--recipe",
                    help="scratch (a backbone from scratch: small-cnn, short schedule, no flips) "
                    "or paper (fine-tuning pretrained weights as the reference does); every "
                    "recipe fits every dataset (default: from the starting point: --weights "
@@ -52,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "paper: yes)")
     d.add_argument("--image-size", type=int, metavar="PX",
                    help="input size (default: the recipe's; paper: 224)")
-    d.add_argument("--augment", choices=AUGMENTS,
+    d.add_argument("--augment",
                    help="training augmentation: reference (the reference's crop, colour jitter "
                    "and TrivialAugmentWide), affine (small rotation, zoom, shift) or none "
                    "(default: the recipe's; paper: reference, scratch: affine)")
@@ -137,9 +136,10 @@ def given_settings(args: argparse.Namespace) -> dict:
     return given
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> tuple:
     """The run's config: the flags given; what they leave open from the run folder's
-    config.json when it has one (a re-run), else the defaults and the recipe."""
+    config.json when it has one (a re-run), else the defaults and the recipe. Also the line
+    that says so ("" for a new folder), to print once the checks have passed."""
     from qpm.models.backbones import weights_on_disk
     from qpm.run_folder.config import TrainConfig, rerun_settings
 
@@ -148,9 +148,7 @@ def config_from_args(args: argparse.Namespace):
     fresh = TrainConfig(**given)
     folder = fresh.run_dir or fresh.resolve(weights_on_disk).run_dir
     settings, line = rerun_settings(folder, given)
-    if line:
-        log.info(line)
-    return TrainConfig(**settings)
+    return TrainConfig(**settings), line
 
 
 def given_problem(args: argparse.Namespace) -> dict:
@@ -199,7 +197,9 @@ def run(args: argparse.Namespace) -> int:
     from qpm.pipeline.run import run_pipeline
 
     try:
-        summary = run_pipeline(config_from_args(args), log=log.info, force=args.force)
+        config, line = config_from_args(args)
+        summary = run_pipeline(config, log=log.info, force=args.force,
+                               notes=[line] if line else [])
         if dist.get_context().is_main:
             print(format_summary(summary))
     finally:

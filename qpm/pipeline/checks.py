@@ -10,9 +10,11 @@ from qpm.pipeline.stages import RunContext
 from qpm.run_folder.config import TrainConfig
 
 
-def check_before_training(cfg: TrainConfig, ctx: RunContext) -> TrainConfig:
+def check_before_training(cfg: TrainConfig, ctx: RunContext,
+                          notes: list[str] | None = None) -> TrainConfig:
     """Cheap checks before any training: data readable, feature counts possible. Returns
-    ``cfg`` with n chosen (:meth:`TrainConfig.sized`) when it was not given."""
+    ``cfg`` with n chosen (:meth:`TrainConfig.sized`) when it was not given, and says so in
+    ``notes`` (printed once every check has passed: bad input stays one line)."""
     from math import comb
 
     from qpm.models.backbones import check_weights
@@ -29,9 +31,10 @@ def check_before_training(cfg: TrainConfig, ctx: RunContext) -> TrainConfig:
     n_total = _probe_backbone(cfg, data.in_channels)
     if cfg.n_features is None:
         cfg = cfg.sized(data.num_classes, n_total)
-        ctx.log(f"n = {cfg.n_features} features (--n-features not given: 50, but at most "
-                f"{data.num_classes} classes x k={cfg.per_class} and the {n_total} features "
-                f"of {cfg.arch})")
+        if notes is not None:
+            notes.append(f"n = {cfg.n_features} features (--n-features not given: 50, but at "
+                         f"most {data.num_classes} classes x k={cfg.per_class} and the "
+                         f"{n_total} features of {cfg.arch})")
     if cfg.n_features > n_total:
         raise QPMError(f"--n-features {cfg.n_features} is larger than the {n_total} "
                        f"features of {cfg.arch}.", f"Use --n-features {n_total} or fewer.")

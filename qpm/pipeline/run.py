@@ -102,23 +102,27 @@ def check_compatible(cfg: TrainConfig, stages: list[Stage], records: dict, run_d
 
 def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
                  on_epoch_end: Callable[[str, int], None] | None = None, glm: Any = None,
-                 force: str | None = None) -> RunSummary:
+                 force: str | None = None, notes: list[str] | tuple[str, ...] = ()
+                 ) -> RunSummary:
     """Run (or resume) every stage of ``config.model_type`` in its run folder.
 
     ``force`` names a stage to recompute with every later one; ``on_epoch_end(stage, epochs
-    done)`` runs after each training epoch; ``glm`` is the baselines' glm-saga settings.
+    done)`` runs after each training epoch; ``glm`` is the baselines' glm-saga settings;
+    ``notes`` are lines to print once every check has passed (with the run's own: the
+    recipe chosen, the n chosen), so that bad input stays one line.
     """
     from qpm.models.backbones import weights_on_disk
     from qpm.run_folder.recipes import choose_recipe
 
-    dctx = dist.get_context(config.device)
-    if not dctx.is_main:
-        log = _quiet
+    notes = list(notes)
     if config.recipe is None:  # the starting point chooses it; say which and why
         choice = choose_recipe(config.dataset, config.arch, config.weights, weights_on_disk)
-        log(f"recipe {choice.name}: {choice.reason} (--recipe to choose another)")
+        notes.append(f"recipe {choice.name}: {choice.reason} (--recipe to choose another)")
         config = replace(config, recipe=choice.name)
     cfg = config.resolve()
+    dctx = dist.get_context(cfg.device)
+    if not dctx.is_main:
+        log = _quiet
     stages = pipeline_stages(cfg)
     names = [s.name for s in stages]
     if force is not None and force not in names:
@@ -127,7 +131,7 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
     run_dir = Path(cfg.run_dir)
     ctx = RunContext(cfg, run_dir, log, on_epoch_end, glm)
     dist.per_process_batch(cfg.batch_size, dctx.world_size)  # fail before any work
-    cfg = ctx.config = check_before_training(cfg, ctx)
+    cfg = ctx.config = check_before_training(cfg, ctx, notes)
     lock = rf.RunLock(run_dir)
     # Rank 0 holds the lock; every rank must learn of a refusal (else collectives hang).
     refused = None
@@ -140,7 +144,7 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
     if refused:
         raise QPMError(*refused)
     try:
-        return _run_locked(cfg, ctx, stages, force, log)
+        return _run_locked(cfg, ctx, stages, force, log, notes)
     finally:
         lock.release()
 
@@ -174,7 +178,7 @@ def _prepare_folder(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None
 
 
 def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage], force: str | None,
-                log: Callable[[str], None]) -> RunSummary:
+                log: Callable[[str], None], notes: list[str]) -> RunSummary:
     from qpm.run_folder.recipes import describe
 
     run_dir, is_main = ctx.run_dir, ctx.is_main
@@ -190,6 +194,8 @@ def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage], force: s
     data_hash = dist.run_on_main(lambda c: _prepare_folder(cfg, c, log), ctx,
                                  what="checking the run folder")
     data_hash = dist.broadcast_object(data_hash)
+    for note in notes:
+        log(note)
     log(describe(cfg))  # what this run trains (also in config.json)
     if folder:
         log(f"variant {folder.split('/')[-1]} ({folder}/)")
