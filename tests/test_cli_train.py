@@ -48,15 +48,20 @@ def test_every_solve_gets_a_printed_default_time_limit_scaled_with_its_size(tmp_
     rng = np.random.default_rng(0)
     sims = save_similarities(tmp_path / "big.npz", rng.random((1000, 100)))
     assert main(["solve", str(sims), "--solver", "greedy", "-q"]) == 0
-    assert capsys.readouterr().err == ""
-    assert main(["solve", str(sims), "--solver", "greedy"]) == 0
-    assert f"using {LARGE_TIME_LIMIT:.0f} s" in capsys.readouterr().err
-    small = save_similarities(tmp_path / "small.npz", rng.random((64, 4)))
-    assert main(["solve", str(small), "--solver", "highs"]) == 0
     captured = capsys.readouterr()
-    assert f"using {MIN_TIME_LIMIT:.0f} s for this 64 x 4 problem" in captured.err
+    assert captured.err == ""
+    assert (f"time limit  {LARGE_TIME_LIMIT:g} s (no --time-limit given: the default for this "
+            "size)") in captured.out
+    assert main(["solve", str(sims), "--solver", "greedy", "--json"]) == 0
+    assert f"time limit {LARGE_TIME_LIMIT:g} s (no --time-limit" in capsys.readouterr().err
+    small = save_similarities(tmp_path / "small.npz", rng.random((64, 4)))
+    assert main(["solve", str(small), "--solver", "highs", "--time-limit", "7"]) == 0
+    assert "time limit  7 s\n" in capsys.readouterr().out
+    assert main(["compare", str(small), "--solvers", "highs"]) == 0
+    captured = capsys.readouterr()
+    assert f"time limit {MIN_TIME_LIMIT:g} s (no --time-limit given" in captured.out
     # n from C·k when neither given nor recorded: 4 classes x k=5 use at most 20 features
-    assert "n=20, k=5" in captured.out + captured.err
+    assert "n=20, k=5" in captured.out
 
 
 def test_n_defaults_to_what_the_classes_can_use(tiny_imagefolder, tmp_path):

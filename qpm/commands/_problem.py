@@ -128,15 +128,21 @@ def load_problem(args: argparse.Namespace):
     return problem, settings, line
 
 
-def time_limit_for(args: argparse.Namespace, problem) -> float | None:
-    """--time-limit, or the default for the problem's size (logged)."""
-    from qpm.assignment.limits import default_time_limit, time_limit_line
+def time_limit_for(args: argparse.Namespace, problem) -> float:
+    """--time-limit, or the default for the problem's size (the commands print which:
+    :func:`time_limit_text`, with their results, so that bad input stays one line)."""
+    from qpm.assignment.limits import default_time_limit
 
     if args.time_limit is not None:
         return args.time_limit
-    limit = default_time_limit(problem.n_total, problem.n_classes)
-    log.info(time_limit_line(limit, problem.n_total, problem.n_classes))
-    return limit
+    return default_time_limit(problem.n_total, problem.n_classes)
+
+
+def time_limit_text(args: argparse.Namespace, limit: float) -> str:
+    """The limit in use, saying when it is the default for the size."""
+    if args.time_limit is not None:
+        return f"{limit:g} s"
+    return f"{limit:g} s (no --time-limit given: the default for this size)"
 
 
 def _short(key: str) -> str:

@@ -14,6 +14,7 @@ from qpm.commands._problem import (
     load_problem,
     solver_list,
     time_limit_for,
+    time_limit_text,
 )
 from qpm.errors import QPMError
 
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     limits = Limits(time_limit=time_limit_for(args, problem), mip_gap=args.mip_gap,
                     threads=args.threads, memory_gb=args.memory_limit or memory_default(),
                     grace=args.grace, hard_timeout=args.hard_timeout)
-    header = describe(args.sims, problem, settings, limits)
+    header = describe(args.sims, problem, settings, limits,
+                      time_limit_text(args, limits.time_limit))
     print(f"{header['title']}\n  {line}\n  {header['limits']}", flush=True)
     from qpm.assignment.backends import HEURISTICS
 
@@ -120,13 +122,17 @@ def run(args: argparse.Namespace) -> int:
     return 0 if any(r.verified for r in cmp.rows) else 1
 
 
-def describe(source: str, problem, settings: dict, limits) -> dict:
-    """The header every output starts with: which problem, which limits."""
+def describe(source: str, problem, settings: dict, limits, limit_text: str | None = None
+             ) -> dict:
+    """The header every output starts with: which problem, which limits (``limit_text``: how
+    to show the time limit, e.g. that it is the default for the size)."""
     pairs = len(problem.pairs())
     title = (f"{Path(source).name}: F={problem.n_total} features x C={problem.n_classes} "
              f"classes, n={problem.n_features}, k={problem.per_class}, preset {problem.preset}, "
-             f"tau={problem.tau:.4g} ({pairs} penalised pairs)")
-    lim = (f"time limit {limits.time_limit if limits.time_limit else 'none'} s per solver, "
+             f"tau={'-' if problem.tau is None else format(problem.tau, '.4g')} "
+             f"({pairs} penalised pairs)")
+    shown = limit_text or (f"{limits.time_limit} s" if limits.time_limit else "none")
+    lim = (f"time limit {shown} per solver, "
            f"gap {limits.mip_gap:g}, threads {limits.threads or 'solver default'}, "
            f"memory {limits.memory_gb or 'unlimited'} GB, killed after "
            f"{limits.kill_after() or 'never'} s, cpus {os.cpu_count()}")

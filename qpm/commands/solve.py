@@ -16,6 +16,7 @@ from qpm.commands._problem import (
     check_limits,
     load_problem,
     time_limit_for,
+    time_limit_text,
 )
 from qpm.errors import QPMError
 
@@ -63,11 +64,13 @@ def _fmt(x, spec: str = ".6g") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def format_table(result, problem: str = "") -> str:
-    """The human-readable summary of one result (``problem``: a line saying which)."""
+def format_table(result, problem: str = "", limit: str = "") -> str:
+    """The human-readable summary of one result (``problem``: a line saying which;
+    ``limit``: the time limit it ran under)."""
     t = result.times
     gap = result.gap
     rows = [("problem", problem)] if problem else []
+    rows += [("time limit", limit)] if limit else []
     rows += [
         ("status", result.status + ("" if result.verified else " (not verified)")),
         ("objective", _fmt(result.objective, ".6f")),
@@ -96,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
     resolve_formulation(args.formulation, problem, args.solver)
     line = f"{problem.n_total} features x {problem.n_classes} classes, {line}"
     log.debug(f"problem: {line}")
+    limit = time_limit_for(args, problem)
     result = solve(
         problem,
         solver=args.solver,
-        time_limit=time_limit_for(args, problem),
+        time_limit=limit,
         mip_gap=args.mip_gap,
         threads=args.threads,
         warm_start=not args.no_warm_start,
@@ -109,9 +113,10 @@ def run(args: argparse.Namespace) -> int:
     )
     # The answer is shown before the file is written: a failing write loses nothing.
     if args.json:  # stdout holds the JSON alone
+        log.info(f"time limit {time_limit_text(args, limit)}")
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(format_table(result, line))
+        print(format_table(result, line, time_limit_text(args, limit)))
     if args.out is not None:
         try:
             result.save_json(args.out)

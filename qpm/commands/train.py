@@ -98,8 +98,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    f"from {MIN_TIME_LIMIT:.0f} s up to {LARGE_TIME_LIMIT:.0f} s at "
                    f"{LARGE_CELLS:,} and more; printed)")
     a.add_argument("--mip-gap", type=float, help="relative MIP gap " + _default("mip_gap"))
-    a.add_argument("--strict-solver", action="store_true", default=None,
-                   help="fail instead of falling back to HiGHS when Gurobi cannot take the model")
+    a.add_argument("--strict-solver", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail instead of falling back to HiGHS when Gurobi cannot take the model "
+                   "(default: no, or the run folder's)")
     a.add_argument("--assignment", metavar="RESULT.json",
                    help="use this qpm solve result (on this run's similarities.npz) instead of "
                    "solving; it is verified against the run's similarities first")

@@ -74,10 +74,10 @@ def merge_metrics(folder: Path, update: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def check_compatible(cfg: TrainConfig, stages: list[Stage], records: dict, run_dir: Path,
-                     force: str | None = None) -> None:
-    """Refuse to mix: a model imported by qpm import-reference, or a finished stage before
-    ``force`` whose recorded fields differ from ``cfg``'s."""
+def refuse_imported(run_dir: Path) -> None:
+    """A folder holding a model imported by qpm import-reference is not trained into."""
+    if not run_dir.is_dir():
+        return
     for model in rf.finished_models(run_dir):
         source = rf.imported_from(model.folder, model.model_type)
         if source:
@@ -85,6 +85,13 @@ def check_compatible(cfg: TrainConfig, stages: list[Stage], records: dict, run_d
                 f"Run folder {run_dir} holds {model.file.name} imported from {source}; "
                 "qpm train would mix it with what it trains.",
                 "Use qpm evaluate, explain or predict on it, or train in a new --run-dir.")
+
+
+def check_compatible(cfg: TrainConfig, stages: list[Stage], records: dict, run_dir: Path,
+                     force: str | None = None) -> None:
+    """Refuse to mix: a model imported by qpm import-reference, or a finished stage before
+    ``force`` whose recorded fields differ from ``cfg``'s."""
+    refuse_imported(run_dir)
     for stage in stages:
         if stage.name == force:
             return
@@ -129,6 +136,7 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
         raise QPMError(f"--force {force}: model type {cfg.model_type} has no stage {force!r}.",
                        f"Choose one of: {', '.join(names)}.")
     run_dir = Path(cfg.run_dir)
+    refuse_imported(run_dir)  # before its recorded settings (the checkpoint as --weights) fail
     ctx = RunContext(cfg, run_dir, log, on_epoch_end, glm)
     dist.per_process_batch(cfg.batch_size, dctx.world_size)  # fail before any work
     cfg = ctx.config = check_before_training(cfg, ctx, notes)
