@@ -86,7 +86,8 @@ class Report:
 
     def to_dict(self) -> dict:
         def row(m: str, t: float) -> dict:
-            d = {**self.results[m][t].to_dict(), **self.thresholds[m][t].to_dict(),
+            d = {**self.results[m][t].to_dict(), "target": t,
+                 "threshold": self.thresholds[m][t].to_dict(),
                  "bound": [t, Bound(t, len(self.split.calibration)).upper]}
             if self.repeated:
                 d["repeated"] = self.repeated[m][t].to_dict()
@@ -169,5 +170,11 @@ def format_report(report: Report, title: str = "") -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                        for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(([title] if title else []) + [report.split.describe()] + lines
-                     + [bound_note()])
+    notes = [bound_note()]
+    full = [t for t, th in report.thresholds.get("hierarchical", {}).items()
+            if th.level is not None and th.level == len(th.path_accuracy)]
+    if full:
+        notes.append(f"hierarchical at {', '.join(f'{t:g}' for t in full)}: level k keeps "
+                     "only the predicted class (the classes on its whole path tie), so its "
+                     "coverage is the top-1 accuracy and can exceed the upper bound")
+    return "\n".join(([title] if title else []) + [report.split.describe()] + lines + notes)

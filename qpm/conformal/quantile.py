@@ -74,5 +74,5 @@ class Bound:
 def bound_note() -> str:
     """One line for every table of coverages: what the bound means."""
     return ("bound: 1-alpha <= E[coverage] < 1-alpha + 1/(n+1) over calibration draws (n "
-            "calibration images; the upper side needs distinct scores); one split's coverage "
+            "calibration images; the upper side\nneeds distinct scores); one split's coverage "
             "on m images scatters by about sqrt(alpha(1-alpha)/m) around it")

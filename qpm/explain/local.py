@@ -9,6 +9,7 @@ import numpy as np
 
 from qpm.explain.figures import panel_grid, save_figure
 from qpm.explain.heatmaps import colour, overlay, scale_maps
+from qpm.explain.tree import draw_hierarchy, slots
 from qpm.text import drawn_as_plain_text, printable, shorten
 
 
@@ -19,6 +20,20 @@ def percent(p: float) -> str:
     if p < 0.0005:
         return "<0.1%"
     return f"{100 * p:.1f}%"
+
+
+def feature_order(expl) -> list[int]:
+    """The figure's feature columns: only the predicted class's, shared, only the runner-up's."""
+    mine = [f.index for f in expl.features]
+    theirs = [f.index for f in expl.runner_up_features]
+    shared = [f for f in mine if f in theirs]
+    return [f for f in mine if f not in shared] + shared + [f for f in theirs
+                                                            if f not in shared]
+
+
+def feature_colours(expl) -> dict[int, tuple[float, float, float]]:
+    """Each shown feature's colour in the local figure (the tree's dots use the same)."""
+    return {f: colour(col) for col, f in enumerate(feature_order(expl))}
 
 
 @drawn_as_plain_text
@@ -33,12 +48,13 @@ def plot_local(expl, path: str | Path, dpi: int = 110, panel: float = 1.9) -> Pa
     mine = [f.index for f in expl.features]
     theirs = [f.index for f in expl.runner_up_features]
     shared = [f for f in mine if f in theirs]
-    order = [f for f in mine if f not in shared] + shared + [f for f in theirs
-                                                               if f not in shared]
+    order = feature_order(expl)
     name_p, name_r = printable(expl.predicted_name), printable(expl.runner_up_name)
     ncol = 1 + len(order)
     bar_h = 2.0
-    fig, axes, (width, height) = panel_grid(1, ncol, panel, top=0.75, bottom=bar_h + 0.75)
+    tree_h = 0.0 if expl.hierarchy is None else 0.6 * expl.hierarchy.per_class + 3.4
+    fig, axes, (width, height) = panel_grid(1, ncol, panel, top=0.75,
+                                            bottom=bar_h + 0.75 + tree_h)
     img = expl.image
     axes[0, 0].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
     axes[0, 0].set_title(printable(Path(expl.source).name)[:28], fontsize=8)
@@ -51,8 +67,8 @@ def plot_local(expl, path: str | Path, dpi: int = 110, panel: float = 1.9) -> Pa
         ax.set_title(f"feature {f}\n{owner}", fontsize=8,
                      color="black" if f in shared else colour(col))
     left = 0.3 + panel + 0.04  # the bars sit under the feature panels
-    ax = fig.add_axes((left / width, 0.45 / height, (width - left - 0.05) / width,
-                       bar_h / height))
+    ax = fig.add_axes((left / width, (0.45 + tree_h) / height,
+                       (width - left - 0.05) / width, bar_h / height))
     part = {f.index: f.contribution for f in expl.features}
     part_r = {f.index: f.contribution for f in expl.runner_up_features}
     x = np.arange(len(order))
@@ -72,4 +88,18 @@ def plot_local(expl, path: str | Path, dpi: int = 110, panel: float = 1.9) -> Pa
     ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(f"predicted {name_p} ({percent(expl.probability)}), "
                  f"runner-up {name_r} ({percent(expl.runner_up_probability)})", fontsize=10)
+    if expl.hierarchy is not None:  # CHiQPM's tree, in the heat maps' feature colours
+        tree_w = min(width - 0.4, 0.75 * slots(expl.hierarchy) + 3.0)
+        tree_ax = fig.add_axes(((width - tree_w) / 2 / width, 0.05 / height, tree_w / width,
+                                (tree_h - 0.4) / height))
+        sets = expl.sets
+        draw_hierarchy(tree_ax, expl.hierarchy, expl.class_names, feature_colours(expl),
+                       None if sets is None else sets.classes[0],
+                       "" if sets is None else set_caption(sets))
     return save_figure(fig, path, dpi=dpi)
+
+
+def set_caption(sets) -> str:
+    """'the 90% prediction set (CHiQPM (hierarchical), level 2)'."""
+    level = "" if sets.threshold.level is None else f", level {sets.threshold.level}"
+    return f"the {100 * sets.coverage:g}% prediction set ({sets.title}{level})"

@@ -18,11 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from qpm.conformal import Hierarchy, Outputs, build_hierarchy
+from qpm.conformal.paths import is_hierarchical
+from qpm.conformal.quantile import check_coverage
 from qpm.data import eval_transform, get_dataset
 from qpm.errors import QPMError
 from qpm.explain.structure import FeatureCounts, class_features, feature_label
+from qpm.inference.conformal import Calibration, default_method, load_calibration
 from qpm.inference.inputs import to_batch
 from qpm.inference.results import (
+    ConformalSets,
     FeatureEvidence,
     GlobalExplanation,
     LocalExplanation,
@@ -56,6 +61,7 @@ class QPMModel(nn.Module):
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.variant = variant  # the run's variant folder it came from (None: dense, older)
         self.meta = dict(meta or {})
+        self._calibration: Calibration | None = None
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,14 +118,17 @@ class QPMModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def predict(self, images, batch_size: int = 64, skip_unreadable: bool = False
-                ) -> Predictions:
+    def predict(self, images, batch_size: int = 64, skip_unreadable: bool = False,
+                coverage: float | None = None, method: str | None = None) -> Predictions:
         """Class, name, probabilities and the predicted class's features for each image, and
         how it differs from the training images (``warnings``; see :mod:`qpm.data.profile`).
 
         ``images``: file paths, PIL images, (H, W[, 3]) uint8 arrays (one or a list), or a
         transformed tensor batch (N, C, H, W). ``skip_unreadable``: a file that cannot be
-        read goes to ``failed`` (path, why) instead of stopping the whole call.
+        read goes to ``failed`` (path, why) instead of stopping the whole call. With
+        ``coverage`` (e.g. 0.9) also each image's conformal prediction set (``.sets``) from
+        the stored calibration (``qpm calibrate``); ``method``: hierarchical (default where
+        the layer allows it), thr or aps.
         """
         if batch_size < 1:
             raise QPMError(f"batch_size must be positive, got {batch_size}.", "Use e.g. 64.")
@@ -151,8 +160,10 @@ class QPMModel(nn.Module):
         classes = lg.argmax(dim=1).numpy()
         w, sel = self.layer()
         evidence = [self._evidence(int(c), v, w, sel) for c, v in zip(classes, val, strict=True)]
+        sets = None if coverage is None else self.prediction_sets(
+            Outputs(lg.numpy().astype(np.float64), val, w), coverage, method)
         return Predictions(sources, classes, [self.class_names[c] for c in classes], probs,
-                           lg.numpy(), evidence, warnings, failed)
+                           lg.numpy(), evidence, warnings, failed, sets)
 
     def input_warnings(self, stats) -> list[str]:
         """How an image (its :class:`~qpm.data.profile.ImageStats`) differs from the training
@@ -162,8 +173,57 @@ class QPMModel(nn.Module):
         prof = InputProfile.from_dict(self.meta.get("inputs"))
         return [] if prof is None or stats is None else differences(stats, prof)
 
-    def explain(self, image) -> LocalExplanation:
-        """The local explanation of one image (a path, PIL image, uint8 array or tensor)."""
+    # --- conformal sets and the hierarchy -----------------------------------------------
+
+    def calibration(self) -> Calibration:
+        """The conformal calibration ``qpm calibrate`` stored next to this model's file."""
+        if self._calibration is None:
+            if self.run_dir is None:
+                raise QPMError("This model was not loaded from a run folder, so it has no "
+                               "calibration.", "Load it with qpm.load(run_dir).")
+            from qpm import run_folder as rf
+
+            found = rf.open_run(self.run_dir).find(self.model_type, self.variant)
+            fix = (f"Run qpm calibrate {printable(self.run_dir)} --model-type "
+                   f"{self.model_type}" + (f" --variant {self.variant}" if self.variant
+                                           else "") + " first.")
+            self._calibration = load_calibration(found.folder, self.model_type,
+                                                 self.layer()[0], fix)
+        return self._calibration
+
+    def outputs(self, images) -> Outputs:
+        """What the conformal methods read for ``images`` (as :meth:`predict` takes them):
+        the logits, the final layer's inputs and its weights."""
+        x = to_batch(images, self.transform, self.kind, self.in_channels).x
+        lg, val, _ = self._run(x)
+        return Outputs(lg.cpu().numpy().astype(np.float64),
+                       val.cpu().numpy().astype(np.float64), self.layer()[0])
+
+    def prediction_sets(self, outputs: Outputs, coverage: float,
+                        method: str | None = None) -> ConformalSets:
+        """The conformal sets of images whose ``outputs`` this model gave."""
+        try:
+            check_coverage(coverage)
+        except ValueError as exc:
+            raise QPMError(str(exc), "Pass a coverage such as 0.9.") from None
+        method = method or default_method(outputs.weight)
+        return self.calibration().sets(outputs, method, coverage, self.class_names)
+
+    def hierarchy(self, values: np.ndarray, predicted: int, also=()) -> Hierarchy | None:
+        """CHiQPM's tree of one image from its layer input (None for a layer without the same
+        number of binary features per class: dense, sldd, qsenn)."""
+        w, sel = self.layer()
+        if is_hierarchical(w) is not None:
+            return None
+        return build_hierarchy(values, w, predicted, sel, also=also)
+
+    def explain(self, image, coverage: float | None = None,
+                method: str | None = None) -> LocalExplanation:
+        """The local explanation of one image (a path, PIL image, uint8 array or tensor):
+        the predicted class's features, the runner-up and what separates them, and for a
+        binary layer with k features per class CHiQPM's tree of class paths
+        (``.hierarchy``). With ``coverage``: also the image's conformal prediction set
+        (``.sets``; its classes are added to the tree)."""
         from qpm.explain.figures import displayable
 
         batch = to_batch(image, self.transform, self.kind, self.in_channels)
@@ -183,6 +243,9 @@ class QPMModel(nn.Module):
         terms = [MarginTerm(int(sel[j]), feature_label(int(sel[j])), float(values[j]),
                             float(w[p, j]), float(w[r, j])) for j in cols if w[p, j] != w[r, j]]
         fmap = maps[0].float().cpu().numpy()
+        sets = None if coverage is None else self.prediction_sets(
+            Outputs(lg.cpu().numpy().astype(np.float64), values[None], w), coverage, method)
+        also = sets.classes[0] if sets is not None else ()
         return LocalExplanation(
             source=sources[0],
             image=displayable(x[0].cpu().numpy(), self.mean, self.std),
@@ -194,6 +257,8 @@ class QPMModel(nn.Module):
             separating=sorted(terms, key=lambda t: -t.margin),
             maps={int(sel[j]): fmap[int(sel[j])] for j in cols},
             logit=float(lg[0, p]), runner_up_logit=float(lg[0, r]),
+            hierarchy=self.hierarchy(values, p, also), sets=sets,
+            class_names=list(self.class_names),
         )
 
     def global_explanation(self) -> GlobalExplanation:

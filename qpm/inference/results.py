@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qpm.conformal import Hierarchy, Threshold
 from qpm.explain.structure import FeatureCounts
 
 
@@ -52,6 +53,35 @@ class MarginTerm:
 
 
 @dataclass
+class ConformalSets:
+    """Conformal prediction sets: for each image the classes that, at the stated coverage,
+    the calibrated ``method`` cannot rule out (see :mod:`qpm.conformal`)."""
+
+    method: str
+    title: str
+    coverage: float  # the target: P(true class in the set) >= coverage (split conformal)
+    threshold: Threshold  # q_hat, and for the hierarchical method its level
+    calibration: str  # which test images calibrated (a sentence)
+    classes: list[list[int]]  # per image, ascending
+    names: list[list[str]]
+    split: str = ""  # the same in a few words: "stratified 50%, seed 0" or "reference"
+
+    def describe(self) -> str:
+        lv = self.threshold.level
+        level = "" if lv is None else (
+            ", any class whose score passes (level 0)" if lv == 0 else
+            f", classes sharing the first {lv} path feature(s) with the prediction (level {lv})")
+        return (f"{self.title} prediction sets at {self.coverage:g} coverage{level}; "
+                f"{self.calibration}")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "coverage": self.coverage,
+                "threshold": self.threshold.to_dict(), "calibration": self.calibration,
+                "split": self.split,
+                "classes": self.classes, "names": self.names}
+
+
+@dataclass
 class Predictions:
     """One row per input image."""
 
@@ -64,6 +94,7 @@ class Predictions:
     # per image: how it differs from the training images (size, colour, brightness), if at all
     warnings: list[list[str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, why): not predicted
+    sets: ConformalSets | None = None  # with predict(..., coverage=)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -93,6 +124,13 @@ class LocalExplanation:
     maps: dict[int, np.ndarray] = field(repr=False)  # feature index -> raw (h, w) map
     logit: float = 0.0  # of the predicted class
     runner_up_logit: float = 0.0
+    hierarchy: Hierarchy | None = None  # CHiQPM's tree (binary layers with k per class)
+    class_names: list[str] = field(default_factory=list, repr=False)  # every class's name
+    sets: ConformalSets | None = None  # this image's prediction set (explain(..., coverage=))
+
+    @property
+    def prediction_set(self) -> list[int] | None:
+        return None if self.sets is None else self.sets.classes[0]
 
     @property
     def shared(self) -> list[int]:
@@ -112,6 +150,8 @@ class LocalExplanation:
                           "features": [f.to_dict() for f in self.runner_up_features]},
             "shared": self.shared,
             "separating": [t.to_dict() for t in self.separating],
+            "hierarchy": None if self.hierarchy is None else self.hierarchy.to_dict(),
+            "prediction_set": None if self.sets is None else self.sets.to_dict(),
         }
 
     def save(self, path: str | Path, dpi: int = 110) -> Path:

@@ -100,6 +100,7 @@ def evaluate_model(
     k: int = 5,
     seed: int = 0,
     image_attributes: ImageAttributes | None = None,
+    test_outputs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every metric of :data:`METRIC_NAMES` for ``model`` (a Backbone with its head).
 
@@ -107,10 +108,14 @@ def evaluate_model(
     Correlation, Dependence and Alignment use the training images (evaluation transform) as
     the final layer sees them (:func:`head_input`); Dependence uses the predicted classes
     there. Structural Grounding needs ``class_attributes`` and Alignment
-    ``image_attributes`` (CUB); each is None without.
+    ``image_attributes`` (CUB); each is None without. A dict passed as ``test_outputs``
+    receives the test pass (``logits``, ``labels``, ``head_input``: what conformal
+    prediction sets are computed from).
     """
     weight, used = head_weights(model)
     te = collect_outputs(model, test, device, batch_size, used, weight, k)
+    if test_outputs is not None:
+        test_outputs.update(te)
     tr = collect_outputs(model, train, device, batch_size, used, None, k)
     x, y = tr["head_input"], tr["labels"]
     return {

@@ -5,6 +5,7 @@ fingerprint; and reading it back. Nothing else names a run-folder file.
 Import it as ``from qpm import run_folder as rf``; it does not import torch.
 """
 
+from qpm.run_folder.calibration import calibration_paths, read_calibration, write_calibration
 from qpm.run_folder.fingerprint import (
     check_data,
     data_fingerprint,
@@ -25,6 +26,7 @@ from qpm.run_folder.names import (
     SIMILARITIES,
     SLDD_LAYER,
     VARIANTS,
+    calibration_files,
     checkpoint_file,
     model_file,
     plot_file,
@@ -53,10 +55,12 @@ from qpm.run_folder.variants import relative_dir, variant_dir, variant_name
 __all__ = [
     "ASSIGNMENT", "CONFIG", "DATA", "DENSE", "EXPLAIN", "FEATURES", "LOCK", "METRICS", "RECORDS",
     "SIMILARITIES", "SLDD_LAYER", "VARIANTS", "Model", "RunFolder", "RunLock", "StageRecord",
-    "artifact_mismatch", "check_data", "check_model_file", "checkpoint_file", "class_names",
+    "artifact_mismatch", "calibration_files", "calibration_paths", "check_data",
+    "check_model_file", "checkpoint_file", "class_names",
     "data_fingerprint", "describe_data_change", "file_hash", "fingerprint_hash",
     "finished_models", "holding_lock", "imported_from", "model_file", "open_run", "plot_file",
-    "read_arrays", "read_config", "read_record", "record_path", "relative_dir",
+    "read_arrays", "read_calibration", "read_config", "read_record", "record_path",
+    "relative_dir",
     "remove_stale_temporaries",
-    "variant_dir", "variant_name", "write_record",
+    "variant_dir", "variant_name", "write_calibration", "write_record",
 ]

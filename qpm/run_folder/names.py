@@ -11,6 +11,8 @@ A run folder (``runs/<dataset>/<arch>/<seed>/`` or ``--run-dir``) holds::
     .lock                 held (an OS lock) by the one process that writes the folder
     variants/<name>/      one model type at one setting (qpm-n50-k5-qpm-gurobi-1a2b3c):
         config.json stages/ metrics.json assignment.json assignment.png qpm.pt explain/ ...
+        calibration-qpm.json calibration-qpm.npz   qpm calibrate: the split, the thresholds
+                                                   and the calibration images' outputs
 
 A variant folder is laid out like the run folder, for the stages after the shared ones, so
 several settings (n, k, preset, solver) live side by side on one dense model and one set of
@@ -46,3 +48,9 @@ def plot_file(model_type: str) -> str:
 
 def checkpoint_file(stage: str) -> str:
     return f"{stage}.ckpt"
+
+
+def calibration_files(model_type: str) -> tuple[str, str]:
+    """qpm calibrate's summary (JSON) and the calibration images' outputs (.npz) for a model
+    type; named by type because a folder written before variants holds several types."""
+    return f"calibration-{model_type}.json", f"calibration-{model_type}.npz"
