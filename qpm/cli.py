@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "evaluate": "qpm.commands.evaluate",
     "explain": "qpm.commands.explain",
     "predict": "qpm.commands.predict",
+    "calibrate": "qpm.commands.calibrate",
+    "demo": "qpm.commands.demo",
     "import-reference": "qpm.commands.import_reference",
 }
 

@@ -6,6 +6,7 @@ import argparse
 
 from qpm import logs
 from qpm.commands._common import (
+    add_calibration_arguments,
     add_run_folder_arguments,
     add_variant_argument,
     check_run_folder_arguments,
@@ -23,18 +24,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Q-SENN's diversity@5, Class-Independence, Contrastiveness, Correlation, Dependence, "
         "Structural Grounding and Alignment (both CUB only) as the QPM reference code does, "
         "for every finished model in RUN_DIR (dense and every variant of qpm, qsenn, sldd); "
-        "print a table and record them in each model's metrics.json.",
+        "print a table and record them in each model's metrics.json. Then, per model, the "
+        "conformal prediction sets of every method that works with it (hierarchical, thr, "
+        "aps) at target coverages 0.88, 0.9, 0.925 and 0.95: coverage, average size and "
+        "(CUB) SetCoherence on test images disjoint from the calibration images.",
     )
     add_run_folder_arguments(p)
     p.add_argument("--model-type", action="append", dest="model_types", metavar="NAME",
                    help="evaluate only this model type (repeatable; default: all finished)")
     add_variant_argument(p)
+    add_calibration_arguments(p, default=None, default_text="the split qpm calibrate "
+                              "stored for the model, else stratified")
     return p
 
 
 @holding_lock
 def run(args: argparse.Namespace) -> int:
     from qpm import run_folder as rf
+    from qpm.commands._conformal import conformal_report
     from qpm.data import build_data
     from qpm.errors import QPMError
     from qpm.explain.structure import FeatureCounts
@@ -62,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), args.data_root)
     attrs = class_attributes_for(c)
     image_attrs = image_attributes_for(c)
-    results, counts, where = {}, {}, {}
+    results, counts, where, sets = {}, {}, {}, {}
     for m in models:
         try:
             rf.check_model_file(m.folder, m.model_type)
@@ -71,9 +78,12 @@ def run(args: argparse.Namespace) -> int:
             log.warning(f"skipping {m.label}: {exc}")
             continue
         log.info(f"evaluating {m.label} ...")
+        test = {}
         results[m.label] = evaluate_model(model, data.train_eval, data.test, device,
                                           args.batch_size, attrs, seed=c.seed,
-                                          image_attributes=image_attrs)
+                                          image_attributes=image_attrs, test_outputs=test)
+        sets[m.label] = conformal_report(m, test, head_weights(model)[0], args, c.seed, attrs)
+        results[m.label]["conformal"] = sets[m.label][1]
         where[m.label] = m
         if m.model_type != "dense":
             counts[m.label] = FeatureCounts.of(head_weights(model)[0])
@@ -85,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}: {count.line()}")
         if count.warning():
             print(count.warning())
+    for text, _ in sets.values():
+        print()
+        print(text)
     for label, values in results.items():  # each model's metrics next to its model file
         m = where[label]
         try:

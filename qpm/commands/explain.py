@@ -41,12 +41,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="comparison figures to draw at most (default 60)")
     p.add_argument("--gallery-size", type=int, default=6,
                    help="training images per feature in the gallery (default 6)")
+    p.add_argument("--local-examples", type=int, default=6, metavar="N",
+                   help="local explanations with CHiQPM's tree of class paths on the page "
+                   "(binary layers with k features per class; default 6, 0: none)")
     return p
 
 
 @holding_lock
 def run(args: argparse.Namespace) -> int:
     from qpm import run_folder as rf
+    from qpm.commands._hierarchy import local_examples
     from qpm.data import build_data
     from qpm.errors import QPMError
     from qpm.explain import choose_examples, plot_assignment, write_explanations
@@ -56,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from qpm.text import printable
 
     check_run_folder_arguments(args)
-    if args.max_figures < 0 or args.gallery_size < 1:
-        raise QPMError("--max-figures must be >= 0 and --gallery-size positive.",
-                       "Pass e.g. --max-figures 60 --gallery-size 6.")
+    if args.max_figures < 0 or args.gallery_size < 1 or args.local_examples < 0:
+        raise QPMError("--max-figures and --local-examples must be >= 0 and --gallery-size "
+                       "positive.", "Pass e.g. --max-figures 60 --gallery-size 6.")
     run = rf.open_run(args.run_dir, args.data_root)
     sparse = sorted((t for t in run.types() if t != "dense"), key=lambda t: t != "qpm")
     mt = args.model_type or (sparse[0] if sparse else None)
@@ -86,11 +90,14 @@ def run(args: argparse.Namespace) -> int:
     gallery = _gallery(scans["train"], weight, sel, model.class_names, args.gallery_size)
     wanted = set(examples.values()) | {g.key for gs in gallery.values() for g in gs}
     images, maps = _render(model, splits, wanted, args.batch_size)
+    log.info("drawing local explanations ...")
+    local = local_examples(model, splits, examples, out_dir, args.local_examples,
+                           args.batch_size)
     paths = write_explanations(
         out_dir, weight, sel, model.class_names, examples=examples, images=images, maps=maps,
         gallery=gallery, model_type=mt,
         title=f"{mt.upper()} on {c.dataset}: global explanation",
-        max_figures=args.max_figures,
+        max_figures=args.max_figures, local=local,
         extra={"run_dir": printable(run.path), "variant": found.variant, "split": args.split,
                "accuracy": model.meta.get("accuracy")},
     )

@@ -8,9 +8,13 @@ import io
 import sys
 from pathlib import Path
 
+from qpm import logs
 from qpm.commands._common import add_variant_argument
 
+log = logs.get("predict")
+
 COLUMNS = ("path", "class_index", "class", "probability", "features", "input_warning")
+SET_COLUMNS = ("prediction_set", "set_size", "conformal")
 # Exit code when some images could not be read and the others were predicted.
 SOME_FAILED = 3
 
@@ -36,6 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="CSV", help="write the predictions here (default: stdout)")
     p.add_argument("--explain", metavar="DIR",
                    help="write DIR/NNNN.png, a local explanation of image NNNN (CSV order)")
+    p.add_argument("--coverage", type=float, metavar="C",
+                   help="also each image's conformal prediction set at this coverage (e.g. "
+                   "0.9), from the calibration qpm calibrate stored")
+    p.add_argument("--method", choices=("hierarchical", "thr", "aps"),
+                   help="conformal method for --coverage (default: hierarchical where the "
+                   "model allows it, else thr)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return p
@@ -75,20 +85,29 @@ def run(args: argparse.Namespace) -> int:
     _check_output(explain_dir, is_dir=True)
     files = find_images(args.images)
     model = load(args.run_dir, args.model_type, args.device, variant=args.variant)
-    pred = model.predict(files, batch_size=args.batch_size, skip_unreadable=True)
+    if args.coverage is not None:
+        model.calibration()  # one line before any work when there is none
+    pred = model.predict(files, batch_size=args.batch_size, skip_unreadable=True,
+                         coverage=args.coverage, method=args.method)
     figures = {}
     if explain_dir is not None:
         explain_dir.mkdir(parents=True, exist_ok=True)
         width = max(4, len(str(len(pred))))
         for i, f in enumerate(pred.sources):
-            figures[i] = model.explain(f).save(explain_dir / f"{i:0{width}d}.png")
+            expl = model.explain(f, coverage=args.coverage, method=args.method)
+            figures[i] = expl.save(explain_dir / f"{i:0{width}d}.png")
+    sets = pred.sets
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS + (("explanation",) if figures else ()))
+    writer.writerow(COLUMNS + (SET_COLUMNS if sets else ()) + (("explanation",) if figures
+                                                                else ()))
     for i in range(len(pred)):
         feats = "; ".join(f"{f.name} ({f.activation:.3g})" for f in pred.features[i])
         row = [printable(pred.sources[i]), int(pred.classes[i]), printable(pred.names[i]),
                f"{pred.confidence[i]:.4f}", feats, "; ".join(pred.warnings[i])]
+        if sets:
+            row += ["; ".join(printable(n) for n in sets.names[i]), len(sets.classes[i]),
+                    _set_rule(sets)]
         writer.writerow(row + ([printable(figures[i])] if figures else []))
     if out is None:
         sys.stdout.write(buf.getvalue())
@@ -96,15 +115,24 @@ def run(args: argparse.Namespace) -> int:
         atomic_write(out, lambda fh: fh.write(buf.getvalue()), mode="w")
         print(f"{len(pred)} predictions written to {printable(out)}"
               + (f"; explanations in {printable(explain_dir)}" if figures else ""))
+    if sets:
+        log.info(sets.describe())
+        if out is not None:
+            print(sets.describe())
     return _report(pred)
+
+
+def _set_rule(sets) -> str:
+    """A short, self-describing note in every row: which method, coverage and calibration."""
+    level = "" if sets.threshold.level is None else f", level {sets.threshold.level}"
+    return (f"{sets.method} at {sets.coverage:g}{level}; calibrated on "
+            f"{sets.threshold.n} test images ({sets.split} split)")
 
 
 def _report(pred) -> int:
     """Warnings for inputs unlike the training images and for unread files; the exit code."""
-    from qpm import logs
     from qpm.text import printable
 
-    log = logs.get("predict")
     unlike = sum(1 for w in pred.warnings if w)
     if unlike:
         log.warning(f"{unlike} of {len(pred)} images differ from the training images (size, "

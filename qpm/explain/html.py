@@ -48,7 +48,8 @@ table.matrix a { color: inherit; text-decoration: none; }
 img.thumb { width: 48px; height: 48px; object-fit: cover; border: 1px solid #ddd; }
 .weight { color: #555; font-size: 90%; } .also { color: #555; font-size: 85%; }
 .pair-list { font-size: 90%; margin: .4em 0 .2em; }
-figure.pair { margin: 1em 0; } figure.pair img { max-width: 100%; border: 1px solid #eee; }
+figure.pair, figure.local { margin: 1em 0; }
+figure.pair img, figure.local img { max-width: 100%; border: 1px solid #eee; }
 :target { outline: 3px solid #f0b400; }
 """
 
@@ -159,6 +160,38 @@ def _no_pairs(pairs: list[dict]) -> str:
             "class); the class cards list the pairs.")
 
 
+def _local_section(local: dict, names: dict[int, str]) -> list[str]:
+    """Local explanations with the tree of class paths, explained for a first-time reader."""
+    k = local.get("per_class", "k")
+    cov = local.get("coverage")
+    how = (f" Green marks the {100 * cov:g}% prediction set: the classes that, calibrated on "
+           f"held-out test images ({_e(local.get('calibration', ''))}), cannot be ruled out "
+           "at that coverage." if cov is not None else
+           " Run qpm calibrate on this run to also see each image's prediction set here.")
+    parts = ['<section id="local"><h2>Local explanations</h2><p>Why one image got its class. '
+             "Top: where each feature of the predicted class and of the runner-up is active, "
+             "and its part in the two logits. Below: the tree of class paths. Every class "
+             f"uses {k} features; on this image, sort each class's features by how strongly "
+             "the image activates them. Classes whose strongest features are the same, in "
+             "the same order, share a branch; a class leaves the predicted class's branch "
+             "at the first feature where they differ, and a path stops at a feature that is "
+             "not active on the image. The predicted class's path is black, its name bold; "
+             "the dots have the colours of the heat maps above (grey: features not shown "
+             f"there) and grow with the activation.{how}</p>"]
+    for ex in local.get("examples", []):
+        pset = ex.get("prediction_set_names")
+        in_set = "" if pset is None else (
+            f"; prediction set ({len(pset)}): " + ", ".join(_e(n) for n in pset))
+        parts.append(f'<figure class="local" id="local-{_e(ex["split"])}-{ex["index"]}">'
+                     f'<img src="{_e(ex["figure"])}" alt="local explanation of '
+                     f'{_e(ex["class_name"])}"><figcaption>{_e(ex["split"])} image '
+                     f'{ex["index"]}, a {_class_link(ex["class"], names)}: predicted '
+                     f'{_class_link(ex["predicted"], names)}; {ex["classes_in_tree"]} '
+                     f"class(es) in its tree{in_set}</figcaption></figure>")
+    parts.append("</section>")
+    return parts
+
+
 def write_index(out_dir: str | Path, explanation: dict, title: str = "",
                 assignment_png: str | None = "assignment.png") -> Path:
     """Write ``out_dir/index.html`` for an :func:`explanation_dict` (with figure paths)."""
@@ -189,7 +222,9 @@ def write_index(out_dir: str | Path, explanation: dict, title: str = "",
         parts.append(f'<p class="warning">{_e(explanation["counts_warning"])}</p>')
     parts += [
         '<nav><a href="#assignment">Assignment</a><a href="#classes">Classes</a>'
-        '<a href="#pairs">Class pairs</a><a href="#features">Features</a></nav>',
+        '<a href="#pairs">Class pairs</a>'
+        + ('<a href="#local">Local explanations</a>' if explanation.get("local") else "")
+        + '<a href="#features">Features</a></nav>',
         '<section id="assignment"><h2>Assignment</h2><p>One row per class, one column per '
         "used feature; a filled cell means the class uses the feature (hover for details, "
         "click a name to jump to it).</p>",
@@ -211,7 +246,10 @@ def write_index(out_dir: str | Path, explanation: dict, title: str = "",
               "colour where it is active.</p>"]
     drawn = [_pair_figure(p, names) for p in all_pairs if p.get("figure")]
     parts += drawn or [f"<p>{_e(_no_pairs(all_pairs))}</p>"]
-    parts += ['</section><section id="features"><h2>Features</h2><p>For each feature, the '
+    parts.append("</section>")
+    if explanation.get("local"):
+        parts += _local_section(explanation["local"], names)
+    parts += ['<section id="features"><h2>Features</h2><p>For each feature, the '
               "training images that activate it most (class and activation below each), "
               "red where the feature is active: what the feature responds to.</p>",
               *_feature_rows(explanation, names)]

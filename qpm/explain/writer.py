@@ -40,6 +40,7 @@ def write_explanations(
     title: str = "",
     max_figures: int = 60,
     extra: dict | None = None,
+    local: dict | None = None,
 ) -> dict[str, Path]:
     """explanation.json, assignment.png, figures/pair_A_B.png, gallery/*.png, index.html.
 
@@ -48,7 +49,9 @@ def write_explanations(
     layer's n selected features (in ``selection`` order). ``gallery`` maps a backbone
     feature to its top images. At most ``max_figures`` comparison figures are drawn (pairs
     sharing all but one feature first, then each remaining class with its closest class);
-    the JSON lists every pair.
+    the JSON lists every pair. ``local``: local explanations with CHiQPM's tree, drawn
+    already (``{"examples": [{"figure": relative path, ...}], "coverage": ...}``), listed in
+    the JSON and shown on the page.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +87,8 @@ def write_explanations(
         feat["gallery"] = [{"image": f"gallery/{name}", "caption": g.caption, **g.record}
                            for name, g in zip(files, top, strict=True)]
     expl["examples"] = {str(c): _json_key(k) for c, k in examples.items()}
+    if local:
+        expl["local"] = local
     text = json.dumps(expl, indent=2) + "\n"
     paths["json"] = atomic_write(out_dir / "explanation.json", lambda fh: fh.write(text), "w")
     paths["html"] = write_index(out_dir, expl, title)
