@@ -84,9 +84,8 @@ class QPMModel(nn.Module):
         """(N, n) values the final layer multiplies by its weights, from (N, F) pooled
         backbone features: logits = values @ weight.T (+ the layer's bias)."""
         head = self.network.classifier
-        if hasattr(head, "normalisation"):  # QPM layer and the baselines' sparse head
-            mean, std = head.normalisation()
-            return (pooled.index_select(1, head.selected) - mean) / std
+        if hasattr(head, "layer_input"):  # QPM layer and the baselines' sparse head
+            return head.layer_input(pooled)
         return pooled  # the dense linear head reads every feature
 
     def class_columns(self, c: int, values: np.ndarray | None = None,

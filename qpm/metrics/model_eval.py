@@ -44,11 +44,10 @@ def head_input(classifier, features: torch.Tensor) -> torch.Tensor:
     its selected features normalised with its effective (mean, std). The reference computes
     Correlation, Dependence and the other feature metrics on exactly this input.
     """
-    normalisation = getattr(classifier, "normalisation", None)
-    if normalisation is None:
+    layer_input = getattr(classifier, "layer_input", None)
+    if layer_input is None:
         return features
-    mean, std = normalisation()
-    return (features.index_select(1, classifier.selected) - mean) / std
+    return layer_input(features)
 
 
 @torch.no_grad()

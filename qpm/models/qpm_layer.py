@@ -157,6 +157,14 @@ class QPMLayer(nn.Module):
             return self.mean, self.std.clamp(min=MIN_STD)
         return (self.data_mean + self.data_std * self.mean, self.data_std * self.scale)
 
+    def layer_input(self, features: torch.Tensor) -> torch.Tensor:
+        """What the weights multiply, from (N, F) pooled backbone features, without dropout:
+        logits = layer_input @ weight.T (+ a bias). The one place readers (explanations,
+        metrics, conformal scores) get it from, so a head that transforms its features
+        further (a ReLU) overrides only this."""
+        mean, std = self._effective()
+        return (features.index_select(1, self.selected) - mean) / std
+
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The effective (mean, std) the raw selected features are normalised with."""
         with torch.no_grad():
