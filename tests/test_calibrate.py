@@ -101,7 +101,7 @@ def test_hierarchical_sets_stay_on_the_predicted_path(calibrated, tiny_imagefold
     model = qpm.load(calibrated, device="cpu")
     images = sorted((tiny_imagefolder / "test").rglob("*.png"))
     out = model.outputs(images)
-    depth, _ = out.paths()
+    depth = out.depth()
     for cov in (0.5, 0.6, 0.8):
         sets = model.prediction_sets(out, cov)
         level = sets.threshold.level

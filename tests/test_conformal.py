@@ -548,3 +548,24 @@ def test_tree_stops_at_absent_features_and_groups_classes():
     assert tree.root.children[0].ending == [2]
     assert tree.node_of(0).path == (0, 1, 2)
     assert tree.classes == [0, 1, 2, 4]
+
+
+def test_method_scores_are_the_reference_score_with_a_shift():
+    """The fast path (PathStats, prefix sums) equals the faithful score on shifted
+    activations, on every level and for any subset of images."""
+    from qpm.conformal.outputs import path_scores
+
+    values, weight, logits, _ = reference_inputs(1)
+    values = values - 0.7  # negative activations, as in a QPM layer
+    out = Outputs(logits, values, weight)
+    sub = out.take(np.array([5, 1, 6, 2]))
+    depth, acts = hierarchical_parts(values, class_columns(weight), logits.argmax(1))
+    for level in range(4):
+        want = hierarchical_scores(depth, acts + 0.7, level)  # shift -0.7 back
+        want = np.where(depth >= level, want, np.inf)
+        got = path_scores(out.path_stats(), sub.rows, None, level, -0.7)
+        np.testing.assert_allclose(got, want[[5, 1, 6, 2]], atol=1e-12)
+        labels = np.array([0, 4, 2, 2])
+        got = path_scores(out.path_stats(), sub.rows, labels, level, -0.7)
+        np.testing.assert_allclose(got, want[[5, 1, 6, 2], labels], atol=1e-12)
+    assert np.array_equal(sub.depth(), depth[[5, 1, 6, 2]])

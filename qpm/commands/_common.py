@@ -41,7 +41,9 @@ def add_calibration_arguments(p: argparse.ArgumentParser, default: str | None = 
                    help="share of each class's test images that calibrates (stratified)")
     p.add_argument("--repeats", type=int, default=100, metavar="R",
                    help="also average coverage over R random stratified splits (0: off): "
-                   "the estimate of E[coverage] the finite-sample bound is about")
+                   "the estimate of E[coverage] the finite-sample bound is about; costs R "
+                   "passes over the (test images x classes) scores: seconds at CUB size, "
+                   "minutes at ImageNet size")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the stratified split and of APS's randomisation (default: "
                    "the run's seed)")

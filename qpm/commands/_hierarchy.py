@@ -36,7 +36,7 @@ def local_examples(model, datasets: dict, examples: dict, out_dir: Path, count: 
     for split, items in by_split.items():
         out, _ = dataset_outputs(model, Subset(datasets[split], [i for _, i in items]),
                                  batch_size)
-        depth, _ = out.paths()
+        depth = out.depth()
         size.update({cls: int((d >= 1).sum()) for (cls, _), d in zip(items, depth,
                                                                       strict=True)})
     chosen = sorted(size, key=lambda c: (-size[c], c))[:count]

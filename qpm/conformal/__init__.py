@@ -1,6 +1,7 @@
 """Conformal prediction sets and CHiQPM's hierarchical explanation, over numpy arrays.
 
     paths.py       each class's features in the order an image activates them; delta
+    outputs.py     a model's outputs on N images, with the paths and probabilities derived once
     tree.py        the prefix tree of class paths for one image (the hierarchical explanation)
     scores.py      THR, APS and the hierarchical non-conformity score
     quantile.py    the exact split-conformal quantile and its finite-sample bound
@@ -14,7 +15,6 @@ No torch and no files: the run folder keeps a calibration (``qpm.run_folder.cali
 
 from qpm.conformal.evaluation import TARGETS, Report, SetMetrics, evaluate, format_report
 from qpm.conformal.methods import (
-    Outputs,
     Threshold,
     get_method,
     method_names,
@@ -22,6 +22,7 @@ from qpm.conformal.methods import (
     register_method,
     threshold_from_dict,
 )
+from qpm.conformal.outputs import Outputs
 from qpm.conformal.quantile import Bound, conformal_quantile
 from qpm.conformal.splits import SPLIT_RULES, Split, make_split
 from qpm.conformal.tree import Hierarchy, Node, build_hierarchy

@@ -116,7 +116,7 @@ def evaluate(out: Outputs, labels: np.ndarray, split: Split, methods: list[str],
     and size over that many stratified splits of the same share, seeds ``split.seed`` on."""
     y = np.asarray(labels, dtype=np.int64)
     if "hierarchical" in methods:
-        out.paths()  # once for every split below
+        out.path_stats()  # once, for every split below
     results: dict[str, dict[float, SetMetrics]] = {m: {} for m in methods}
     thresholds: dict[str, dict[float, Threshold]] = {m: {} for m in methods}
     for name in methods:

@@ -18,82 +18,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from qpm.conformal.paths import class_columns, is_hierarchical, path_accuracy
+from qpm.conformal.outputs import Outputs, path_scores
+from qpm.conformal.paths import is_hierarchical, path_accuracy
 from qpm.conformal.quantile import check_coverage, conformal_quantile, rank
-from qpm.conformal.scores import (
-    aps_scores,
-    hierarchical_parts,
-    hierarchical_scores,
-    softmax,
-    thr_scores,
-)
-
-# Images per block when scoring paths: (block, C, k) arrays stay small at ImageNet size.
-BLOCK = 512
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """What a model gives for N images: logits (N, C), the final layer's input (N, n) and its
-    weights (C, n) (``values @ weight.T`` + a bias = logits)."""
-
-    logits: np.ndarray
-    values: np.ndarray
-    weight: np.ndarray
-    # (depth, activations) of the class paths, computed once (see paths()) and sliced by take()
-    _paths: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
-                                                         compare=False)
-
-    def __post_init__(self) -> None:
-        lg, v, w = (np.asarray(x) for x in (self.logits, self.values, self.weight))
-        if lg.ndim != 2 or v.ndim != 2 or w.ndim != 2 or lg.shape[0] != v.shape[0] \
-                or lg.shape[1] != w.shape[0] or v.shape[1] != w.shape[1]:
-            raise ValueError(f"shapes do not fit: logits {lg.shape}, values {v.shape}, "
-                             f"weight {w.shape}")
-
-    def __len__(self) -> int:
-        return int(np.asarray(self.logits).shape[0])
-
-    def take(self, index: np.ndarray) -> Outputs:
-        paths = None if self._paths is None else (self._paths[0][index], self._paths[1][index])
-        return Outputs(np.asarray(self.logits)[index], np.asarray(self.values)[index],
-                       self.weight, paths)
-
-    def paths(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each class's shared depth with the predicted class (N, C) and its path's
-        activations (N, C, k), computed once in blocks of :data:`BLOCK` images. A constant
-        shift of the activations changes neither the order nor the depth, so the
-        hierarchical method subtracts its shift from these."""
-        if self._paths is None:
-            cols = class_columns(self.weight)
-            values = np.asarray(self.values, dtype=np.float64)
-            pred = self.predicted
-            depth, acts = [], []
-            for start in range(0, len(self), BLOCK):
-                d, a = hierarchical_parts(values[start:start + BLOCK], cols,
-                                          pred[start:start + BLOCK])
-                depth.append(d)
-                acts.append(a)
-            if not depth:
-                c, k = cols.shape
-                depth, acts = [np.zeros((0, c), dtype=np.int64)], [np.zeros((0, c, k))]
-            object.__setattr__(self, "_paths", (np.concatenate(depth), np.concatenate(acts)))
-        return self._paths
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return np.asarray(self.logits).argmax(axis=1)
-
-    def logit_mismatch(self) -> float:
-        """How far ``values @ weight.T`` is from the logits up to a per-class constant (the
-        layer's bias), relative to the logits' spread: ~1e-7 when ``values`` is really what
-        the layer multiplies (float32), large when it is not (e.g. a ReLU left out)."""
-        lg = np.asarray(self.logits, dtype=np.float64)
-        if lg.shape[0] < 2:
-            return 0.0
-        rest = lg - np.asarray(self.values, dtype=np.float64) @ np.asarray(self.weight).T
-        rest = rest - rest.mean(axis=0)
-        return float(np.abs(rest).max() / max(float(np.ptp(lg)), 1e-12))
+from qpm.conformal.scores import thr_scores
 
 
 @dataclass(frozen=True)
@@ -171,8 +99,8 @@ def methods_for(weight: np.ndarray) -> list[str]:
     return [n for n, m in _METHODS.items() if m.unusable(weight) is None]
 
 
-def _true_scores(all_scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    return all_scores[np.arange(all_scores.shape[0]), np.asarray(labels, dtype=np.int64)]
+def _labels(labels: np.ndarray) -> np.ndarray:
+    return np.asarray(labels, dtype=np.int64)
 
 
 @register_method
@@ -180,12 +108,12 @@ class THR(Method):
     name, title = "thr", "THR (LAC)"
 
     def calibrate(self, out, labels, coverage, rng):
-        s = _true_scores(thr_scores(softmax(out.logits)), labels)
+        s = thr_scores(out.probs()[0][out.rows, _labels(labels)])
         return Threshold(self.name, check_coverage(coverage), len(s),
                          conformal_quantile(s, coverage))
 
     def scores(self, out, threshold, rng):
-        return thr_scores(softmax(out.logits))
+        return thr_scores(out.probs()[0][out.rows])
 
 
 @register_method
@@ -196,14 +124,16 @@ class APS(Method):
     name, title = "aps", "APS"
 
     def calibrate(self, out, labels, coverage, rng):
-        p = softmax(out.logits)
-        s = _true_scores(aps_scores(p, rng.random(p.shape)), labels)
+        p, mass = out.probs()  # aps_scores(p, u) = mass - u * p
+        rows, y = out.rows, _labels(labels)
+        s = mass[rows, y] - rng.random(len(y)) * p[rows, y]  # one u per image (torchcp)
         return Threshold(self.name, check_coverage(coverage), len(s),
                          conformal_quantile(s, coverage))
 
     def scores(self, out, threshold, rng):
-        p = softmax(out.logits)
-        return aps_scores(p, rng.random(p.shape))
+        p, mass = out.probs()
+        p, mass = p[out.rows], mass[out.rows]
+        return mass - rng.random(p.shape) * p
 
 
 @register_method
@@ -230,27 +160,22 @@ class Hierarchical(Method):
         coverage = check_coverage(coverage)
         values = np.asarray(out.values, dtype=np.float64)
         shift = float(values.min()) if values.size else 0.0
-        depth, acts = out.paths()
-        acts = acts - shift
-        k = acts.shape[-1]
-        labels = np.asarray(labels, dtype=np.int64)
-        rows = np.arange(len(labels))
-        on_path = depth[rows, labels]
+        stats, labels = out.path_stats(), _labels(labels)
+        k = stats.per_class
+        on_path = stats.depth[out.rows, labels]
         acc = path_accuracy(on_path, k)
         need = rank(len(labels), coverage)
         level = max((lv for lv in range(k + 1) if np.count_nonzero(on_path >= lv) >= need),
                     default=0)
         reference = int(np.argmin(acc >= coverage)) if not np.all(acc >= coverage) else k
-        s = hierarchical_scores(depth, acts, level)[rows, labels]
-        s = np.where(on_path >= level, s, np.inf)  # off the path: never in a set
+        s = path_scores(stats, out.rows, labels, level, shift)  # off the path: inf
         return Threshold(self.name, coverage, len(labels), conformal_quantile(s, coverage),
                          level=level, shift=shift, path_accuracy=tuple(float(a) for a in acc),
                          reference_level=reference)
 
     def scores(self, out, threshold, rng):
-        depth, acts = out.paths()
-        s = hierarchical_scores(depth, acts - threshold.shift, threshold.level or 0)
-        return np.where(depth >= (threshold.level or 0), s, np.inf)
+        return path_scores(out.path_stats(), out.rows, None, threshold.level or 0,
+                           threshold.shift)
 
 
 def threshold_from_dict(d: dict) -> Threshold:
