@@ -182,3 +182,18 @@ def test_explain_page_shows_local_trees(calibrated, tmp_path, capsys):
         assert f'src="{ex["figure"]}"' in page
         assert ex["prediction_set"] is not None
     assert Path(out / "local").is_dir()
+
+
+def test_demo_callbacks_without_a_calibration(run_copy, tiny_imagefolder):
+    """The demo's callbacks (no browser, no Gradio): without qpm calibrate it still shows the
+    class and the tree, and says how to get prediction sets."""
+    from qpm.demo.app import Demo
+
+    model = qpm.load(run_copy, device="cpu")
+    demo = Demo(model)
+    image = str(sorted((tiny_imagefolder / "test").rglob("*.png"))[0])
+    features, tree, text, state = demo.classify(image, 0.9)
+    assert Path(features).read_bytes()[:8] == PNG_MAGIC
+    assert Path(tree).read_bytes()[:8] == PNG_MAGIC
+    assert "Predicted:" in text and "qpm calibrate" in text
+    assert demo.update(0.5, None) == (None, "")

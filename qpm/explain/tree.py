@@ -85,7 +85,7 @@ def draw_hierarchy(ax, tree, class_names: list[str], colours: dict[int, tuple] |
         for i, (text, bold, colour) in enumerate(lines):
             ax.annotate(text, (x, y + 0.35), xytext=(9 * i - 4.5 * (len(lines) - 1), -3),
                         textcoords="offset points", rotation=90, ha="center", va="top",
-                        fontsize=7, fontweight="bold" if bold else "normal", color=colour)
+                        fontsize=8, fontweight="bold" if bold else "normal", color=colour)
     ax.plot(*pos[()], "ks", markersize=6)
     ax.annotate("image", pos[()], xytext=(7, 0), textcoords="offset points", fontsize=7,
                 va="center", color="#444")
