@@ -4,7 +4,9 @@
 
 Prints the median and the best wall-clock seconds of each command (a fresh interpreter each
 time, as a user's shell starts it) against the target of 0.3 s, and which heavy modules
-(torch, pyomo, scipy, matplotlib, the solvers) each one imported: none should.
+(torch, pyomo, scipy, matplotlib, the solvers) each one imported: none should. Last, the
+address space that importing torch and torchvision maps (VmPeak, Linux): what a command that
+trains or loads a model needs under ``ulimit -v`` (``qpm.errors.TORCH_ADDRESS_SPACE``).
 """
 
 from __future__ import annotations
@@ -60,7 +62,19 @@ def main(argv=None) -> int:
               f"  {', '.join(heavy) or 'none'}")
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus; "
           f"worst median {worst:.3f} s")
+    print(f"address space of `import torch, torchvision`: {torch_address_space(env)}")
     return 0
+
+
+def torch_address_space(env: dict) -> str:
+    code = ("import torch, torchvision\n"
+            "print(open('/proc/self/status').read().split('VmPeak:')[1].split()[0])")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                             capture_output=True, text=True)
+    except (subprocess.CalledProcessError, IndexError):
+        return "n/a (needs Linux /proc)"
+    return f"{int(out.stdout.split()[-1]) / 2**20:.2f} GiB (VmPeak)"
 
 
 if __name__ == "__main__":

@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.configure(-1 if args.quiet else args.verbose, True if args.progress else None)
     previous = _install(signal.SIGTERM, _on_sigterm)
+    # `ulimit -f`: a write past the limit must fail (EFBIG, one line), not kill the process.
+    xfsz = _install(signal.SIGXFSZ, signal.SIG_IGN) if hasattr(signal, "SIGXFSZ") else None
     try:
         code = int(modules[args.command].run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
@@ -153,12 +155,22 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `qpm solve ... | head`: the reader left; end quietly
         _quiet_stdout()
         return 0
+    except (OSError, MemoryError, ImportError) as exc:  # the machine's limits: one line
+        from qpm.errors import environment_error
+
+        known = environment_error(exc)
+        if known is None:
+            raise
+        print(f"qpm {args.command}: error: {known}", file=sys.stderr)
+        return known.exit_code
     except KeyboardInterrupt as exc:
         how = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"qpm {args.command}: {how}; finished artifacts are kept.", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         _install(signal.SIGTERM, previous)
+        if xfsz is not None:
+            _install(signal.SIGXFSZ, xfsz)
 
 
 def _install(signum: int, handler):

@@ -1,9 +1,12 @@
 """Files: the one atomic writer, strict JSON and guarded ``.npz`` reading (torch-free).
 
 Every file qpm writes goes through :func:`atomic_write`: a uniquely named temporary file in
-the same folder (``.NAME.<random>.tmp``), flushed and fsynced, given the permissions the
-umask allows, then ``os.replace``-d over the target. A kill leaves the old file or the new
-one, never half of one, and at most a temporary that :func:`is_temp_name` recognises.
+the same folder (``.qpm-NAME.<random>.tmp``, created with ``O_EXCL``: never an existing file
+or a link), flushed and fsynced, given the permissions the umask allows, then
+``os.replace``-d over the target. A kill leaves the old file or the new one, never half of
+one, and at most a temporary that :func:`is_temp_name` recognises by qpm's own prefix. A
+write the machine refuses (a full disk, ``ulimit -f``, permissions, a folder where the file
+should be) is one :class:`WriteError` naming the file, and the old file stays.
 
 JSON is strict both ways: NaN and Infinity are neither written nor accepted.
 
@@ -27,14 +30,19 @@ from typing import Any
 
 import numpy as np
 
-from qpm.errors import QPMError
+from qpm.errors import QPMError, os_error
 from qpm.npz import Header, is_plain, read_data, read_header, read_stored, write_npz
 
+TEMP_PREFIX = ".qpm-"  # every temporary file qpm makes starts with it (nothing else does)
 TEMP_SUFFIX = ".tmp"
 
 
 class ArtifactError(QPMError):
     """A file exists but cannot be used (truncated, corrupt, wrong content)."""
+
+
+class WriteError(ArtifactError, OSError):
+    """A file could not be written (still an OSError for callers that catch those)."""
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -55,27 +63,63 @@ def _umask() -> int:
 
 
 def is_temp_name(name: str) -> bool:
-    """Whether ``name`` is a temporary file of :func:`atomic_write` (``.NAME.xxxx.tmp``)."""
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX) and name.count(".") >= 3
+    """Whether ``name`` is a temporary file of :func:`atomic_write` (``.qpm-NAME.xxxx.tmp``)."""
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Write ``path`` through ``write(file)`` on a synced temporary file, then os.replace."""
+    """Write ``path`` through ``write(file)`` on a synced temporary file, then os.replace.
+    A failure the machine causes is a :class:`WriteError` naming ``path``; the old file (if
+    any) is kept and the temporary removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX,
+                                   dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    seen: list[OSError] = []  # what the file refused, when a library re-raises it as another error
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; files should follow the umask
         with os.fdopen(fd, mode) as fh:
-            write(fh)
+            write(_Watched(fh, seen))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = exc if isinstance(exc, OSError) else (seen[0] if seen else None)
+        if cause is not None and not isinstance(exc, QPMError | KeyboardInterrupt):
+            raise _write_error(path, cause) from None
         raise
     _sync_folder(path.parent)
     return path
+
+
+class _Watched:
+    """A file whose failed writes are remembered: torch.save and matplotlib turn an OSError
+    into their own exception types, and the cause must still reach the user."""
+
+    def __init__(self, fh, seen: list[OSError]) -> None:
+        self._fh, self._seen = fh, seen
+
+    def write(self, data):
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self._seen.append(exc)
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._fh, name)
+
+
+def _write_error(path: Path, exc: OSError) -> WriteError:
+    known = os_error(exc, path)
+    if known is not None:
+        return WriteError(known.problem, known.fix)
+    return WriteError(f"Cannot write {path} ({exc.strerror or exc}).",
+                      "Check the folder and re-run; finished files are kept.")
 
 
 def _sync_folder(folder: Path) -> None:
@@ -133,6 +177,7 @@ def read_json(path: str | Path, fix: str | None = None, what: str = "") -> Any:
     path = Path(path)
     name = f"{what} file {path}" if what else str(path)
     fix = fix or f"Delete {path} and re-run; it will be recomputed."
+    check_input_file(path, f"{what} file" if what else "File", fix)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -170,17 +215,59 @@ def _probe_folder(path: Path, flag: str) -> None:
     os.unlink(probe)
 
 
-def check_output_file(path: str | Path, flag: str, inputs: tuple = ()) -> None:
+def check_output_file(path: str | Path, flag: str, inputs: tuple | list = (),
+                      suffixes: tuple[str, ...] = (),
+                      owned: Callable[[Path], str | None] | None = None) -> None:
     """Before the work: QPMError unless ``path`` can be written as a new or replaced file
-    that is none of the ``inputs`` (writing over an input would destroy it)."""
+    without destroying anything: not one of the ``inputs`` (nor a link to one), not a file
+    that ``owned(path)`` claims (a run folder's artifact: it says whose), and, when it exists,
+    a file of the kind the command writes (its name ends with one of ``suffixes``), so that
+    ``--out photos/*.jpg`` cannot turn a photo into a CSV file."""
+    from qpm.text import printable
+
     path = Path(path)
+    shown = printable(path)
     if path.is_dir():
-        raise QPMError(f"{flag} {path} is a folder.", f"Give a file name for {flag}.")
+        raise QPMError(f"{flag} {shown} is a folder.", f"Give a file name for {flag}.")
     for src in inputs:
         if src is not None and _same_file(Path(src), path):
-            raise QPMError(f"{flag} {path} is the input file {src}; writing it would destroy "
-                           "the input.", f"Give another file name for {flag}.")
+            raise QPMError(f"{flag} {shown} is the input file {printable(src)}; writing it would "
+                           "destroy the input.", f"Give another file name for {flag}.")
+    whose = owned(path) if owned is not None else None
+    if whose is not None:
+        raise QPMError(f"{flag} {shown} is {whose}; writing it would destroy it.",
+                       f"Write {flag} outside the run folder, or under a name of your own.")
+    if suffixes and (path.exists() or path.is_symlink()) and not (
+            path.is_file() and not path.is_symlink()
+            and path.name.lower().endswith(tuple(s.lower() for s in suffixes))):
+        kind = "a link" if path.is_symlink() else "a file that is not " + " or ".join(suffixes)
+        raise QPMError(f"{flag} {shown} exists and is {kind}; qpm replaces only its own "
+                       f"kind of output file.", f"Give a new file name ending in "
+                       f"{suffixes[0]} for {flag}.")
     _probe_folder(path.parent, flag)
+
+
+def check_input_file(path: str | Path, what: str, fix: str) -> Path:
+    """QPMError unless ``path`` is a regular file (a named pipe or a device would block or
+    never end; a folder is not a file). Returns it as a Path."""
+    import stat
+
+    from qpm.text import printable
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        why = "does not exist" if isinstance(exc, FileNotFoundError) else (
+            f"cannot be read ({exc.strerror})")
+        raise ArtifactError(f"{what} {printable(path)} {why}.", fix) from None
+    if stat.S_ISDIR(mode):
+        raise ArtifactError(f"{what} {printable(path)} is a folder, not a file.", fix)
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else (
+            "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise ArtifactError(f"{what} {printable(path)} is {kind}, not a regular file.", fix)
+    return path
 
 
 def check_output_folder(path: str | Path, flag: str) -> None:
@@ -304,10 +391,9 @@ def read_npz(path: str | Path, keys: tuple[str, ...], *, what: str = "Input", fi
 
 def _check_npz_path(path: str | Path, what: str, fix: str) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{what} file {path} does not exist.", fix)
     if path.is_dir():
         raise ArtifactError(f"{what} path {path} is a folder, not an .npz file.", fix)
+    check_input_file(path, f"{what} file", fix)
     try:
         with open(path, "rb") as fh:
             magic = fh.read(6)

@@ -4,7 +4,8 @@ Everything that reports progress logs to the ``qpm`` logger (``logging.getLogger
 the command line sends it to stderr as plain lines: INFO by default, warnings and errors only
 with ``-q``, DEBUG with ``-v``. Results go to stdout. Progress bars (tqdm) show only on a
 terminal, or when ``--progress`` asks for them, and never when ``TQDM_DISABLE`` is set; in a
-pipe or a file the loops log one plain line per epoch or stage instead. As a library, qpm
+pipe or a file the loops log one plain line per epoch or stage instead. A library's Python
+warning is one log line too (``warning: ...``), not the message plus a line of its source. As a library, qpm
 configures nothing: its loggers propagate to whatever the application set up.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 LOGGER = "qpm"
 
@@ -51,6 +53,18 @@ def configure(verbosity: int = 0, progress: bool | None = None) -> None:
     root.propagate = False
     if verbosity < 0 and progress is None:
         _progress = False
+    warnings.showwarning = _log_warning  # a library's warning: one line, like qpm's own
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python's warnings (Pillow's, joblib's, ...) as one line on the qpm logger, instead of
+    two (the message and the library's source line). The warning filters still decide
+    which are shown and how often."""
+    from qpm.text import printable
+
+    logging.getLogger(f"{LOGGER}.warnings").warning(
+        f"warning: {printable(message)} ({category.__name__} from "
+        f"{printable(os.path.basename(filename))})")
 
 
 def show_bars() -> bool:

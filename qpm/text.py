@@ -75,3 +75,25 @@ def drawn_as_plain_text(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a string starting like a formula gets a ``'``
+    in front (what spreadsheets themselves do to show text), unless it is a plain number;
+    numbers and other values are kept as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value  # "-0.5" is a number, not a formula
+    except ValueError:
+        return "'" + value
+
+
+def csv_row(values: list) -> list:
+    """Every cell of a row through :func:`csv_cell`: what every CSV file qpm writes does."""
+    return [csv_cell(v) for v in values]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qpm.assignment.compare import Comparison, Row
 from qpm.assignment.trace import BOUND, INCUMBENT
-from qpm.text import drawn_as_plain_text, printable
+from qpm.text import csv_row, drawn_as_plain_text, printable
 
 COLUMNS = ("solver", "form", "status", "objective", "bound", "gap %", "to best bound %",
            "first s", "final s", "build+handoff s", "peak MB", "verified", "note")
@@ -70,7 +70,7 @@ def to_csv(cmp: Comparison) -> str:
     writer.writerow(["label", *keys, "to_best_bound"])
     for r in cmp.rows:
         d = r.to_dict()
-        writer.writerow([d["label"], *(d[k] for k in keys), cmp.to_bound(r)])
+        writer.writerow(csv_row([d["label"], *(d[k] for k in keys), cmp.to_bound(r)]))
     return buf.getvalue()
 
 
