@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     results, counts, where, sets = {}, {}, {}, {}
     for m in models:
         try:
-            rf.check_model_file(m.folder, m.model_type)
+            rf.check_model_file(m.folder, m.model_type, run.path)
             model, _ = load_model(m.file, device)
         except QPMError as exc:  # one stale or corrupt model file should not hide the rest
             log.warning(f"skipping {m.label}: {exc}")

@@ -73,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else _default_out(run, found)
     check_output_folder(out_dir, "--out")
     c = run.config
-    rf.check_model_file(found.folder, mt)
-    model = load(run.path, mt, args.device, variant=found.variant)
+    model = load(run.path, mt, args.device, variant=found.variant)  # checks the model file
     data = build_data(c.dataset, c.data_root, c.image_size, c.crop_gt)
     rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), args.data_root)
     weight, sel = model.layer()

@@ -181,15 +181,16 @@ def given_problem(args: argparse.Namespace) -> dict:
 
 def _early_lock(args: argparse.Namespace):
     """The lock of an existing --run-dir, taken before torch is even imported, so a second
-    writer is refused at once (the runner takes it, re-entrantly, in any case)."""
+    writer is refused at once (the runner takes it, re-entrantly, in any case); a folder qpm
+    must not write is refused as early."""
     import os
     from pathlib import Path
 
-    from qpm.run_folder import RunLock
+    from qpm.run_folder import claim
 
     if not args.run_dir or not Path(args.run_dir).is_dir() or os.environ.get("RANK", "0") != "0":
         return None
-    return RunLock(args.run_dir).acquire()
+    return claim(args.run_dir)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ class QPMModel(nn.Module):
         self.network = network
         self.class_names = [printable(n) for n in class_names]
         self.model_type, self.dataset = model_type, dataset
-        self.image_size = int(image_size or spec.image_size)
+        self.image_size = int(spec.image_size if image_size is None else image_size)
         self.per_class = int(per_class)
         self.kind, self.mean, self.std = spec.kind, spec.mean, spec.std
         self.in_channels = len(spec.mean)
@@ -297,8 +297,9 @@ def load(run_dir: str | os.PathLike, model_type: str = "qpm",
 
     ``variant`` picks one of the run's settings (its folder name under variants/, or a
     unique start of it such as ``"qpm-n30"``); by default the most recently trained one.
-    Reads config.json and the model file; a model file whose stage record exists must be
-    the file that record names (its sha256), so a mixed or edited folder is refused.
+    Reads config.json and the model file, after the run folder's one trust check
+    (:func:`qpm.run_folder.check_model_file`): the model file must be the one its stage
+    recorded in its folder, so a mixed, edited or unrecorded model is refused.
     """
     from qpm import run_folder as rf
     from qpm.io import ArtifactError
@@ -307,8 +308,7 @@ def load(run_dir: str | os.PathLike, model_type: str = "qpm",
     run = rf.open_run(run_dir)
     found = run.find(model_type, variant)
     config = run.config_of(found)
-    if rf.record_path(found.folder, model_type).exists():  # recorded: it must be that file
-        rf.check_model_file(found.folder, model_type)
+    rf.check_model_file(found.folder, model_type, run.path)
     dev = resolve_device(device)
     network, meta = load_model(found.file, "cpu")
     names = meta.get("class_names")

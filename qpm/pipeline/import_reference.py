@@ -95,23 +95,62 @@ def _load_backbone(model: Backbone, state: dict[str, torch.Tensor], arch: str) -
 
 
 def _sparse_head(state: dict[str, torch.Tensor], model_type: str, n_total: int):
-    selection = state["linear.selection"].long().flatten()
+    raw = state["linear.selection"]
+    for key in ("linear.layer.weight", "linear.mean", "linear.std", "linear.layer.bias"):
+        if key in state and not state[key].is_floating_point():
+            raise QPMError(f"The checkpoint's {key} is a {state[key].dtype} tensor, not real "
+                           "numbers.", FIX)
+    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool:
+        raise QPMError(f"The checkpoint's linear.selection is a {raw.dtype} tensor; the "
+                       "reference stores feature indices as integers (torch.long).", FIX)
+    selection = raw.long().flatten()
     weight = state["linear.layer.weight"].float()
     mean, std = state["linear.mean"].float().flatten(), state["linear.std"].float().flatten()
     n = selection.numel()
+    if n == 0:
+        raise QPMError("The checkpoint's linear.selection is empty: the final layer reads no "
+                       "feature.", FIX)
+    if len(set(selection.tolist())) != n:
+        raise QPMError(f"The checkpoint's linear.selection repeats feature indices ({n} "
+                       f"entries, {len(set(selection.tolist()))} distinct).", FIX)
+    if weight.dim() != 2:
+        raise QPMError(f"The checkpoint's linear.layer.weight has shape "
+                       f"{tuple(weight.shape)}, not (classes, {n}).", FIX)
     if mean.numel() == n_total and n != n_total:  # statistics of every feature: pick ours
-        mean, std = mean[selection], std[selection]
+        in_range = selection.min() >= 0 and selection.max() < n_total
+        if in_range:
+            mean, std = mean[selection], std[selection]
     if (weight.shape[1] != n or mean.numel() != n or std.numel() != n
             or selection.min() < 0 or selection.max() >= n_total):
         raise QPMError(
             f"The checkpoint's final layer is inconsistent: {n} selected features (indices "
-            f"up to {int(selection.max())} of {n_total}), weights {tuple(weight.shape)}, "
-            f"mean {mean.numel()}, std {std.numel()}.", FIX)
+            f"{int(selection.min())}..{int(selection.max())} of {n_total}), weights "
+            f"{tuple(weight.shape)}, mean {mean.numel()}, std {std.numel()}.", FIX)
+    bias = state.get("linear.layer.bias")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise QPMError(f"The checkpoint's linear.layer.bias has shape {tuple(bias.shape)}, "
+                       f"not ({weight.shape[0]},) (one per class).", FIX)
     if model_type == "qpm":
         return QPMLayer(selection, weight, mean, std, dropout=0.1)
     from qpm.models.sparse_head import SparseHead
 
-    return SparseHead(selection, weight, state.get("linear.layer.bias"), mean, std)
+    return SparseHead(selection, weight, bias, mean, std)
+
+
+def _dense_head(state: dict[str, torch.Tensor], model: Backbone) -> Classifier:
+    weight, bias = state["linear.weight"], state["linear.bias"]
+    c, f = model.num_classes, model.n_features
+    if tuple(weight.shape) != (c, f) or tuple(bias.shape) != (c,):
+        raise QPMError(f"The checkpoint's dense layer has weight {tuple(weight.shape)} and "
+                       f"bias {tuple(bias.shape)}, not ({c}, {f}) and ({c},).", FIX)
+    if not (weight.is_floating_point() and bias.is_floating_point()):
+        raise QPMError(f"The checkpoint's dense layer is {weight.dtype} / {bias.dtype}, not "
+                       "real numbers.", FIX)
+    head = Classifier(f, c)
+    with torch.no_grad():
+        head.linear.weight.copy_(weight)
+        head.linear.bias.copy_(bias)
+    return head
 
 
 def reference_model(state: dict[str, torch.Tensor], reduced_strides: bool = True,
@@ -121,17 +160,13 @@ def reference_model(state: dict[str, torch.Tensor], reduced_strides: bool = True
     arch = detect_arch(state)
     kind = _model_type(state, model_type)
     weight = state["linear.weight" if kind == "dense" else "linear.layer.weight"]
+    if weight.dim() != 2 or weight.shape[0] < 1:
+        raise QPMError(f"The checkpoint's final layer weight has shape {tuple(weight.shape)}, "
+                       "not (classes, features).", FIX)
     model = create_backbone(arch, "none", reduced_strides, 3, int(weight.shape[0]))
     _load_backbone(model, state, arch)
     if kind == "dense":
-        head = Classifier(model.n_features, model.num_classes)
-        if tuple(state["linear.weight"].shape) != (model.num_classes, model.n_features):
-            raise QPMError(f"The checkpoint's dense layer has shape "
-                           f"{tuple(state['linear.weight'].shape)}, not (C, "
-                           f"{model.n_features}).", FIX)
-        with torch.no_grad():
-            head.linear.weight.copy_(state["linear.weight"])
-            head.linear.bias.copy_(state["linear.bias"])
+        head = _dense_head(state, model)
         n, k = model.n_features, model.n_features
     else:
         head = _sparse_head(state, kind, model.n_features)
@@ -159,9 +194,7 @@ def import_reference(checkpoint: str | Path, dataset: str, data_root: str | None
     from qpm.text import printable
 
     path, folder = Path(checkpoint), Path(run_dir)
-    if (folder / rf.CONFIG).exists():
-        raise QPMError(f"{printable(folder)} is already a run folder.",
-                       "Import into a new --run-dir.")
+    rf.check_run_dir(folder, new=True)  # before the work; claimed (locked) before writing
     ref = reference_model(read_state_dict(path), reduced_strides, model_type)
     sizes = {} if ref.model_type == "dense" else {"n_features": ref.n_features,
                                                    "per_class": ref.per_class}
@@ -180,7 +213,7 @@ def import_reference(checkpoint: str | Path, dataset: str, data_root: str | None
             "per_class": ref.per_class, "inputs": profile_split(data.train.split).to_dict()}
     if hasattr(ref.model.classifier, "assignment"):
         meta["assignment"] = {str(c): f for c, f in ref.model.classifier.assignment().items()}
-    with rf.RunLock(folder, "qpm import-reference"):
+    with rf.claim(folder, "qpm import-reference", new=True):
         fingerprint = rf.data_fingerprint(data, cfg.data_root)
         write_json(folder / rf.DATA, fingerprint)
         write_json(folder / rf.CONFIG, cfg.to_dict())

@@ -64,12 +64,7 @@ def _read_optional(path: Path, what: str, log: Callable[[str], None]) -> dict:
 def merge_metrics(folder: Path, update: dict[str, Any]) -> dict[str, Any]:
     """Merge ``update`` into ``folder``'s metrics.json one level deep (per model type)."""
     path = Path(folder) / rf.METRICS
-    metrics = _read_optional(path, rf.METRICS, _log.warning)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(metrics.get(key), dict):
-            metrics[key].update(value)
-        else:
-            metrics[key] = value
+    metrics = _merge(_read_optional(path, rf.METRICS, _log.warning), update)
     write_json(path, metrics)
     return metrics
 
@@ -140,21 +135,24 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
     ctx = RunContext(cfg, run_dir, log, on_epoch_end, glm)
     dist.per_process_batch(cfg.batch_size, dctx.world_size)  # fail before any work
     cfg = ctx.config = check_before_training(cfg, ctx, notes)
-    lock = rf.RunLock(run_dir)
     # Rank 0 holds the lock; every rank must learn of a refusal (else collectives hang).
-    refused = None
+    lock, refused = None, None
     if dctx.is_main:
         try:
-            lock.acquire()
+            lock = rf.claim(run_dir)  # a run folder, or a new or empty one: no one else's
+            rf.check_files(run_dir)
         except QPMError as exc:
             refused = (exc.problem, exc.fix)
+            if lock is not None:
+                lock.release()
     refused = dist.broadcast_object(refused)
     if refused:
         raise QPMError(*refused)
     try:
         return _run_locked(cfg, ctx, stages, force, log, notes)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def variant_folder(cfg: TrainConfig, stages: list[Stage], run_dir: Path) -> str:
@@ -177,7 +175,7 @@ def _prepare_folder(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None
     for path in rf.remove_stale_temporaries(run_dir):
         log(f"removed {path.relative_to(run_dir)}, left by a writer that was killed")
     fingerprint = rf.data_fingerprint(ctx.data(), cfg.data_root)
-    if rf.check_data(run_dir, fingerprint, cfg.data_root):
+    if rf.check_data(run_dir, fingerprint, cfg.data_root, fresh_ok=True):
         write_json(run_dir / rf.DATA, fingerprint)
     write_json(run_dir / rf.CONFIG, cfg.to_dict())
     if ctx.variant_dir != run_dir:  # the variant's own settings, for whoever reads it later
@@ -208,15 +206,13 @@ def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage], force: s
     if folder:
         log(f"variant {folder.split('/')[-1]} ({folder}/)")
     summary = RunSummary(run_dir, cfg, ctx.variant_dir)
-    # metrics.json files lost or broken: rebuilt from the records of the stages skipped below
-    lost = {f for f in (run_dir, ctx.variant_dir) if is_main and not _metrics_readable(f)}
     upstream: dict[str, str] = {"data": data_hash}
     dirty = False
     for i, stage in enumerate(stages):
         dirty = dirty or stage.name == force
         if dirty and stage.name == force:
             log(f"[{stage.name}] --force: recomputing it and every later stage")
-        done = _finished(cfg, ctx, stage, stages[i + 1:], records, upstream, dirty, lost, log)
+        done = _finished(cfg, ctx, stage, stages[i + 1:], records, upstream, dirty, log)
         if done is not None:
             summary.stages.append(StageReport(stage.name, stage.artifact, "skipped",
                                               done.seconds))
@@ -225,17 +221,36 @@ def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage], force: s
         dirty = True
         upstream[stage.artifact] = _compute(cfg, ctx, stage, upstream, summary, log)
     dist.barrier()
-    summary.metrics = _read_optional(run_dir / rf.METRICS, rf.METRICS, log)
-    if ctx.variant_dir != run_dir:
-        variant = _read_optional(ctx.variant_dir / rf.METRICS, rf.METRICS, log)
-        summary.metrics = {**summary.metrics, **variant,
-                           "seconds": {**summary.metrics.get("seconds", {}),
-                                       **variant.get("seconds", {})}}
+    summary.metrics = recorded_metrics(run_dir, stages)
     return summary
 
 
+def recorded_metrics(run_dir: Path, stages: list[Stage]) -> dict[str, Any]:
+    """The metrics and seconds the stages' records state: what a summary reports (a
+    metrics.json is a copy for people and may have been edited since)."""
+    metrics: dict[str, Any] = {"seconds": {}}
+    for stage in stages:
+        rec, _ = rf.read_record(run_dir / stage.folder, stage.name)
+        if rec is None:
+            continue
+        _merge(metrics, rec.extra.get("metrics") or {})
+        if rec.seconds is not None:
+            metrics["seconds"][stage.name] = round(rec.seconds, 3)
+    return metrics
+
+
+def _merge(metrics: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``metrics`` one level deep (per model type)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(metrics.get(key), dict):
+            metrics[key].update(value)
+        else:
+            metrics[key] = value
+    return metrics
+
+
 def _finished(cfg: TrainConfig, ctx: RunContext, stage: Stage, later: list[Stage],
-              records: dict, upstream: dict[str, str], dirty: bool, lost: set[Path],
+              records: dict, upstream: dict[str, str], dirty: bool,
               log: Callable[[str], None]) -> StageRecord | None:
     """The record of ``stage`` when its artifact is finished and re-usable, else None."""
     run_dir, is_main = ctx.run_dir, ctx.is_main
@@ -252,8 +267,9 @@ def _finished(cfg: TrainConfig, ctx: RunContext, stage: Stage, later: list[Stage
         return None
     log(f"[{stage.name}] {stage.artifact} is finished; skipping")
     folder = run_dir / stage.folder
-    if folder in lost and rec.extra.get("metrics"):
-        merge_metrics(folder, rec.extra["metrics"])
+    stated = rec.extra.get("metrics") or {}
+    if is_main and stated and not _metrics_state(folder, stated):  # lost, broken or edited
+        merge_metrics(folder, stated)
     if is_main and stage.figure and not (folder / stage.figure).exists():
         _draw(stage, ctx, log)
     return rec
@@ -301,11 +317,17 @@ def _draw(stage: Stage, ctx: RunContext, log: Callable[[str], None]) -> None:
             f"{printable(exc)}); {stage.artifact} is kept")
 
 
-def _metrics_readable(folder: Path) -> bool:
+def _metrics_state(folder: Path, stated: dict[str, Any]) -> bool:
+    """Whether ``folder``'s metrics.json holds the values a stage record states."""
     try:
-        return isinstance(read_json(folder / rf.METRICS), dict)
+        metrics = read_json(folder / rf.METRICS)
     except ArtifactError:
         return False
+    if not isinstance(metrics, dict):
+        return False
+    return all(
+        isinstance(metrics.get(k), dict) and all(metrics[k].get(i) == w for i, w in v.items())
+        if isinstance(v, dict) else metrics.get(k) == v for k, v in stated.items())
 
 
 def _check_finished(cfg: TrainConfig, stage: Stage, later: list[Stage], records: dict,

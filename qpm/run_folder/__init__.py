@@ -12,7 +12,7 @@ from qpm.run_folder.fingerprint import (
     describe_data_change,
     fingerprint_hash,
 )
-from qpm.run_folder.lock import RunLock, holding_lock, remove_stale_temporaries
+from qpm.run_folder.lock import RunLock, claim, holding_lock, remove_stale_temporaries
 from qpm.run_folder.names import (
     ASSIGNMENT,
     CONFIG,
@@ -31,6 +31,7 @@ from qpm.run_folder.names import (
     model_file,
     plot_file,
 )
+from qpm.run_folder.ownership import artifact_owner, check_files, check_run_dir, is_run_folder
 from qpm.run_folder.reading import (
     Model,
     RunFolder,
@@ -55,8 +56,9 @@ from qpm.run_folder.variants import relative_dir, variant_dir, variant_name
 __all__ = [
     "ASSIGNMENT", "CONFIG", "DATA", "DENSE", "EXPLAIN", "FEATURES", "LOCK", "METRICS", "RECORDS",
     "SIMILARITIES", "SLDD_LAYER", "VARIANTS", "Model", "RunFolder", "RunLock", "StageRecord",
-    "artifact_mismatch", "calibration_files", "calibration_paths", "check_data",
-    "check_model_file", "checkpoint_file", "class_names",
+    "artifact_mismatch", "artifact_owner", "calibration_files", "calibration_paths",
+    "check_data", "check_files", "check_model_file", "check_run_dir", "checkpoint_file",
+    "claim", "class_names", "is_run_folder",
     "data_fingerprint", "describe_data_change", "file_hash", "fingerprint_hash",
     "finished_models", "holding_lock", "imported_from", "model_file", "open_run", "plot_file",
     "read_arrays", "read_calibration", "read_config", "read_record", "record_path",

@@ -20,6 +20,8 @@ from qpm.errors import QPMError
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's generators take any seed up to here
 MAX_IMAGE_SIZE = 2048
+MAX_EPOCHS = 10_000  # the reference trains 150 epochs at most; more is a typo, not a plan
+MAX_INT = 2**31 - 1  # what torch and the solvers take as a count
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class TrainConfig:
         updates: dict[str, Any] = {k: v for k, v in recipe.schedule.items()
                                    if getattr(self, k) is None}
         updates["recipe"] = recipe.name
-        arch = self.arch or recipe.arch
+        arch = recipe.arch if self.arch is None else self.arch
         weights, reduced = recipe.backbone(arch)
         for name, value in (("arch", arch), ("weights", weights), ("reduced_strides", reduced),
                             ("crop_gt", recipe.crop_gt), ("image_size", recipe.image_size),
@@ -152,6 +154,12 @@ class TrainConfig:
             if value is not None and value < 1 and not (name.endswith("epochs") and value == 0):
                 raise QPMError(f"{_flag(name)} must be positive, got {value}.",
                                f"Pass a positive {_flag(name)}.")
+        for name in ("epochs", "ft_epochs", "batch_size", "step_size", "ft_step_size",
+                     "n_features", "per_class"):
+            value, most = getattr(self, name), MAX_EPOCHS if "epochs" in name else MAX_INT
+            if value is not None and value > most:
+                raise QPMError(f"{_flag(name)} must be at most {most}, got {value}.",
+                               f"Pass a smaller {_flag(name)}.")
         for name in ("lr", "classifier_lr", "ft_lr", "gamma", "ft_gamma"):
             value = getattr(self, name)
             if value is not None and not value > 0:

@@ -64,21 +64,52 @@ def describe_data_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "other files or file sizes"
 
 
-def check_data(folder: str | Path, fingerprint: dict[str, Any], data_root: str | None) -> bool:
-    """QPMError when the folder was made from other data; True when data.json is missing."""
-    path = Path(folder) / DATA
-    if not path.exists():
-        return True
-    try:
-        old = read_json(path)
-    except ArtifactError:
-        return True  # rewritten by the next train run; the stage records still hold its hash
-    if not isinstance(old, dict):
-        return True
-    if {k: old.get(k) for k in fingerprint} != fingerprint:
-        where = f"--data-root {data_root}" if data_root else "this data"
-        raise QPMError(
-            f"Run folder {folder} was trained on other data than {where}: "
-            f"{describe_data_change(old, fingerprint)}.",
-            "Pass the --data-root the run was trained on, or use a new --run-dir for this data.")
-    return False
+def check_data(folder: str | Path, fingerprint: dict[str, Any], data_root: str | None, *,
+               fresh_ok: bool = False) -> bool:
+    """QPMError when the run folder was made from other data than ``fingerprint``'s; True
+    when data.json must be (re)written.
+
+    data.json says what the data was; without a readable one, the stage records still name
+    its hash. A folder with neither cannot tell what it was trained on: a reader (evaluate,
+    explain) refuses it rather than take any data for the run's; ``fresh_ok`` (qpm train)
+    accepts it when nothing was trained there yet.
+    """
+    folder = Path(folder)
+    path = folder / DATA
+    where = f"--data-root {data_root}" if data_root else "this data"
+    fix = "Pass the --data-root the run was trained on, or use a new --run-dir for this data."
+    old = None
+    if path.exists():
+        try:
+            old = read_json(path)
+        except ArtifactError:
+            old = None
+    if isinstance(old, dict):
+        if {k: old.get(k) for k in fingerprint} != fingerprint:
+            raise QPMError(f"Run folder {folder} was trained on other data than {where}: "
+                           f"{describe_data_change(old, fingerprint)}.", fix)
+        return False
+    recorded = recorded_data(folder)
+    state = "missing" if not path.exists() else "unreadable"
+    if recorded and fingerprint_hash(fingerprint) not in recorded:
+        raise QPMError(f"Run folder {folder} was trained on other data than {where} (its "
+                       f"{DATA} is {state}; its stage records name other data).", fix)
+    if not recorded and not fresh_ok:
+        raise QPMError(f"Run folder {folder} cannot tell which data it was trained on: its "
+                       f"{DATA} is {state} and no stage record names the data.",
+                       f"Restore {folder / DATA}, or re-run qpm train there.")
+    return True
+
+
+def recorded_data(folder: Path) -> set[str]:
+    """The data hashes the stage records of the run folder and its variants name."""
+    from qpm.run_folder.names import RECORDS, VARIANTS
+    from qpm.run_folder.records import read_record
+
+    found = set()
+    for records in [folder / RECORDS, *sorted((folder / VARIANTS).glob(f"*/{RECORDS}"))]:
+        for path in sorted(records.glob("*.json")):
+            rec, _ = read_record(path.parent.parent, path.stem)
+            if rec is not None and isinstance(rec.inputs.get("data"), str):
+                found.add(rec.inputs["data"])
+    return found

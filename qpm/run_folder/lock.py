@@ -1,10 +1,20 @@
-"""One writer per run folder: an OS lock held for the whole command, naming its holder."""
+"""One writer per run folder: an OS lock held for the whole command, naming its holder.
+
+The lock file is opened without following a link (``O_NOFOLLOW``) and must be a plain file
+of its own (one link), so a ``.lock`` planted as a link to another file is refused, never
+truncated. :func:`claim` is how a command that creates or fills a run folder starts: it checks
+that the folder may be written (:func:`~qpm.run_folder.ownership.check_run_dir`), takes the
+lock, and checks again under the lock, so of two commands making the same new folder one is
+refused.
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -13,7 +23,8 @@ from typing import Any
 
 from qpm.errors import QPMError
 from qpm.io import is_temp_name
-from qpm.run_folder.names import CONFIG, LOCK
+from qpm.run_folder.names import CONFIG, EXPLAIN, LOCK, RECORDS, VARIANTS
+from qpm.run_folder.ownership import check_run_dir
 from qpm.text import printable, shorten
 
 
@@ -47,23 +58,36 @@ class RunLock:
         since = time.strftime("%Y-%m-%d %H:%M:%S")
         note = (f"pid {os.getpid()} on {socket.gethostname()} "
                 f"({_shown(self.command)}, since {since})")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, note.encode("utf-8", "replace"), 0)
+        try:  # the note only helps whoever is refused: the lock holds without it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode("utf-8", "replace"), 0)
+        except OSError:
+            pass
         _HELD[key] = [fd, 1]
         self._key = key
         return self
 
     def _open(self) -> int | None:
+        path = self.folder / LOCK
         try:
             if self.create:
                 self.folder.mkdir(parents=True, exist_ok=True)
-            return os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o666)
         except OSError as exc:
+            if exc.errno == errno.ELOOP or path.is_symlink():
+                raise _not_a_lock(path, "a link") from None
             if not self.create:
                 return None  # e.g. read-only: nobody can write it, the command reports later
             what = "is a file" if self.folder.is_file() else f"cannot be written ({exc.strerror})"
             raise QPMError(f"Run folder {self.folder} {what}.",
                            "Pass a writable folder with --run-dir.") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            raise _not_a_lock(path, "not a plain file" if not stat.S_ISREG(st.st_mode)
+                              else "a second name of another file (a hard link)")
+        return fd
 
     def release(self) -> None:
         if self._key is None:
@@ -85,6 +109,27 @@ class RunLock:
 
 # realpath of a locked folder -> [lock file descriptor, depth], for this process
 _HELD: dict[str, list[int]] = {}
+
+
+def _not_a_lock(path: Path, what: str) -> QPMError:
+    return QPMError(f"{path} is {what}, not qpm's lock file; qpm will not write through it.",
+                    f"Remove {path} (qpm makes a new one), or use another --run-dir.")
+
+
+def claim(folder: str | Path, command: str | None = None, *, new: bool = False) -> RunLock:
+    """The held lock of a run folder this process may write: one that does not exist yet
+    (made now), is empty, or is a run folder; ``new``: not a run folder yet (import-reference).
+    The folder is checked before the lock is taken (nothing is created in a folder that is
+    refused) and again under it (another process may have filled it meanwhile)."""
+    check_run_dir(folder, new)
+    lock = RunLock(folder, command).acquire()
+    try:
+        if _HELD[os.path.realpath(folder)][1] == 1:  # first taken now, not re-entered
+            check_run_dir(folder, new)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _take(fd: int, folder: Path) -> None:
@@ -128,10 +173,21 @@ def _read_holder(fd: int) -> str:
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporaries a killed writer left (call with the lock held)."""
+    """Delete the temporaries a killed writer left (call with the lock held): only files
+    qpm names so (:func:`qpm.io.is_temp_name`), only in the folders qpm writes."""
+    folder = Path(folder)
+    places = [folder, folder / RECORDS]
+    for variant in sorted((folder / VARIANTS).glob("*")):
+        places += [variant, variant / RECORDS]
+    for explain in (folder / EXPLAIN, *sorted((folder / VARIANTS).glob(f"*/{EXPLAIN}"))):
+        places += [explain, *sorted(p for p in explain.rglob("*") if p.is_dir()
+                                    and not p.is_symlink())] if explain.is_dir() else []
     removed = []
-    for path in sorted(Path(folder).rglob(".*")):
-        if is_temp_name(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    for place in places:
+        if not place.is_dir() or place.is_symlink():
+            continue
+        for path in sorted(place.iterdir()):
+            if is_temp_name(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
     return removed

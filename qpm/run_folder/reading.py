@@ -12,6 +12,7 @@ from qpm.errors import QPMError
 from qpm.io import npz_headers, read_json, read_npz
 from qpm.run_folder.config import TrainConfig
 from qpm.run_folder.names import CONFIG, DENSE, FEATURES, VARIANTS, model_file
+from qpm.run_folder.ownership import check_files
 
 FIX_RUN = "Pass the folder qpm train wrote (e.g. runs/mnist-5k/small-cnn/0)."
 
@@ -97,6 +98,7 @@ def open_run(run_dir: str | Path, data_root: str | None = None) -> RunFolder:
     path = Path(run_dir)
     if not path.is_dir():
         raise QPMError(f"Run folder {path} does not exist.", FIX_RUN)
+    check_files(path)  # a folder (or a pipe) where a file should be: one line, not a traceback
     if not (path / CONFIG).is_file():
         raise QPMError(f"{path} has no config.json, so it is not a qpm run folder.",
                        FIX_RUN)

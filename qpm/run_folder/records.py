@@ -15,7 +15,7 @@ from typing import Any
 
 from qpm.errors import QPMError
 from qpm.io import ArtifactError, read_json, write_json
-from qpm.run_folder.names import RECORDS, model_file
+from qpm.run_folder.names import CONFIG, RECORDS, model_file
 
 _HASHES: dict[tuple, str] = {}
 
@@ -100,11 +100,65 @@ def artifact_mismatch(folder: str | Path, stage: str, artifact: str) -> str | No
     return None
 
 
-def check_model_file(folder: str | Path, model_type: str) -> None:
-    """QPMError unless the model file is the one its stage recorded (evaluate, explain)."""
+def check_model_file(folder: str | Path, model_type: str, run_dir: str | Path | None = None
+                     ) -> None:
+    """The one trust check of every reader (evaluate, explain, predict, ``qpm.load``): QPMError
+    unless the model file in ``folder`` (the run folder ``run_dir`` or one of its variants) is
+    the file its stage recorded there, made with that folder's settings from the artifacts
+    that are there now. A model and its record copied over from another variant, and a model
+    without its record, are refused."""
+    folder = Path(folder)
+    run_dir = Path(run_dir) if run_dir is not None else folder
     name = model_file(model_type)
-    why = artifact_mismatch(folder, model_type, name)
+    why = artifact_mismatch(folder, model_type, name) or _made_elsewhere(folder, model_type,
+                                                                         run_dir)
     if why is not None:
-        raise QPMError(f"{Path(folder) / name} cannot be trusted: {why}.",
-                       f"Re-run qpm train with this run's flags (--run-dir {folder}) to recompute "
-                       "it.")
+        raise QPMError(f"{folder / name} cannot be trusted: {why}.",
+                       _recompute_advice(folder, model_type, run_dir))
+
+
+def _made_elsewhere(folder: Path, stage: str, run_dir: Path) -> str | None:
+    """Why ``stage``'s record does not belong in ``folder``, or None: its settings differ from
+    the folder's own config.json (a variant's), or an artifact it was made from is not the
+    one recorded here."""
+    rec, _ = read_record(folder, stage)
+    if rec is None:
+        return None
+    if folder != run_dir and (folder / CONFIG).is_file():
+        try:
+            config = read_json(folder / CONFIG)
+        except ArtifactError as exc:
+            return f"{CONFIG} next to it is unusable ({exc.problem})"
+        if isinstance(config, dict):
+            for key, value in rec.fields.items():
+                if key in config and config[key] != value:
+                    return (f"its record was made with {key} {value!r}, but this variant has "
+                            f"{config[key]!r} (copied from another variant?)")
+    made = {**_outputs(run_dir), **_outputs(folder)}  # the folder's own records first
+    for artifact, digest in rec.inputs.items():
+        if artifact in made and made[artifact] != digest:
+            return (f"it was made from another {artifact} than the one recorded here "
+                    "(copied from another variant or run?)")
+    return None
+
+
+def _outputs(folder: Path) -> dict[str, str]:
+    """artifact -> sha256, as the readable records in ``folder`` name them."""
+    out = {}
+    for path in sorted((folder / RECORDS).glob("*.json")):
+        rec, _ = read_record(folder, path.stem)
+        if rec is not None:
+            out[rec.artifact] = rec.output
+    return out
+
+
+def _recompute_advice(folder: Path, stage: str, run_dir: Path) -> str:
+    source = imported_from(folder, stage)
+    if source:
+        return f"Import {source} again with qpm import-reference into a new --run-dir."
+    if folder != run_dir:
+        return (f"Recompute it with the qpm train command that made variant {folder.name} "
+                f"(its settings are in {folder / CONFIG}) plus --run-dir {run_dir} --force "
+                f"{stage}, or use another model with --variant.")
+    return (f"Recompute it with this run's qpm train command plus --run-dir {run_dir} "
+            f"--force {stage}.")
