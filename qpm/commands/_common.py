@@ -65,3 +65,13 @@ def choose_model(run, model_type: str | None, variant: str | None):
             raise QPMError(f"{run.path} has {what} model variant {variant!r}.",
                            "Choose one of: " + ", ".join(m.label for m in run.models) + ".")
     return max(models, key=lambda m: m.file.stat().st_mtime_ns)
+
+
+def check_output(path, flag: str, inputs=(), suffixes: tuple[str, ...] = ()) -> None:
+    """The one check of an output file a user names (predict, solve, similarities), before
+    the work: not a folder, not an input, not a run folder's artifact, not an existing file of
+    another kind (``suffixes``), and its folder writable (:func:`qpm.io.check_output_file`)."""
+    from qpm import run_folder as rf
+    from qpm.io import check_output_file
+
+    check_output_file(path, flag, inputs, suffixes, owned=rf.artifact_owner)

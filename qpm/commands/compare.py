@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         raise QPMError(f"--out {args.out} is a file.", "Give a folder for the three files.")
     problem, settings, line = load_problem(args)
     limits = Limits(time_limit=time_limit_for(args, problem), mip_gap=args.mip_gap,
-                    threads=args.threads, memory_gb=args.memory_limit or memory_default(),
+                    threads=args.threads, memory_gb=memory_default() if args.memory_limit is None
+                    else args.memory_limit,
                     grace=args.grace, hard_timeout=args.hard_timeout)
     header = describe(args.sims, problem, settings, limits,
                       time_limit_text(args, limits.time_limit))

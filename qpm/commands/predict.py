@@ -17,6 +17,7 @@ COLUMNS = ("path", "class_index", "class", "probability", "features", "input_war
 SET_COLUMNS = ("prediction_set", "set_size", "conformal")
 # Exit code when some images could not be read and the others were predicted.
 SOME_FAILED = 3
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")  # an existing --out is replaced only if it is one
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -51,22 +52,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _check_output(path: Path | None, is_dir: bool) -> None:
+def _check_outputs(args: argparse.Namespace, files: list[Path]) -> None:
+    """--out and --explain before any work: neither may destroy an input image or a run
+    folder's file (:func:`qpm.commands._common.check_output`, shared with solve and
+    similarities)."""
+    from qpm import run_folder as rf
+    from qpm.commands._common import check_output
     from qpm.errors import QPMError
+    from qpm.io import check_output_folder
     from qpm.text import printable
 
-    if path is None:
-        return
-    where = path if is_dir else path.parent
-    if is_dir and path.exists() and not path.is_dir():
-        raise QPMError(f"--explain {printable(path)} is a file, not a folder.",
-                       "Pass a folder for the explanation figures.")
-    if not is_dir and path.is_dir():
-        raise QPMError(f"--out {printable(path)} is a folder.", "Pass a file name for the CSV.")
-    parent = where if where.exists() else where.parent
-    if not parent.is_dir():
-        raise QPMError(f"Cannot write to {printable(path)}: {printable(parent)} is not a "
-                       "folder.", "Pass a path inside an existing folder.")
+    if args.out:
+        check_output(args.out, "--out", inputs=files, suffixes=CSV_SUFFIXES)
+    if args.explain:
+        folder = Path(args.explain)
+        whose = rf.artifact_owner(folder / "0000.png")
+        if whose is not None:
+            raise QPMError(f"--explain {printable(folder)} is inside a run folder's files "
+                           f"({whose}).", "Pass a folder of your own for the figures.")
+        check_output_folder(folder, "--explain")
+        here = folder.resolve()  # the figures are NNNN.png: an input named so would be lost
+        clash = next((f for f in files if Path(f).resolve().parent == here
+                      and Path(f).stem.isdigit() and Path(f).suffix == ".png"), None)
+        if clash is not None:
+            raise QPMError(f"--explain {printable(folder)} would write over the input image "
+                           f"{printable(clash)}.", "Pass another folder for the figures.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,16 +84,15 @@ def run(args: argparse.Namespace) -> int:
     from qpm.inference import load
     from qpm.inference.inputs import find_images
     from qpm.io import atomic_write
-    from qpm.text import printable
+    from qpm.text import csv_row, printable
 
     if args.batch_size < 1:
         raise QPMError(f"--batch-size must be positive, got {args.batch_size}.",
                        "Pass e.g. --batch-size 64.")
     out = Path(args.out) if args.out else None
     explain_dir = Path(args.explain) if args.explain else None
-    _check_output(out, is_dir=False)
-    _check_output(explain_dir, is_dir=True)
     files = find_images(args.images)
+    _check_outputs(args, files)
     model = load(args.run_dir, args.model_type, args.device, variant=args.variant)
     if args.coverage is not None:
         model.calibration()  # one line before any work when there is none
@@ -108,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if sets:
             row += ["; ".join(printable(n) for n in sets.names[i]), len(sets.classes[i]),
                     _set_rule(sets)]
-        writer.writerow(row + ([printable(figures[i])] if figures else []))
+        writer.writerow(csv_row(row + ([printable(figures[i])] if figures else [])))
     if out is None:
         sys.stdout.write(buf.getvalue())
     else:

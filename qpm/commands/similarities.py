@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from qpm.errors import QPMError
 
@@ -29,11 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read_names(path: str) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise QPMError(
-            f"Class-names file {file} does not exist.", "Pass a text file, one name a line."
-        )
+    from qpm.io import check_input_file
+
+    file = check_input_file(path, "Class-names file", "Pass a text file, one name a line.")
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -51,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     from qpm.assignment.cache import load_features, save_similarities
     from qpm.assignment.similarities import compute_similarities
-    from qpm.io import check_output_file
+    from qpm.commands._common import check_output
 
-    check_output_file(args.output, "-o", inputs=(args.features, args.class_names))
+    check_output(args.output, "-o", inputs=(args.features, args.class_names),
+                 suffixes=(".npz",))
     start = time.perf_counter()
     data = load_features(args.features)
     names = _read_names(args.class_names) if args.class_names else data.class_names

@@ -55,9 +55,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _check_args(args: argparse.Namespace) -> None:
     check_limits(args)
     if args.out is not None:
-        from qpm.io import check_output_file
+        from qpm.commands._common import check_output
 
-        check_output_file(args.out, "--out", inputs=(args.sims,))
+        check_output(args.out, "--out", inputs=(args.sims,), suffixes=(".json",))
 
 
 def _fmt(x, spec: str = ".6g") -> str:

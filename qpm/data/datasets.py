@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qpm.data.folders import find_classes, image_samples
 from qpm.data.images import IMAGE_EXTENSIONS, RawData, Split
 from qpm.data.registry import register_dataset
 from qpm.errors import QPMError
@@ -114,27 +115,26 @@ def read_image_folders(name: str, root: Path | None, train_dir: str = "train",
 
 
 def _classes(folder: Path) -> tuple[list[str], dict[str, int]]:
-    """The class folders of ``folder`` (sorted) and their indices; none: empty."""
-    from torchvision.datasets.folder import find_classes
-
+    """The class folders of ``folder`` (sorted, hidden ones left out) and their indices;
+    none: empty."""
     try:
-        return find_classes(str(folder))
-    except FileNotFoundError:
+        return find_classes(folder)
+    except (FileNotFoundError, NotADirectoryError):
         return [], {}
 
 
 def _files(name: str, root: Path, split: str, index: dict[str, int], layout: str,
            every_class: bool) -> Split:
-    """Every image under ``root/split/<class>/`` (torchvision's make_dataset): each training
-    class needs one; the test split may leave a class out."""
-    from torchvision.datasets.folder import make_dataset
-
-    try:
-        samples = make_dataset(str(root / split), index, extensions=IMAGE_EXTENSIONS,
-                               allow_empty=not every_class)
-    except FileNotFoundError as exc:
-        first = str(exc).split(". ")[0]
-        raise _missing(name, root, layout, f"{split}/: {first}") from None
+    """Every image under ``root/split/<class>/`` (torchvision's make_dataset order, folder
+    links that leave the class folder or loop not followed: :mod:`qpm.data.folders`): each
+    training class needs one; the test split may leave a class out."""
+    samples = image_samples(str(root / split), index, IMAGE_EXTENSIONS)
+    present = {i for _, i in samples}
+    empty = sorted(n for n, i in index.items() if i not in present)
+    if every_class and empty:
+        kinds = ", ".join(IMAGE_EXTENSIONS)
+        raise _missing(name, root, layout, f"{split}/: no image files ({kinds}) for the "
+                       f"classes {', '.join(empty[:5])}")
     if not samples:
         raise _missing(name, root, layout, f"{split}/ has no images")
     return Split(np.array([s[1] for s in samples], np.int64),
@@ -207,12 +207,32 @@ def _cub_splits(meta: dict, path_of: Callable[[int], Path], name: str) -> RawDat
                 raise QPMError(f"Dataset {name}: bounding_boxes.txt is malformed.",
                                f"Restore the original file; expected layout: {CUB_LAYOUT}"
                                ) from None
+            _check_boxes(boxes, ids, name)
         out[is_train] = Split(labels, paths=[path_of(i) for i in ids], boxes=boxes)
     if len(out[True]) == 0 or len(out[False]) == 0:
         raise QPMError(f"Dataset {name}: train_test_split.txt leaves a split empty.",
                        "Mark training images with 1 and test images with 0.")
     names = [meta["classes"][c][0] for c in class_ids]
     return RawData(out[True], out[False], names)
+
+
+def _check_boxes(boxes: np.ndarray, ids: list[int], name: str) -> None:
+    """Every box finite, inside the positive quadrant, and no larger than an image Pillow
+    decodes safely (a crop allocates its whole box: 1e30 would be a memory bomb)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS or 2**31
+    x, y, w, h = boxes.T
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~np.isfinite(boxes).all(axis=1) | (x < 0) | (y < 0) | (w <= 0) | (h <= 0)
+        bad |= (w * h > limit) | (x + w >= 2**31) | (y + h >= 2**31)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        shown = " ".join(f"{v:g}" for v in boxes[i])
+        raise QPMError(f"Dataset {name}: bounding_boxes.txt gives image {ids[i]} the box "
+                       f"'{shown}' ({int(bad.sum())} such boxes); a box needs finite x, y >= 0 "
+                       f"and a width and height > 0 covering at most {limit:,} pixels.",
+                       "Restore the original bounding_boxes.txt (the one CUB-200-2011 ships).")
 
 
 @register_dataset("cub2011", "natural", (0.4853, 0.4964, 0.4295), (0.2300, 0.2258, 0.2625),

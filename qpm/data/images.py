@@ -7,6 +7,8 @@ the two torch datasets that read them (files through PIL, digits from a uint8 te
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,8 @@ from torch.utils.data import Dataset
 
 from qpm.errors import QPMError
 from qpm.text import printable
+
+log = logging.getLogger("qpm.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -49,18 +53,49 @@ WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def read_rgb(path: Path) -> Image.Image:
-    """An 8-bit RGB image from any file Pillow reads (see :func:`as_rgb`). Anything
-    unreadable, and an image too large to decode safely (a decompression bomb), is a
-    one-line QPMError naming the file (escaped)."""
+    """An 8-bit RGB image from any file Pillow reads (see :func:`as_rgb`), turned upright as
+    its EXIF orientation says (as every image viewer shows it). Anything unreadable, and an
+    image too large to decode safely (a decompression bomb), is a one-line QPMError naming
+    the file (escaped); a warning Pillow gives while decoding is one log line naming the
+    file (each distinct warning once), not Python's two-line warning on stderr."""
     try:
-        with Image.open(path) as im:
-            return as_rgb(im, printable(path))
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as im:
+            warnings.simplefilter("always")
+            image = as_rgb(upright(im), printable(path))
+        for w in caught:
+            _warn_once(f"{printable(path)}: {printable(w.message)}", str(w.message))
+        return image
     except Image.DecompressionBombError as exc:
         raise QPMError(f"Image {printable(path)} is too large to decode safely "
                        f"({printable(exc)}).", "Downscale it or remove it.") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise QPMError(f"Cannot read image {printable(path)} ({printable(exc)}).",
                        "Replace or remove the broken file.") from None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """``im`` rotated or flipped as its EXIF orientation tag says (unreadable EXIF: as is)."""
+    try:
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - broken EXIF must not cost the pixels
+        return im
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        from PIL import ImageOps
+
+        return ImageOps.exif_transpose(im)
+    return im
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(line: str, key: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(f"image {line}")
 
 
 def as_rgb(im: Image.Image, source: str = "image") -> Image.Image:

@@ -99,7 +99,7 @@ def build_data(name: str, data_root: str | Path | None = None, image_size: int |
     if crop_gt and (raw.train.boxes is None or raw.test.boxes is None):
         raise QPMError(f"--crop-gt needs bounding boxes, which dataset {name} does not provide.",
                        "Drop --crop-gt (it applies to cub2011 with bounding_boxes.txt).")
-    size = int(image_size or spec.image_size)
+    size = int(spec.image_size if image_size is None else image_size)  # 0 is refused
     native = transform_name(spec.kind, spec.name, crop_gt)
     if transforms is not None and parse(transforms)[0] != native:
         raise QPMError(f"Transforms {transforms!r} do not fit dataset {name} "

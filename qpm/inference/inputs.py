@@ -20,6 +20,7 @@ import torch
 from qpm.data.images import IMAGE_EXTENSIONS, as_rgb, read_rgb
 from qpm.data.profile import ImageStats, image_stats
 from qpm.errors import QPMError
+from qpm.io import check_input_file
 from qpm.text import printable
 
 
@@ -35,11 +36,8 @@ def find_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
                                f"({', '.join(IMAGE_EXTENSIONS)}).",
                                "Pass image files or a folder that contains some.")
             found.extend(files)
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise QPMError(f"{printable(p)} does not exist.",
-                           "Pass existing image files or folders.")
+        else:  # a regular file; a pipe or a device would block, a missing path is named
+            found.append(check_input_file(p, "Image", "Pass existing image files or folders."))
     return found
 
 

@@ -53,9 +53,16 @@ def build_model(ckpt: dict[str, Any]) -> Backbone:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Backbone, dict]:
     """Load a model file written by the pipeline; returns (model in eval mode, meta)."""
     ckpt = load_checkpoint(path)
+    fix = f"Delete {path} and re-run its stage."
     try:
         model = build_model(ckpt)
-    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise ArtifactError(f"{path} is not a usable qpm model file ({exc}).",
-                            f"Delete {path} and re-run its stage.") from None
-    return model.to(device).eval(), dict(ckpt.get("meta", {}))
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
+        raise ArtifactError(f"{path} is not a usable qpm model file ({exc}).", fix) from None
+    meta = ckpt.get("meta", {})
+    names = meta.get("class_names") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not (names is None or (
+            isinstance(names, list) and all(isinstance(n, str) for n in names))):
+        what = (f"its meta is a {type(meta).__name__}, not a dictionary"
+                if not isinstance(meta, dict) else "its class_names are not a list of names")
+        raise ArtifactError(f"{path} is not a usable qpm model file ({what}).", fix)
+    return model.to(device).eval(), dict(meta)
