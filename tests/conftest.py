@@ -167,3 +167,33 @@ def run_copy(trained_run, tmp_path):
     dst = tmp_path / "run"
     shutil.copytree(trained_run, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def two_variant_run(trained_run, tiny_imagefolder, tmp_path_factory) -> Path:
+    """The trained run plus a second QPM variant (n=4), trained once: read it, copy it to
+    write (tests/hostile: models swapped between variants)."""
+    import torch
+
+    from qpm.cli import main
+
+    run = tmp_path_factory.mktemp("two") / "run"
+    shutil.copytree(trained_run, run)
+    flags = list(TINY_RUN_FLAGS)
+    flags[flags.index("--n-features") + 1] = "4"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", *flags, "--data-root", str(tiny_imagefolder), "--run-dir",
+                     str(run)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    return run
+
+
+@pytest.fixture(scope="session")
+def reference_sd() -> dict:
+    """A ResNet-18 state dict in the QPM reference's layout, 3 classes (tests/hostile)."""
+    from lost_work import reference_state
+
+    return reference_state()

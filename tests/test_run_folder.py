@@ -142,13 +142,19 @@ def test_other_data_is_refused_and_moved_data_accepted(run_copy, tiny_imagefolde
 
 
 def test_stale_temporaries_are_removed_at_start(run_copy, tiny_imagefolder, capsys):
-    stale = run_copy / ".assignment.png.k2j3h4.tmp"
-    stale.write_bytes(b"half a png")
-    keep = run_copy / "notes.tmp"
-    keep.write_text("not ours")
+    # Only qpm's own temporaries (its prefix), only in the folders qpm writes.
+    stale = [run_copy / ".qpm-config.json.k2j3h4.tmp",
+             variant(run_copy) / "stages" / ".qpm-qpm.json.a1b2c3.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    keep = [run_copy / "notes.tmp", run_copy / ".notes.txt.x1y2.tmp",  # another program's
+            run_copy / "mine" / "deep" / ".qpm-x.y.tmp"]  # not a folder qpm writes
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not ours")
     code, err = train(run_copy, tiny_imagefolder, capsys)
-    assert code == 0 and not stale.exists() and keep.exists()
-    assert "removed .assignment.png.k2j3h4.tmp" in err
+    assert code == 0 and not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert "removed .qpm-config.json.k2j3h4.tmp" in err
 
 
 def test_evaluate_and_explain_refuse_a_foreign_model(run_copy, capsys):

@@ -54,11 +54,12 @@ class Case:
     id: str
     category: str
     argv: Callable[[Env], list[str]]
-    words: str  # must appear in the error line
+    words: str | Callable[[Env], str]  # must appear in the error line (or words(env) must)
     memory: int | None = None  # bytes qpm.io may see as available (deterministic limits)
     lines: str = "one"  # "one": stderr is the error line alone; "last": progress lines first
     shown: str | None = None  # text stdout must show (results printed before a failed write)
     patch: Callable | None = field(default=None, repr=False)  # patch(monkeypatch, env)
+    also: str | None = None  # text stderr must hold somewhere (a warning before the error)
 
 
 def snapshot(*folders: Path) -> dict[str, str]:
