@@ -5,8 +5,9 @@ the command line sends it to stderr as plain lines: INFO by default, warnings an
 with ``-q``, DEBUG with ``-v``. Results go to stdout. Progress bars (tqdm) show only on a
 terminal, or when ``--progress`` asks for them, and never when ``TQDM_DISABLE`` is set; in a
 pipe or a file the loops log one plain line per epoch or stage instead. A library's Python
-warning is one log line too (``warning: ...``), not the message plus a line of its source. As a library, qpm
-configures nothing: its loggers propagate to whatever the application set up.
+warning is one log line too (``warning: ...``), not the message plus a line of its source.
+As a library, qpm configures nothing: its loggers propagate to whatever the application set
+up.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from qpm.assignment.cache import load_similarities
 from qpm.cli import main
 from qpm.data import build_data
 from qpm.errors import QPMError
-from qpm.io import ArtifactError
+from qpm.io import ArtifactError, write_json
 from qpm.models.checkpoint import load_model
 from qpm.models.qpm_layer import QPMLayer
 from qpm.models.torch_files import load_checkpoint, save_torch
@@ -238,7 +238,8 @@ def test_checkpoint_from_other_settings_is_not_resumed(tmp_path):
     cfg = TrainConfig(dataset="digits", image_size=8, epochs=1, ft_epochs=1, n_features=12,
                       per_class=2, batch_size=256, solver="greedy", time_limit=3, device="cpu",
                       run_dir=str(run_dir))
-    run_dir.mkdir()
+    run_dir.mkdir()  # as a first run killed during dense training leaves it
+    write_json(run_dir / "config.json", cfg.resolve().to_dict())
     save_torch(run_dir / "dense.ckpt", {"key": {"stage": "other"}, "epoch": 5})
     rec = Recorder(stop_at=("dense", 1))
     with pytest.raises(KeyboardInterrupt):

@@ -175,9 +175,10 @@ def _prepare_folder(cfg: TrainConfig, ctx: RunContext, log: Callable[[str], None
     for path in rf.remove_stale_temporaries(run_dir):
         log(f"removed {path.relative_to(run_dir)}, left by a writer that was killed")
     fingerprint = rf.data_fingerprint(ctx.data(), cfg.data_root)
-    if rf.check_data(run_dir, fingerprint, cfg.data_root, fresh_ok=True):
+    rewrite = rf.check_data(run_dir, fingerprint, cfg.data_root, fresh_ok=True)
+    write_json(run_dir / rf.CONFIG, cfg.to_dict())  # first: from now on it is a run folder
+    if rewrite:
         write_json(run_dir / rf.DATA, fingerprint)
-    write_json(run_dir / rf.CONFIG, cfg.to_dict())
     if ctx.variant_dir != run_dir:  # the variant's own settings, for whoever reads it later
         write_json(ctx.variant_dir / rf.CONFIG, cfg.to_dict())
     return rf.fingerprint_hash(fingerprint)

@@ -103,9 +103,16 @@ def check_run_dir(folder: str | Path, new: bool = False) -> None:
 
 def _left_by_a_start(folder: Path, name: str) -> bool:
     """What a first start killed before it wrote config.json may have left: its temporaries,
-    and the lock file (empty, or naming its holder)."""
+    the lock file (empty, or naming its holder) and, from versions that wrote it first, the
+    data fingerprint."""
     if is_temp_name(name):
         return True
+    if name == DATA:
+        try:
+            data = read_json(folder / name)
+        except ArtifactError:
+            return False
+        return isinstance(data, dict) and {"files_sha256", "class_names"} <= set(data)
     if name != LOCK:
         return False
     try:

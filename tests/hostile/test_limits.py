@@ -151,7 +151,8 @@ def test_of_two_imports_into_one_new_folder_one_is_refused(tmp_path, tiny_imagef
                                       env=env(), cwd=REPO, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
         time.sleep(0.3)
-    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    results = [(p.returncode, out, err) for p in procs
+               for out, err in [p.communicate(timeout=600)]]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     refused = next(err for code, _, err in results if code == 2).strip().splitlines()

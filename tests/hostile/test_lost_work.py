@@ -338,3 +338,37 @@ def test_the_probe_is_covered():
     counts = Counter(c.category for c in CASES)
     print("lost-work cases per category:", dict(counts), "total", len(CASES))
     assert len(CASES) == len({c.id for c in CASES}) and min(counts.values()) >= 3
+
+
+def test_an_import_that_finished_meanwhile_is_not_overwritten(reference_sd, tiny_imagefolder,
+                                                             tmp_path, capsys, monkeypatch):
+    # Issue 23, item 10, made deterministic: a second import into the same new folder, whose
+    # own early check passed before the first import wrote anything, must still be refused
+    # when it comes to write (not replace the first's model with its own).
+    import qpm.pipeline.import_reference as imp
+
+    target = tmp_path / "imported"
+
+    def argv(name: str, mean: float) -> list[str]:
+        path = tmp_path / name
+        torch.save({**reference_sd, "linear.mean": torch.full((6,), mean)}, path)
+        return ["import-reference", str(path), "--dataset", "imagefolder", "--data-root",
+                str(tiny_imagefolder), "--run-dir", str(target), "--image-size", "32"]
+
+    real, first = imp.reference_model, []
+
+    def reference_model(*args, **kwargs):
+        if not first:  # the other process: started later, finished first
+            first.append(None)
+            assert main(argv("first.pth", 0.1)) == 0
+            first[0] = listing(target)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(imp, "reference_model", reference_model)
+    second = argv("second.pth", 0.7)
+    capsys.readouterr()
+    code = main(second)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert first and code == 2 and len(err) == 1, err
+    assert "is already a run folder" in err[-1] and "Traceback" not in err[-1], err
+    assert listing(target) == first[0]  # the first import, untouched
