@@ -101,7 +101,8 @@ class RunLock:
         self._key = None
 
     def __enter__(self) -> RunLock:
-        return self.acquire()
+        # `with claim(...)`: the lock claim took is held once, and released on exit
+        return self if self._key is not None else self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
