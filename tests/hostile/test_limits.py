@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import TINY_RUN_FLAGS
@@ -165,10 +164,8 @@ def test_pillow_warnings_are_one_log_line_naming_the_file(run, tiny_imagefolder,
     # An image a little over Pillow's pixel limit: Pillow warns (DecompressionBombWarning).
     code = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 1000\n"
             "from qpm.cli import main; sys.exit(main(sys.argv[1:]))")
-    image = tmp_path / "big.png"
-    from PIL import Image
-
-    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(image)
+    image = tmp_path / "big.png"  # a test image: 40 x 40 = 1600 pixels
+    shutil.copy(_image(tiny_imagefolder), image)
     proc = run_qpm(["predict", run, image, image], prefix=("-c", code))
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
