@@ -31,6 +31,7 @@ from qpm.run_folder.names import (
     SIMILARITIES,
     SLDD_LAYER,
     VARIANTS,
+    calibration_files,
 )
 from qpm.text import printable
 
@@ -39,6 +40,7 @@ from qpm.text import printable
 RUN_FILES = (CONFIG, DATA, METRICS, DENSE, FEATURES, SIMILARITIES, ASSIGNMENT, SLDD_LAYER)
 RUN_SUFFIXES = (".pt", ".ckpt")
 RUN_DIRS = (RECORDS, VARIANTS, EXPLAIN)
+CALIBRATION_PREFIX = calibration_files("")[0].split("-")[0]  # calibration-<type>.json/.npz
 # Keys every config.json qpm ever wrote holds: what tells a run folder from a folder that
 # happens to hold some other program's config.json.
 CONFIG_MARKERS = ("dataset", "seed")
@@ -150,7 +152,8 @@ def _owned(rel: Path) -> bool:
         return True
     name = rel.name
     return len(rel.parts) == 1 and (name in RUN_FILES or name.endswith(RUN_SUFFIXES)
-                                    or name.endswith("assignment.png"))
+                                    or name.endswith("assignment.png")
+                                    or name.startswith(CALIBRATION_PREFIX))
 
 
 def check_files(run_dir: str | Path) -> None:
