@@ -252,6 +252,8 @@ def start_fork_server(ctx) -> None:
             del os.environ["PYTHONSAFEPATH"]
         else:
             os.environ["PYTHONSAFEPATH"] = saved
+
+
 # A run has this long to start (import numpy, the solver, ...) before its clock starts.
 STARTUP_TIMEOUT = 300.0
 
