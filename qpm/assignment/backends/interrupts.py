@@ -133,30 +133,46 @@ def deferred_signals(stop: Stop) -> Iterator[None]:
         yield
         return
     read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
+    try:
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (OSError, ValueError):  # a platform that wants a socket here (Windows)
+        os.close(read_fd)
+        os.close(write_fd)
+        yield
+        return
     done = threading.Event()
     watcher = threading.Thread(target=_watch, args=(read_fd, stop, done), daemon=True,
                                name="qpm-solver-signals")
     stop.handler = lambda signum, _frame: stop.signalled(signum)
-    previous = {s: signal.signal(s, stop.handler) for s in signums}
-    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    watcher.start()
+    previous: dict = {}
     try:
+        for signum in signums:
+            previous[signum] = signal.signal(signum, stop.handler)
+        watcher.start()
         yield
     finally:
         done.set()
         with contextlib.suppress(BlockingIOError):
             os.write(write_fd, b"\0")  # wakes the watcher
-        watcher.join()
+        if watcher.ident is not None:
+            watcher.join()
         signal.set_wakeup_fd(old_fd)
         os.close(read_fd)
         os.close(write_fd)
         stop.handler = None
-        try:
-            signal.signal(signums[0], previous[signums[0]])
-        finally:  # a signal that lands between the two still finds both restored
-            if len(signums) > 1:
-                signal.signal(signums[1], previous[signums[1]])
+        _restore(list(previous.items()))
         if stop.signum is not None:  # also over an error the interrupted solver raised
             _raise_again(stop.signum, f"after {time.perf_counter() - stop.started:.1f} s")
+
+
+def _restore(handlers: list) -> None:
+    """Put the previous handlers back; a signal that lands in between still finds the rest
+    restored (its handler may raise)."""
+    if handlers:
+        signum, handler = handlers[0]
+        try:
+            signal.signal(signum, handler)
+        finally:
+            _restore(handlers[1:])
