@@ -59,18 +59,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {text}. See `{self.prog} --help`.\n")
 
 
-def common_options() -> argparse.ArgumentParser:
-    """-q/-v/--progress, shared by every sub-command (a parent parser)."""
+def common_options(prefix: str = "") -> argparse.ArgumentParser:
+    """-q/-v/--progress, shared by every sub-command (a parent parser) and taken before the
+    sub-command as well (``qpm -q train``). Before it they go to ``top_*`` names: argparse
+    would otherwise overwrite them with the sub-command's defaults; :func:`_messages` adds
+    both sides up."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("messages")
-    g.add_argument("-q", "--quiet", action="store_true",
+    g.add_argument("-q", "--quiet", action="store_true", dest=f"{prefix}quiet",
                    help="only warnings and errors on stderr")
-    g.add_argument("-v", "--verbose", action="count", default=0,
+    g.add_argument("-v", "--verbose", action="count", default=0, dest=f"{prefix}verbose",
                    help="more detail on stderr (-vv: even more)")
-    g.add_argument("--progress", action="store_true",
+    g.add_argument("--progress", action="store_true", dest=f"{prefix}progress",
                    help="progress bars even when stderr is not a terminal "
                    "(default: bars only on a terminal; TQDM_DISABLE=1 turns them off)")
     return p
+
+
+def _messages(args: argparse.Namespace) -> tuple[int, bool | None]:
+    """(verbosity, progress) from the options on both sides of the sub-command."""
+    quiet = args.quiet or args.top_quiet
+    verbose = args.verbose + args.top_verbose
+    return (-1 if quiet else verbose), (True if args.progress or args.top_progress else None)
 
 
 def _version() -> str:
@@ -82,7 +92,7 @@ def _version() -> str:
 def _build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict]:
     parser = Parser(
         prog="qpm", description="Globally interpretable image classification (QPM).",
-        formatter_class=HelpFormatter,
+        formatter_class=HelpFormatter, parents=[common_options("top_")],
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -141,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from qpm import logs
 
-    logs.configure(-1 if args.quiet else args.verbose, True if args.progress else None)
+    verbosity, progress = _messages(args)
+    args.quiet, args.verbose, args.progress = verbosity < 0, max(verbosity, 0), bool(progress)
+    logs.configure(verbosity, progress)
     previous = _install(signal.SIGTERM, _on_sigterm)
     # `ulimit -f`: a write past the limit must fail (EFBIG, one line), not kill the process.
     xfsz = _install(signal.SIGXFSZ, signal.SIG_IGN) if hasattr(signal, "SIGXFSZ") else None

@@ -3,6 +3,7 @@ progress bars only where they belong, class names kept by `qpm similarities`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -73,6 +74,35 @@ def test_quiet_silences_the_messages_not_the_result(tiny_sims, tmp_path, capsys)
     assert main([*args, "-q"]) == 0
     quiet = capsys.readouterr()
     assert quiet.err == "" and json.loads(quiet.out)["verified"]
+
+
+@pytest.mark.parametrize("before, after", [(["-q"], []), ([], ["-q"]), (["-q"], ["-q"])])
+def test_quiet_before_or_after_the_command(tiny_sims, tmp_path, capsys, before, after):
+    # `qpm -q solve` was refused ("unrecognized arguments") and `-q` had to follow the
+    # sub-command; both places work now, and a flag before is not reset by the one after.
+    args = [*before, "solve", str(tiny_sims), "--solver", "highs", "--json", "--out",
+            str(tmp_path / "r.json"), *after]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and json.loads(out.out)["verified"]
+
+
+def test_verbose_counts_on_both_sides_of_the_command(tiny_sims, capsys):
+    assert main(["-v", "solve", str(tiny_sims), "--solver", "greedy"]) == 0
+    assert "DEBUG qpm.solve" in capsys.readouterr().err
+    assert main(["-v", "solve", "-v", str(tiny_sims), "--solver", "greedy"]) == 0
+    assert "DEBUG qpm.solve" in capsys.readouterr().err
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    from qpm.cli import _build_parser
+
+    parser, _ = _build_parser([])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+            for name, command in sub.choices.items() for action in command._actions
+            if action.help in (None, "") and not isinstance(action, argparse._HelpAction)]
+    assert bare == []
 
 
 def test_solve_into_a_closed_pipe_ends_quietly(tiny_sims):

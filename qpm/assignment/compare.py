@@ -13,10 +13,19 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from qpm.assignment.backends import backend_factory, check_solver, get_backend, register_backend
+from qpm.assignment.backends import (
+    HEURISTICS,
+    backend_factory,
+    check_solver,
+    get_backend,
+    register_backend,
+)
 from qpm.assignment.limits import DEFAULT_GRACE
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.trace import INCUMBENT
@@ -109,16 +118,18 @@ class Comparison:
 
 # -- one run, in its own process ------------------------------------------------------------
 def _child(conn, problem: AssignmentProblem, solver: str, factory, formulation: str,
-           limits: Limits) -> None:
+           limits: Limits, log_level: int = logging.WARNING) -> None:
     """Runs in the child process: solve, then send the row as a dict through ``conn``."""
     import resource
 
+    _log_to_stderr(log_level, _label(solver, formulation))
     if limits.memory_gb:
         cap = int(limits.memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    _end_with_parent()
     if factory is not None and backend_factory(solver) is None:  # registered in the parent
         register_backend(solver, factory)
-    conn.send("started")  # the parent's clock for the time limit and grace starts now
+    _send(conn, "started")  # the parent's clock for the time limit and grace starts now
     row = Row(asked=solver, formulation=formulation, status=FAILED)
     try:
         row = _solve_row(problem, solver, formulation, limits)
@@ -129,8 +140,51 @@ def _child(conn, problem: AssignmentProblem, solver: str, factory, formulation: 
     except Exception as exc:  # a crashing backend is a finding, not the end of the comparison
         row.note = f"{type(exc).__name__}: {exc}"
     row.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    conn.send(row.to_dict())
+    _send(conn, row.to_dict())
     conn.close()
+
+
+def _label(solver: str, formulation: str) -> str:
+    return solver if solver in HEURISTICS else f"{solver} {formulation}"
+
+
+def _log_to_stderr(level: int, label: str) -> None:
+    """A run's messages go to stderr at its parent's level, each naming the run (at -v its
+    solver's progress, e.g. when its MIP solve starts)."""
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(levelname)s %(name)s" if level <= logging.DEBUG else ""
+    handler.setFormatter(logging.Formatter(f"{fmt} [{label}]: %(message)s".lstrip()))
+    logger = logging.getLogger("qpm")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _send(conn, message) -> None:
+    """Send to the parent; if it is gone (interrupted, killed), end quietly."""
+    try:
+        conn.send(message)
+    except OSError:  # BrokenPipeError and its kin: nobody is waiting for this row
+        os._exit(1)
+
+
+def _end_with_parent() -> None:
+    """Run's side of "no solver outlives qpm compare": a thread that ends this process once
+    the parent's end of the start-up pipe closes (its exit, however it ended, even kill -9).
+    The parent kills its runs when interrupted, but a run whose start was interrupted has no
+    pid on the parent's side, and a killed parent kills nothing."""
+    import multiprocessing
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="qpm-run-parent").start()
 
 
 def _solve_row(problem, solver: str, formulation: str, limits: Limits) -> Row:
@@ -164,6 +218,42 @@ def _solve_row(problem, solver: str, formulation: str, limits: Limits) -> Row:
 # Imported once by the fork server, so every run starts at once.
 PRELOAD = ["numpy", "scipy.sparse", "qpm.assignment.compare", "qpm.assignment.solving",
            "qpm.assignment.formulations.cuts.loop", "qpm.assignment.formulations.full"]
+# Python 3.10 cannot start the server without the current folder first on its sys.path.
+SAFE_PRELOAD = sys.version_info >= (3, 11)
+
+
+def start_fork_server(ctx) -> None:
+    """Start the fork server every run is forked from (once per process), isolated:
+
+    * it imports only from where this process does: Python starts it with ``-c``, which puts
+      the current folder first on its ``sys.path`` (3.11 ignores the ``sys_path`` that
+      multiprocessing hands it), so a folder holding a ``qpm/`` directory was imported instead
+      of the package and every run failed. It starts under ``PYTHONSAFEPATH`` (``-P``); on
+      3.10, which lacks it, it preloads nothing and each run imports what it needs after
+      taking this process's ``sys.path``.
+    * SIGINT is blocked in it and in every run it forks: Ctrl-C reaches the whole process
+      group, and this process alone decides (it stops every run). A run's solver would
+      otherwise stop on its own and print a traceback or a line of its own.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    ctx.set_forkserver_preload(PRELOAD if SAFE_PRELOAD else [])
+    # The fork server starts the resource tracker first, which UNBLOCKS SIGINT afterwards
+    # (SIG_UNBLOCK, not the previous mask): start the tracker before blocking.
+    resource_tracker.ensure_running()
+    saved = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # inherited; not lost
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if saved is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = saved
+
+
 # A run has this long to start (import numpy, the solver, ...) before its clock starts.
 STARTUP_TIMEOUT = 300.0
 
@@ -174,9 +264,10 @@ class _Run:
     def __init__(self, ctx, problem, solver: str, formulation: str, limits: Limits) -> None:
         self.solver, self.formulation = solver, formulation
         self.receiver, sender = ctx.Pipe(duplex=False)
+        level = logging.getLogger("qpm").getEffectiveLevel()
         self.proc = ctx.Process(target=_child, args=(sender, problem, solver,
                                                      backend_factory(solver), formulation,
-                                                     limits), daemon=True)
+                                                     limits, level), daemon=True)
         self.launched = time.perf_counter()
         self.started: float | None = None  # when the child began to solve
         self.proc.start()
@@ -193,6 +284,8 @@ class _Run:
         data = self._message()
         if data == "started":
             self.started = time.perf_counter()
+            log.debug(f"{_label(self.solver, self.formulation)}: solving in process "
+                      f"{self.proc.pid}")
             data = self._message()
         now = time.perf_counter()
         wall = now - (self.started or self.launched)
@@ -234,7 +327,7 @@ def compare(problem: AssignmentProblem, runs: list[tuple[str, str]], limits: Lim
     # Each run is forked from a clean server process that has imported the solve stack once:
     # no solver threads or locks inherited from this process, and no per-run import cost.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
+    start_fork_server(ctx)
     queue = [(i, rep, s, f) for rep in range(1, repeat + 1) for i, (s, f) in enumerate(runs)]
     order = {(i, rep): n for n, (i, rep, _, _) in enumerate(queue)}
     running: dict[tuple[int, int], _Run] = {}

@@ -17,7 +17,8 @@ class Termination(str, Enum):
     #: the gap between the answer and the bound is closed (within ``mip_gap``)
     OPTIMAL = "optimal"
     TIME_LIMIT = "time_limit"
-    #: stopped from outside while it ran (the watchdog, see ``backends.base.watchdog``)
+    #: stopped from outside while it ran by the watchdog, past its time limit (see
+    #: ``backends.base.watchdog``); a signal never ends as a result (``backends.interrupts``)
     INTERRUPTED = "interrupted"
     #: another limit of the solver: nodes, iterations, solutions, memory
     OTHER_LIMIT = "other_limit"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import math
 import threading
 from abc import ABC, abstractmethod
@@ -22,7 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from qpm.assignment.backends.interrupts import Stop, deferred_signals
 from qpm.assignment.status import Availability, SolutionStatus, Termination
+
+log = logging.getLogger("qpm.solve.backend")
 
 
 @dataclass
@@ -102,21 +106,31 @@ WATCHDOG_GRACE = 1.0
 
 
 @contextlib.contextmanager
-def watchdog(time_limit: float | None, interrupt: Callable[[], None]) -> Iterator[None]:
-    """Run the block; if it still runs ``WATCHDOG_GRACE`` s (plus 5%) after ``time_limit``,
-    call ``interrupt()`` from another thread. Solvers keep their own limits; this catches one
-    that overruns them (e.g. when starting thousands of threads) so it stops and returns its
-    incumbent, which is verified like any other answer."""
-    if time_limit is None or not math.isfinite(time_limit):
-        yield
-        return
-    timer = threading.Timer(float(time_limit) * 1.05 + WATCHDOG_GRACE, interrupt)
-    timer.daemon = True
-    timer.start()
+def watchdog(time_limit: float | None, interrupt: Callable[[], None]) -> Iterator[Stop]:
+    """Run one solve (the block) under the machinery that stops it from outside; yields the
+    solve's :class:`~qpm.assignment.backends.interrupts.Stop`.
+
+    If the block still runs ``WATCHDOG_GRACE`` s (plus 5%) after ``time_limit``, ``interrupt()``
+    is called from another thread: solvers keep their own limits, this catches one that
+    overruns them (e.g. when starting thousands of threads), and its incumbent is verified like
+    any other answer. A SIGINT or SIGTERM while the block runs also calls ``interrupt()``, at
+    once, and is raised again when the solver has returned (:mod:`.interrupts`): an
+    interrupted solve ends as the interrupt, never as a result.
+    """
+    stop = Stop(interrupt)
+    timer = None
+    if time_limit is not None and math.isfinite(time_limit):
+        timer = threading.Timer(float(time_limit) * 1.05 + WATCHDOG_GRACE, stop.time_is_up)
+        timer.daemon = True
+        timer.start()
     try:
-        yield
+        with deferred_signals(stop):
+            yield stop
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
+    if stop.failure is not None:
+        raise stop.failure
 
 
 class Session(ABC):
@@ -130,18 +144,49 @@ class Session(ABC):
 
     on_bound: Callable[[float], None] | None = None
     on_solution: Callable[[np.ndarray, float], None] | None = None
+    _stop: Stop | None = None  # the running solve's, inside :meth:`running`
 
     @property
     def following(self) -> bool:
         return self.on_bound is not None or self.on_solution is not None
 
+    @contextlib.contextmanager
+    def running(self, time_limit: float | None, interrupt: Callable[[], None],
+                mip: str | None = None) -> Iterator[Stop]:
+        """The solver's own run inside: :func:`watchdog`, and callbacks guarded by it.
+        ``mip`` (the solver's name, for a model with integer columns) says at -vv that a
+        MIP solve, the long kind, has started."""
+        if mip:
+            limit = "no time limit" if time_limit is None else f"time limit {time_limit:.3g} s"
+            log.debug(f"{mip}: MIP solve started ({self.n_cols} columns, {limit})")
+        with watchdog(time_limit, interrupt) as stop:
+            self._stop = stop
+            try:
+                yield stop
+            finally:
+                self._stop = None
+
+    def callback_failed(self, exc: BaseException) -> None:
+        """A callback's body raised ``exc``: stop the solver and raise it once the solver has
+        returned, instead of letting the solver's wrapper swallow it into a status (HiGHS
+        reports ``error``). Outside a run it is raised at once."""
+        if self._stop is None:
+            raise exc
+        self._stop.fail(exc)
+
     def report_bound(self, value) -> None:
         if self.on_bound is not None and value is not None and math.isfinite(float(value)):
-            self.on_bound(float(value))
+            try:
+                self.on_bound(float(value))
+            except BaseException as exc:  # noqa: BLE001 - raised after the solve
+                self.callback_failed(exc)
 
     def report_solution(self, x, objective) -> None:
         if self.on_solution is not None and x is not None:
-            self.on_solution(np.asarray(x, dtype=np.float64), float(objective))
+            try:
+                self.on_solution(np.asarray(x, dtype=np.float64), float(objective))
+            except BaseException as exc:  # noqa: BLE001 - raised after the solve
+                self.callback_failed(exc)
 
     @property
     @abstractmethod

@@ -23,7 +23,6 @@ from qpm.assignment.backends.base import (
     Session,
     installed,
     proven_bound,
-    watchdog,
 )
 from qpm.assignment.status import Availability, Termination
 
@@ -75,6 +74,7 @@ class GurobiSession(Session):
         self._gp = gp
         self._m = gp.Model(env=_env())
         self._vars: list = []
+        self._integer = False
         self.add_columns(form.col_lo, form.col_hi, form.integer, form.c)
         self._m.ModelSense = gp.GRB.MAXIMIZE if form.maximize else gp.GRB.MINIMIZE
         self._m.ObjCon = float(form.c0)
@@ -90,6 +90,7 @@ class GurobiSession(Session):
         lo = np.where(np.isfinite(lo), lo, -GRB.INFINITY)
         hi = np.where(np.isfinite(hi), hi, GRB.INFINITY)
         binary = np.asarray(integer) & (lo >= 0) & (hi <= 1)
+        self._integer = self._integer or bool(np.any(integer))
         vtype = np.where(binary, GRB.BINARY, np.where(integer, GRB.INTEGER, GRB.CONTINUOUS))
         obj = np.zeros(n) if c is None else np.asarray(c, dtype=np.float64)
         x = self._m.addMVar(n, lb=lo, ub=hi, obj=obj, vtype=vtype)
@@ -100,22 +101,35 @@ class GurobiSession(Session):
         for part, sense, rhs in _split_rows(A, np.asarray(lo, float), np.asarray(hi, float)):
             self._m.addMConstr(sp.csr_matrix(part), x, sense, rhs)
 
-    def _callback(self):
-        """Gurobi's MIP callback: its dual bound while it branches, each new incumbent."""
+    def _callback(self, stopped):
+        """Gurobi's callback. Its first call puts qpm's SIGINT handler back in place of the one
+        Gurobi installs for the solve (which would end it as "interrupted" and print on
+        stdout); when following, it reports the dual bound while Gurobi branches and each new
+        incumbent."""
         GRB = self._gp.GRB
         variables = self._vars
+        follow = self.following
+        first = [True]
 
         def bound(value: float) -> None:
             if abs(value) < GRB.INFINITY:
                 self.report_bound(value)
 
         def callback(model, where) -> None:
-            if where == GRB.Callback.MIP:
-                bound(model.cbGet(GRB.Callback.MIP_OBJBND))
-            elif where == GRB.Callback.MIPSOL:
-                bound(model.cbGet(GRB.Callback.MIPSOL_OBJBND))
-                self.report_solution(model.cbGetSolution(variables),
-                                     model.cbGet(GRB.Callback.MIPSOL_OBJ))
+            try:
+                if first[0]:
+                    first[0] = False
+                    stopped.reclaim()
+                if not follow:
+                    return
+                if where == GRB.Callback.MIP:
+                    bound(model.cbGet(GRB.Callback.MIP_OBJBND))
+                elif where == GRB.Callback.MIPSOL:
+                    bound(model.cbGet(GRB.Callback.MIPSOL_OBJBND))
+                    self.report_solution(model.cbGetSolution(variables),
+                                         model.cbGet(GRB.Callback.MIPSOL_OBJ))
+            except BaseException as exc:  # noqa: BLE001 - raised after the solve
+                self.callback_failed(exc)
 
         return callback
 
@@ -136,8 +150,10 @@ class GurobiSession(Session):
             x.Start = np.where(np.isfinite(start), start, GRB.UNDEFINED)
         t0 = time.perf_counter()
         try:
-            with watchdog(time_limit, m.terminate):  # terminate() is thread-safe
-                m.optimize(self._callback() if self.following else None)
+            # terminate() is thread-safe
+            with self.running(time_limit, m.terminate, "gurobi" if self._integer else None
+                              ) as stopped:
+                m.optimize(self._callback(stopped))
         except gp.GurobiError as exc:
             why = Termination.LICENCE_LIMIT if exc.errno == TOO_LARGE else Termination.ERROR
             return Outcome(why, message=f"Gurobi error {exc.errno}: {exc}")
@@ -149,6 +165,7 @@ class GurobiSession(Session):
             GRB.SOLUTION_LIMIT: Termination.OTHER_LIMIT, GRB.INFEASIBLE: Termination.INFEASIBLE,
             GRB.INF_OR_UNBD: Termination.INFEASIBLE,
         }.get(st, Termination.ERROR)
+        stopped.settle(termination is Termination.INTERRUPTED)
         x = objective = bound = None
         if m.SolCount > 0 and termination is not Termination.INFEASIBLE:
             x = np.asarray(gp.MVar.fromlist(self._vars).X, dtype=np.float64)

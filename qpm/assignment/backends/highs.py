@@ -15,7 +15,6 @@ from qpm.assignment.backends.base import (
     Session,
     installed,
     proven_bound,
-    watchdog,
 )
 from qpm.assignment.status import Availability, Termination
 
@@ -92,7 +91,8 @@ class HighsSession(Session):
 
     def _callbacks(self, follow: bool) -> None:
         """One callback for the whole run: it stops HiGHS once the watchdog asks (through the
-        interrupt callbacks) and, when ``follow``, reports bounds and improving solutions.
+        interrupt callbacks: on a time-out, a signal or a failed callback) and, when
+        ``follow``, reports bounds and improving solutions.
         Setting it anew also clears an interrupt HiGHS would otherwise keep for later runs."""
         kinds = self._hs.cb.HighsCallbackType
         stop = (kinds.kCallbackSimplexInterrupt, kinds.kCallbackIpmInterrupt,
@@ -100,12 +100,15 @@ class HighsSession(Session):
         improving = kinds.kCallbackMipImprovingSolution
 
         def callback(kind, _message, out, inp, _user) -> None:
-            if self._stop and kind in stop:
+            try:
+                if follow and kind in (kinds.kCallbackMipInterrupt, improving):
+                    self.report_bound(out.mip_dual_bound)
+                    if kind == improving:
+                        self.report_solution(out.mip_solution, out.mip_primal_bound)
+            except BaseException as exc:  # noqa: BLE001 - highspy would make it "error"
+                self.callback_failed(exc)
+            if self._stopping and kind in stop:
                 inp.user_interrupt = True
-            if follow and kind in (kinds.kCallbackMipInterrupt, improving):
-                self.report_bound(out.mip_dual_bound)
-                if kind == improving:
-                    self.report_solution(out.mip_solution, out.mip_primal_bound)
 
         self._h.setCallback(None, None)
         self._h.setCallback(callback, None)
@@ -113,7 +116,7 @@ class HighsSession(Session):
             self._h.startCallback(kind)
 
     def _interrupt(self) -> None:
-        self._stop = True
+        self._stopping = True  # read by the callback at HiGHS's next interrupt check
 
     def _set_limit(self, time_limit: float | None) -> None:
         # HiGHS 1.16 has two clocks: its MIP solver compares time_limit with the current
@@ -169,14 +172,16 @@ class HighsSession(Session):
             if known.size:
                 h.setSolution(known.size, known, start[known])
         t0 = time.perf_counter()
-        self._stop = False  # set by the watchdog
+        self._stopping = False  # set by the watchdog
         self._callbacks(self.following)
-        with watchdog(time_limit, self._interrupt):
+        with self.running(time_limit, self._interrupt, "highs" if self._integer else None
+                          ) as stopped:
             h.run()
         seconds = time.perf_counter() - t0
         ms = h.getModelStatus()
         info = h.getInfo()
         termination = _termination(hs).get(ms, Termination.ERROR)
+        stopped.settle(termination is Termination.INTERRUPTED)
         has_x = info.primal_solution_status == 2  # kSolutionStatusFeasible
         x = np.asarray(h.getSolution().col_value, dtype=np.float64) if has_x else None
         return Outcome(

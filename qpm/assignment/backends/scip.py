@@ -26,7 +26,6 @@ from qpm.assignment.backends.base import (
     Session,
     installed,
     proven_bound,
-    watchdog,
 )
 from qpm.assignment.status import Availability, Termination
 
@@ -117,6 +116,9 @@ class ScipSession(Session):
 
         m = pyscipopt.Model()
         m.hideOutput()
+        # SCIP's own Ctrl-C handler would end the solve as "userinterrupt" (a status, and a
+        # line on stdout); the watchdog stops it instead and raises the signal again.
+        m.setParam("misc/catchctrlc", False)
         self._m = m
         # None until needed: pyscipopt's first getVars() costs ~20 us per variable, so a
         # model read from a file exchanges starts and solutions through files as well.
@@ -187,14 +189,17 @@ class ScipSession(Session):
                 self.model.dropEvent(kinds.BESTSOLFOUND, self)
 
             def eventexec(self, event):
-                m = self.model
-                bound = m.getDualbound()
-                if abs(bound) < m.infinity():
-                    session.report_bound(bound)
-                if event.getType() == kinds.BESTSOLFOUND and session.on_solution is not None:
-                    best = m.getBestSol()
-                    x = np.array([m.getSolVal(best, v) for v in session._variables()])
-                    session.report_solution(x, m.getSolObjVal(best))
+                try:
+                    m = self.model
+                    bound = m.getDualbound()
+                    if abs(bound) < m.infinity():
+                        session.report_bound(bound)
+                    if event.getType() == kinds.BESTSOLFOUND and session.on_solution is not None:
+                        best = m.getBestSol()
+                        x = np.array([m.getSolVal(best, v) for v in session._variables()])
+                        session.report_solution(x, m.getSolObjVal(best))
+                except BaseException as exc:  # noqa: BLE001 - raised after the solve
+                    session.callback_failed(exc)
 
         self._events = Events()
         self._m.includeEventhdlr(self._events, "qpm-progress", "bounds and incumbents")
@@ -271,11 +276,12 @@ class ScipSession(Session):
         t0 = time.perf_counter()
         if self.following:
             self._follow()
-        with watchdog(time_limit, self._interrupt):
-            m.optimizeNogil()  # releases the GIL, so the watchdog's thread can run
+        with self.running(time_limit, self._interrupt, "scip") as stopped:
+            m.optimizeNogil()  # releases the GIL, so the watchdog's threads can run
         seconds = time.perf_counter() - t0
         raw = m.getStatus()
         termination = _TERMINATION.get(raw, Termination.ERROR)
+        stopped.settle(termination is Termination.INTERRUPTED)
         x = objective = None
         if m.getNSols() > 0 and termination is not Termination.INFEASIBLE:
             best = m.getBestSol()

@@ -76,7 +76,7 @@ def run_similarities(ctx: RunContext) -> None:
                       feature_names=[f"feature {i}" for i in range(A.shape[0])],
                       settings=settings)
     ctx.log(f"similarities: A {A.shape[0]} features x {A.shape[1]} classes, "
-            f"{int(np.count_nonzero(R))} redundant pairs, locality bias in "
+            f"{int(np.count_nonzero(R))} redundant pairs (R > 0), locality bias in "
             f"[{f['b'].min():.3f}, {f['b'].max():.3f}]")
 
 
@@ -139,7 +139,7 @@ def _keep(ctx: RunContext, result, problem) -> dict[str, Any]:
             + f", objective {result.objective:.3f}"
             + ("" if gap is None else f", gap {100 * gap:.3g}%")
             + ("" if result.tau is None else f", tau {result.tau:.4g} ({result.tau_rule} rule, "
-               f"{len(problem.pairs())} penalised pairs)"))
+               f"{len(problem.pairs())} penalised pairs with R >= tau)"))
     return {"assignment": {"status": result.status, "solver": result.solver,
                            "objective": result.objective, "gap": gap, "tau": result.tau,
                            "tau_rule": result.tau_rule, "penalised_pairs": len(problem.pairs())}}
