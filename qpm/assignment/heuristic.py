@@ -179,7 +179,7 @@ def _budget_matrix(A: np.ndarray, sel: np.ndarray, k: int) -> np.ndarray:
 
 def best_assignment_for_selection(
     problem: AssignmentProblem, selected, rules: Rules | None = None
-) -> np.ndarray:
+) -> np.ndarray | None:
     """A valid (F, C) uint8 assignment using only ``selected``, as good as the heuristic gets.
 
     Per-class-exact rules: every class takes its top k (optimal without uniqueness), then
@@ -346,7 +346,7 @@ def heuristic_solution(
         w, obj = _finish(problem, trial, rules)
         done += 1
         since_best += 1
-        if obj > best_obj + 1e-12 * max(abs(best_obj), 1.0):
+        if (best_w is None and w is not None) or obj > best_obj + 1e-12 * max(abs(best_obj), 1.0):
             best_sel, best_w, best_obj = trial, w, obj
             since_best = 1
     return HeuristicSolution(
