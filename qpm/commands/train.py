@@ -124,7 +124,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/DATASET/ARCH/SEED)")
     p.add_argument("--force", metavar="STAGE",
                    help="recompute STAGE and every later one (dense, features, similarities, "
-                   "assignment, qpm; sldd-layer, sldd; qsenn)")
+                   "assignment, qpm; chiqpm; sldd-layer, sldd; qsenn)")
     return p
 
 
