@@ -2,8 +2,9 @@
 
 SIMS.npz holds ``A`` (F, C), optionally ``R`` (F, F), ``b`` (F,), ``class_names`` and
 ``feature_names`` (unicode arrays, never object arrays), optionally the settings of the run
-that wrote it (:data:`SETTINGS`: ``n_features``, ``per_class``, ``preset``, ``tau_rule`` as
-0-d arrays, so ``qpm solve``/``qpm compare`` solve that run's problem) and ``format_version`` = 1.
+that wrote it (:data:`SETTINGS`: ``n_features``, ``per_class``, ``preset``, ``tau_rule`` and,
+for a preset with forced pairs, ``rho``, as 0-d arrays, so ``qpm solve``/``qpm compare``
+solve that run's problem) and ``format_version`` = 1.
 FEATURES.npz holds ``features`` (N, F), ``labels`` (N,) and optionally ``b`` (F,) and
 ``class_names`` (C,).
 Both are read through :func:`qpm.io.read_npz` (declared shapes, dtypes and memory checked
@@ -26,7 +27,8 @@ if TYPE_CHECKING:  # imported when used: `qpm similarities` never builds a probl
 
 FORMAT_VERSION = 1
 # The run settings a SIMS.npz may record, with their types.
-SETTINGS: dict[str, type] = {"n_features": int, "per_class": int, "preset": str, "tau_rule": str}
+SETTINGS: dict[str, type] = {"n_features": int, "per_class": int, "preset": str, "tau_rule": str,
+                             "rho": float}
 
 
 @dataclass
@@ -131,8 +133,8 @@ def load_similarities(path: str | Path) -> SimilarityFile:
         arr = data.get(key)
         if arr is None:
             continue
-        ok = arr.shape == () and (arr.dtype.kind in "US" if kind is str
-                                  else np.issubdtype(arr.dtype, np.integer))
+        numeric = np.issubdtype(arr.dtype, np.floating if kind is float else np.integer)
+        ok = arr.shape == () and (arr.dtype.kind in "US" if kind is str else numeric)
         if not ok:
             raise QPMError(f"'{key}' in {path} must be a single {kind.__name__}.", fix)
         settings[key] = kind(arr.item())

@@ -8,8 +8,9 @@ class take its k largest selected A values, so a selection is worth (the "surrog
 The greedy adds the feature with the largest marginal gain of that value; the local search
 then applies the best 1-swap (one feature out, one in) while it improves, scoring all
 n*(F-n) swaps at once with one sparse-dense product. The final assignment obeys the preset's
-rules: duplicate columns are repaired (:mod:`qpm.assignment.repair`), and budget rules
-("unbalanced") use the optimal greedy allocation of the C*k slots. Where those rules make the
+rules: duplicate columns are repaired (:mod:`qpm.assignment.repair`), budget rules
+("unbalanced") use the optimal greedy allocation of the C*k slots, and forced class pairs
+(chiqpm) get sets one swap apart (:mod:`qpm.assignment.pair_search`). Where those rules make the
 true value differ from the surrogate, a second swap search scores the most promising swaps
 with the true value. Multi-start perturbs the best selection and keeps the best.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from qpm.assignment.pair_search import pair_assignment
 from qpm.assignment.presets import Rules
 from qpm.assignment.problem import AssignmentProblem
 from qpm.assignment.repair import greedy_unique_columns, unique_columns
@@ -31,10 +33,14 @@ _IMPROVE = 1e-9  # a swap must gain more than this (relative) to count, so ties 
 
 @dataclass
 class HeuristicSolution:
-    """Sorted selected feature indices, the (F, C) uint8 assignment and its objective."""
+    """Sorted selected feature indices, the (F, C) uint8 assignment and its objective.
+
+    ``matrix`` is None (objective -inf) when no assignment obeying the preset's rules was
+    found, which only forced pairs that cannot all be met can cause.
+    """
 
     selected: np.ndarray
-    matrix: np.ndarray
+    matrix: np.ndarray | None
     objective: float
     restarts: int = 1
     seconds: float = 0.0
@@ -173,16 +179,19 @@ def _budget_matrix(A: np.ndarray, sel: np.ndarray, k: int) -> np.ndarray:
 
 def best_assignment_for_selection(
     problem: AssignmentProblem, selected, rules: Rules | None = None
-) -> np.ndarray:
+) -> np.ndarray | None:
     """A valid (F, C) uint8 assignment using only ``selected``, as good as the heuristic gets.
 
     Per-class-exact rules: every class takes its top k (optimal without uniqueness), then
     duplicate columns are repaired. Budget rules without uniqueness: the optimal greedy
-    allocation (each class's best feature, then the largest remaining values).
+    allocation (each class's best feature, then the largest remaining values). Forced pairs:
+    the pair search, or None when it finds no assignment.
     """
     rules = rules or problem.rules
     sel = np.unique(np.asarray(selected, dtype=np.int64))
     k = problem.per_class
+    if rules.forced_pairs:
+        return pair_assignment(problem.A, sel, k, problem.forced_pairs())
     if not rules.per_class_exact and not rules.unique_columns:
         return _budget_matrix(problem.A, sel, k)
     if rules.unique_columns:
@@ -190,8 +199,11 @@ def best_assignment_for_selection(
     return _top_k_matrix(problem.A, sel, k)
 
 
-def _finish(problem: AssignmentProblem, sel: np.ndarray, rules: Rules) -> tuple[np.ndarray, float]:
+def _finish(problem: AssignmentProblem, sel: np.ndarray, rules: Rules
+            ) -> tuple[np.ndarray | None, float]:
     w = best_assignment_for_selection(problem, sel, rules)
+    if w is None:
+        return None, -np.inf
     mask = np.zeros(problem.n_total, dtype=bool)
     mask[sel] = True
     return w, problem.objective(mask, w)
@@ -213,7 +225,13 @@ class _Exact:
     def value(self, sel: np.ndarray) -> float:
         s = self.search
         AS = s.A[sel]
-        if not self.rules.per_class_exact and not self.rules.unique_columns:
+        if self.rules.forced_pairs:  # the greedy repair for the unpaired classes, as below
+            w = pair_assignment(self.problem.A, sel, s.k, self.problem.forced_pairs(),
+                                fast=True)
+            if w is None:
+                return -np.inf
+            use = w[sel].astype(bool)
+        elif not self.rules.per_class_exact and not self.rules.unique_columns:
             use = _budget_use(AS, s.k)  # no (F, C) matrix: this runs for every candidate
         elif self.rules.unique_columns:
             # Scoring trials: the fast greedy repair (a valid value, at most the exact one);
@@ -328,7 +346,7 @@ def heuristic_solution(
         w, obj = _finish(problem, trial, rules)
         done += 1
         since_best += 1
-        if obj > best_obj + 1e-12 * max(abs(best_obj), 1.0):
+        if (best_w is None and w is not None) or obj > best_obj + 1e-12 * max(abs(best_obj), 1.0):
             best_sel, best_w, best_obj = trial, w, obj
             since_best = 1
     return HeuristicSolution(

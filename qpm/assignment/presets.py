@@ -23,24 +23,29 @@ class Rules:
 
     per_class_exact: every class uses exactly k features; otherwise the total is C*k and
     every class uses at least one. unique_columns: no two classes share the same feature set.
-    redundancy: the objective subtracts the R' penalty over the pairs P.
+    redundancy: the objective subtracts the R' penalty over the pairs P. forced_pairs: the
+    int(rho * C) closest class pairs share exactly k-1 features each
+    (:mod:`qpm.assignment.forced_pairs`).
     """
 
     per_class_exact: bool = True
     unique_columns: bool = True
     redundancy: bool = True
+    forced_pairs: bool = False
 
 
 @dataclass(frozen=True)
 class Preset:
     """A registered preset. ``cuts``: the cut formulation solves it (it builds these rules
-    itself; a preset whose ``apply`` adds its own constraints needs the full model)."""
+    itself; a preset whose ``apply`` adds its own constraints needs the full model).
+    ``cuts_note``: why not, said when ``--formulation auto`` picks the full model for it."""
 
     name: str
     rules: Rules
     description: str = ""
     apply: Callable | None = field(default=None, compare=False)
     cuts: bool = False
+    cuts_note: str = ""
 
 
 _PRESETS: dict[str, Preset] = {}
@@ -54,19 +59,20 @@ def register_preset(
     rules: Rules | None = None,
     description: str = "",
     cuts: bool = False,
+    cuts_note: str = "",
 ) -> Preset:
     """Register a preset; ``apply(model, problem)`` adds its constraints to the Pyomo model."""
-    spec = Preset(name, rules or Rules(), description, apply, cuts)
+    spec = Preset(name, rules or Rules(), description, apply, cuts, cuts_note)
     _PRESETS[name] = spec
     return spec
 
 
 def preset(name: str, rules: Rules | None = None, description: str = "",
-           cuts: bool = False) -> Callable[[Callable], Callable]:
+           cuts: bool = False, cuts_note: str = "") -> Callable[[Callable], Callable]:
     """Decorator: register the decorated ``apply(model, problem)`` as preset ``name``."""
 
     def add(apply: Callable) -> Callable:
-        register_preset(name, apply, rules, description, cuts)
+        register_preset(name, apply, rules, description, cuts, cuts_note)
         return apply
 
     return add
@@ -135,3 +141,13 @@ register_preset("qpm-full", apply_qpm, Rules(),
                 "feature and class) instead of the cut formulation.")
 register_preset("no-redundancy", apply_qpm, Rules(redundancy=False),
                 "As qpm without the feature-redundancy penalty.", cuts=True)
+
+
+@preset("chiqpm", rules=Rules(forced_pairs=True),
+        description="CHiQPM's: as qpm, and the int(rho*C) closest class pairs (columns of A, "
+        "Euclidean) share exactly k-1 features (--rho, default 0.5). Solved with the full "
+        "model.", cuts_note="the cut formulation does not model forced class pairs")
+def apply_chiqpm(m, problem) -> None:
+    """As qpm, plus the forced pairs' rows (linearised exactly, see ``add_forced_pairs``)."""
+    apply_qpm(m, problem)
+    _full().add_forced_pairs(m, problem, problem.forced_pairs())

@@ -17,6 +17,7 @@ from math import comb
 
 import numpy as np
 
+from qpm.assignment.forced_pairs import DEFAULT_RHO, check_request, check_rho, closest_pairs
 from qpm.assignment.presets import Preset, Rules, get_preset
 from qpm.assignment.redundancy import Pairs, check_tau_rule, default_tau, redundancy_pairs
 from qpm.errors import QPMError
@@ -65,7 +66,9 @@ class AssignmentProblem:
     :func:`qpm.assignment.redundancy.default_tau`); a given tau sets ``tau_rule`` to
     ``"fixed"``, so the rule always says where tau came from. ``preset`` is a name; the
     registered preset it names is looked up once, here, and carried as ``spec`` (its
-    ``rules`` and ``apply``).
+    ``rules`` and ``apply``). ``rho`` is read only by presets with forced pairs (chiqpm):
+    the int(rho * C) closest class pairs must share k-1 features; they are found, and the
+    request checked, here.
     """
 
     A: np.ndarray
@@ -79,7 +82,9 @@ class AssignmentProblem:
     preset: str = "qpm"
     class_names: tuple[str, ...] | None = None
     feature_names: tuple[str, ...] | None = None
+    rho: float = DEFAULT_RHO
     _pairs: Pairs | None = field(default=None, repr=False, compare=False)
+    _forced: np.ndarray | None = field(default=None, repr=False, compare=False)
     _spec: Preset | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +164,12 @@ class AssignmentProblem:
                 "Select more features (--n-features), change --per-class, or use a preset "
                 "without uniqueness (--preset unbalanced).",
             )
+        if spec.rules.forced_pairs:
+            check_rho(self.rho, C, k)
+            forced = closest_pairs(A, float(self.rho))
+            check_request(forced, C, n, k, self.class_names)
+            object.__setattr__(self, "rho", float(self.rho))
+            object.__setattr__(self, "_forced", forced)
         if self.tau is not None:
             object.__setattr__(self, "tau", float(self.tau))
             object.__setattr__(self, "tau_rule", "fixed")
@@ -212,6 +223,13 @@ class AssignmentProblem:
                 pairs = Pairs(empty, empty.copy(), np.zeros(0))
             object.__setattr__(self, "_pairs", pairs)
         return self._pairs
+
+    def forced_pairs(self) -> np.ndarray:
+        """The class pairs that must share k-1 features, (P, 2) ``(smaller, larger)`` closest
+        first; empty unless the preset has forced pairs."""
+        if self._forced is None:
+            return np.zeros((0, 2), dtype=np.int64)
+        return self._forced
 
     def objective(self, selected: np.ndarray, matrix: np.ndarray) -> float:
         """The objective of a selection mask (F,) and 0/1 assignment matrix (F, C), from arrays."""

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 
-class _Subsets:
+class Subsets:
     """The k-subsets of one class's sorted values, generated lazily best-first."""
 
     def __init__(self, values: np.ndarray, k: int) -> None:
@@ -58,7 +58,8 @@ def _top_sets(A: np.ndarray, sel: np.ndarray, k: int):
     return feats, w, top, counts[inverse.reshape(-1)] > 1
 
 
-def greedy_unique_columns(A: np.ndarray, selected: np.ndarray, k: int) -> np.ndarray:
+def greedy_unique_columns(A: np.ndarray, selected: np.ndarray, k: int,
+                          taken: frozenset[tuple[int, ...]] = frozenset()) -> np.ndarray:
     """A fast valid repair: like :func:`unique_columns`, but colliding classes take their
     best free subset one after the other (largest regret first) instead of an exact matching.
 
@@ -68,15 +69,17 @@ def greedy_unique_columns(A: np.ndarray, selected: np.ndarray, k: int) -> np.nda
     F, C = A.shape
     sel = np.asarray(selected, dtype=np.int64)
     feats, w, top, collide = _top_sets(A, sel, k)
+    if taken:
+        collide |= np.array([tuple(t) in taken for t in top.tolist()], dtype=bool)
     if not collide.any():
         return w
     play = np.flatnonzero(collide)
-    used = {tuple(top[c].tolist()) for c in np.flatnonzero(~collide).tolist()}
+    used = {tuple(top[c].tolist()) for c in np.flatnonzero(~collide).tolist()} | set(taken)
     vals = np.take_along_axis(A[sel], np.argsort(-A[sel], axis=0, kind="stable"), axis=0)
     # Regret: what the cheapest move away from the top set costs (k-th minus (k+1)-th).
     regret = vals[k - 1, play] - (vals[k, play] if sel.size > k else 0.0)
     for c in play[np.argsort(-regret, kind="stable")].tolist():
-        subsets = _Subsets(A[feats[:, c], c], k)
+        subsets = Subsets(A[feats[:, c], c], k)
         m = 0
         while True:
             item = subsets.get(m)
@@ -93,26 +96,30 @@ def greedy_unique_columns(A: np.ndarray, selected: np.ndarray, k: int) -> np.nda
 
 
 def unique_columns(
-    A: np.ndarray, selected: np.ndarray, k: int, exact_up_to: int = 40
+    A: np.ndarray, selected: np.ndarray, k: int, exact_up_to: int = 40,
+    taken: frozenset[tuple[int, ...]] = frozenset(),
 ) -> np.ndarray:
     """An (F, C) uint8 assignment, exactly k selected features per class, all columns distinct.
 
     Starts from every class's top k. With C <= ``exact_up_to`` all classes are re-matched
-    (optimal for this selection); otherwise only the colliding classes are.
+    (optimal for this selection); otherwise only the colliding classes are. ``taken``: sorted
+    feature tuples that other classes hold already, which no class here may take.
     """
     F, C = A.shape
     sel = np.asarray(selected, dtype=np.int64)
     feats, w, top, collide = _top_sets(A, sel, k)
+    if taken:
+        collide |= np.array([tuple(t) in taken for t in top.tolist()], dtype=bool)
     if not collide.any():
         return w
 
     play = np.arange(C) if C <= exact_up_to else np.flatnonzero(collide)
     in_play = set(play.tolist())
-    fixed = {tuple(top[c].tolist()) for c in range(C) if c not in in_play}
+    fixed = {tuple(top[c].tolist()) for c in range(C) if c not in in_play} | set(taken)
     columns: dict[tuple[int, ...], int] = {}
     rows: list[dict[int, float]] = []
     for c in play:
-        subsets = _Subsets(A[feats[:, c], c], k)
+        subsets = Subsets(A[feats[:, c], c], k)
         found: dict[int, float] = {}
         m = 0
         while len(found) < play.size:

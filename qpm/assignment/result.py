@@ -58,6 +58,9 @@ class AssignmentResult:
     preset: str = "qpm"
     tau: float | None = None
     tau_rule: str | None = None  # the rule that chose tau ("paper", "tight") or "fixed"
+    # preset chiqpm: rho and the class pairs (smaller, larger) forced to share k-1 features
+    rho: float | None = None
+    forced_pairs: list[list[int]] | None = None
     verified: bool = False
     fallback: str | None = None  # why another solver than the one asked for was used
     message: str = ""
@@ -114,6 +117,9 @@ class AssignmentResult:
             "preset": self.preset,
             "tau": self.tau,
             "tau_rule": self.tau_rule,
+            **({} if self.rho is None else {"rho": self.rho}),
+            **({} if self.forced_pairs is None
+               else {"forced_pairs": [[int(a), int(b)] for a, b in self.forced_pairs]}),
             "selected_features": [int(i) for i in self.selected_features],
             "assignment": {str(c): feats for c, feats in self.assignment.items()},
             "shape": None if self.matrix is None else [int(x) for x in self.matrix.shape],
@@ -182,6 +188,8 @@ class AssignmentResult:
             preset=str(d.get("preset") or "qpm"),
             tau=num("tau"),
             tau_rule=None if d.get("tau_rule") is None else str(d["tau_rule"]),
+            rho=num("rho"),
+            forced_pairs=_pairs(d.get("forced_pairs"), matrix, fix),
             verified=bool(d.get("verified", False)),
             fallback=d.get("fallback"),
             message=str(d.get("message") or ""),
@@ -241,6 +249,18 @@ def _indices(values, what: str, fix: str) -> list[int]:
         raise QPMError(f"The result's {what} is malformed: it must be a list of indices >= 0.",
                        fix)
     return list(values)
+
+
+def _pairs(raw, matrix: np.ndarray | None, fix: str) -> list[list[int]] | None:
+    """A result's forced class pairs: a list of [c, d] class indices (within the matrix)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
+        raise QPMError("The result's forced_pairs must be a list of [class, class] pairs.", fix)
+    pairs = [_indices(p, "forced_pairs", fix) for p in raw]
+    if matrix is not None and any(c >= matrix.shape[1] for p in pairs for c in p):
+        raise QPMError("The result's forced_pairs name a class outside its assignment.", fix)
+    return pairs
 
 
 def _matrix(d: dict, n_total: int | None, selected: list[int], fix: str) -> np.ndarray | None:

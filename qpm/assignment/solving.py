@@ -92,10 +92,11 @@ def resolve_formulation(formulation: str, problem: AssignmentProblem,
         return "greedy"
     fits = problem.spec.cuts
     if formulation == "cuts" and not fits:
+        why = problem.spec.cuts_note or ("a preset's own Pyomo constraints need the full "
+                                         "model")
         raise QPMError(
             f"The cut formulation cannot solve preset {problem.preset!r}: it handles only "
-            f"{', '.join(_cut_presets())} (a preset's own Pyomo constraints need the full "
-            "model).",
+            f"{', '.join(_cut_presets())} ({why}).",
             "Use --formulation full.",
         )
     if formulation == "auto":
@@ -132,6 +133,10 @@ def _warm_start(problem: AssignmentProblem, opts: SolveOptions):
     # Restarts until the time share is spent or 10 in a row found nothing better.
     start = heuristic_solution(problem, restarts=1000, seed=0, patience=HEURISTIC_PATIENCE,
                                time_limit=min(limit, HEURISTIC_CAP))
+    if start.matrix is None:
+        log.info("the heuristic found no assignment that obeys every forced pair; solving "
+                 "without a warm start")
+        return None
     say(log, opts.progress, f"heuristic warm start: objective {start.objective:.4f}")
     if opts.trace is not None:
         opts.trace.incumbent(problem.objective(start.mask, start.matrix))
@@ -185,7 +190,10 @@ def solve(
     check_solver(solver)
     threads = cap_threads(threads)
     begin = time.perf_counter()
-    formulation = resolve_formulation(formulation, problem, solver)
+    asked, formulation = formulation, resolve_formulation(formulation, problem, solver)
+    if asked == "auto" and formulation == "full" and problem.spec.cuts_note:
+        log.info(f"preset {problem.preset}: {problem.spec.cuts_note}; formulation auto uses "
+                 "the full model")
     opts = SolveOptions(
         time_limit=time_limit,
         mip_gap=mip_gap,
@@ -206,6 +214,8 @@ def solve(
     result.preset = problem.preset
     result.tau = problem.tau
     result.tau_rule = problem.tau_rule
+    if problem.rules.forced_pairs:
+        result.rho, result.forced_pairs = problem.rho, problem.forced_pairs().tolist()
     result = check_result(problem, result)
     if trace is not None:
         trace.incumbent(result.objective if result.verified else None)

@@ -54,6 +54,45 @@ def recompute_objective(
     return value
 
 
+def forced_pair_violations(problem: AssignmentProblem, w: np.ndarray) -> list[str]:
+    """The forced pairs are int(rho * C) distinct class pairs no farther apart (Euclidean
+    distance of A's columns, recomputed here) than any other pair, and each shares exactly
+    k - 1 features in ``w``."""
+    F, C = problem.A.shape
+    k = problem.per_class
+    pairs = np.asarray(problem.forced_pairs(), dtype=np.int64).reshape(-1, 2)
+    out: list[str] = []
+    expected = int(C * problem.rho)
+    if len(pairs) != expected:
+        out.append(f"{len(pairs)} forced pairs, expected int(rho * C) = {expected}")
+    if len(pairs) == 0:
+        return out
+    if np.any(pairs < 0) or np.any(pairs >= C) or np.any(pairs[:, 0] == pairs[:, 1]):
+        return out + ["a forced pair names a class outside 0..C-1 or a class twice"]
+    keys = {(int(min(a, b)), int(max(a, b))) for a, b in pairs.tolist()}
+    if len(keys) != len(pairs):
+        out.append("the forced pairs repeat a pair")
+    dist = np.full((C, C), np.inf)
+    for i in range(1, C):
+        dist[i, :i] = np.linalg.norm(problem.A[:, :i] - problem.A[:, [i]], axis=0)
+    chosen = np.zeros((C, C), dtype=bool)
+    for a, b in keys:
+        chosen[b, a] = True
+    lower = np.tril(np.ones((C, C), dtype=bool), k=-1)
+    far = float(dist[chosen].max())
+    near = float(dist[lower & ~chosen].min()) if (lower & ~chosen).any() else np.inf
+    if far > near + 1e-9 * max(float(dist[lower].max()), 1e-300):
+        out.append(f"the forced pairs are not the closest: one is {far:.6g} apart, an "
+                   f"unforced pair {near:.6g}")
+    shared = (w[:, pairs[:, 0]] * w[:, pairs[:, 1]]).sum(axis=0)
+    wrong = np.flatnonzero(shared != k - 1)
+    if wrong.size:
+        a, b = pairs[wrong[0]].tolist()
+        out.append(f"{wrong.size} forced pair(s) do not share exactly k-1 = {k - 1} features, "
+                   f"e.g. classes {a} and {b} share {int(shared[wrong[0]])}")
+    return out
+
+
 def _as_mask(problem: AssignmentProblem, selected, violations: list[str]) -> np.ndarray:
     F = problem.n_total
     sel = np.asarray(selected)
@@ -126,6 +165,9 @@ def verify(
                 f"{int((counts[counts > 1]).sum())} classes share identical feature sets "
                 "(duplicate columns)"
             )
+
+    if rules.forced_pairs:
+        violations += forced_pair_violations(problem, w)
 
     objective = recompute_objective(problem, mask, w, rules)
     if claimed_objective is not None:

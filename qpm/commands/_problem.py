@@ -14,7 +14,8 @@ from qpm import logs
 from qpm.errors import QPMError
 
 # n: None here, chosen for the file's classes (limits.default_n_features: 50, at most C·k).
-DEFAULTS = {"n_features": None, "per_class": 5, "preset": "qpm", "tau_rule": "paper"}
+DEFAULTS = {"n_features": None, "per_class": 5, "preset": "qpm", "tau_rule": "paper",
+            "rho": 0.5}
 log = logs.get("problem")
 
 
@@ -27,6 +28,9 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"features per class, k (default: recorded, else {DEFAULTS['per_class']})")
     g.add_argument("--preset", default=None,
                    help=f"constraint preset (default: recorded, else {DEFAULTS['preset']})")
+    g.add_argument("--rho", type=float, default=None, metavar="RHO",
+                   help="preset chiqpm: the int(RHO * C) closest class pairs share k-1 "
+                   f"features (default: recorded, else {DEFAULTS['rho']})")
     g.add_argument("--formulation", default="auto",
                    help="auto (cuts where the preset allows it), full or cuts")
     g.add_argument("--redundancy-threshold", type=float, default=None, metavar="T",
@@ -114,16 +118,25 @@ def load_problem(args: argparse.Namespace):
     if settings["n_features"] is None:  # never more features than the classes can use
         n_total, n_classes = sims.A.shape
         settings["n_features"] = default_n_features(n_classes, settings["per_class"], n_total)
+    from qpm.assignment.presets import get_preset
+
+    pairs = get_preset(settings["preset"]).rules.forced_pairs
+    if origin["rho"] == "given" and not pairs:
+        raise QPMError(f"--rho applies to presets with forced class pairs; preset "
+                       f"{settings['preset']} has none.", "Drop --rho, or use --preset chiqpm.")
     problem = sims.problem(
         n_features=settings["n_features"], per_class=settings["per_class"],
         tau=args.redundancy_threshold, tau_rule=settings["tau_rule"],
         redundancy_weight=args.redundancy_weight, preset=settings["preset"],
+        rho=settings["rho"],
     )
-    line = ", ".join(f"{_short(k)}={settings[k]}" for k in DEFAULTS)
+    shown = [k for k in DEFAULTS if k != "rho" or pairs]
+    line = ", ".join(f"{_short(k)}={settings[k]}" for k in shown)
     if not recorded:
         line += f" ({Path(args.sims).name} records no run settings: defaults unless given)"
     else:
-        where = {o: [_short(k) for k in DEFAULTS if origin[k] == o] for o in set(origin.values())}
+        where = {o: [_short(k) for k in shown if origin[k] == o] for o in set(origin.values())}
+        where = {o: v for o, v in where.items() if v}
         line += " (" + "; ".join(f"{o}: {', '.join(v)}" for o, v in sorted(where.items())) + ")"
     return problem, settings, line
 

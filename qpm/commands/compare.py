@@ -128,8 +128,11 @@ def describe(source: str, problem, settings: dict, limits, limit_text: str | Non
     """The header every output starts with: which problem, which limits (``limit_text``: how
     to show the time limit, e.g. that it is the default for the size)."""
     pairs = len(problem.pairs())
+    forced = (f" (rho {problem.rho:g}: {len(problem.forced_pairs())} forced class pairs)"
+              if problem.rules.forced_pairs else "")
     title = (f"{Path(source).name}: F={problem.n_total} features x C={problem.n_classes} "
-             f"classes, n={problem.n_features}, k={problem.per_class}, preset {problem.preset}, "
+             f"classes, n={problem.n_features}, k={problem.per_class}, preset "
+             f"{problem.preset}{forced}, "
              f"tau={'-' if problem.tau is None else format(problem.tau, '.4g')} "
              f"({pairs} penalised pairs)")
     shown = limit_text or (f"{limits.time_limit} s" if limits.time_limit else "none")

@@ -79,6 +79,8 @@ def format_table(result, problem: str = "", limit: str = "") -> str:
         ("times (s)", f"build {t.build:.2f}, handoff {t.handoff:.2f}, solve {t.solve:.2f}"),
         ("solver", f"{result.solver} {result.solver_version}".strip()),
         ("preset", result.preset),
+        *([("forced pairs", f"{len(result.forced_pairs or [])} class pairs share k-1 "
+            f"features (rho {result.rho:g})")] if result.rho is not None else []),
         ("tau", _fmt(result.tau) + ("" if result.tau_rule is None
                                     else f" ({result.tau_rule} rule)")),
         ("selected", f"{len(result.selected_features)} features"),

@@ -74,7 +74,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--dense-training", action=argparse.BooleanOptionalAction, default=None,
                    help="train the dense model; --no-dense-training uses the pretrained model "
                    "and its classifier (default: the recipe's; paper: not for imagenet)")
-    m.add_argument("--model-type", help="final layer: qpm (or a baseline) "
+    m.add_argument("--model-type", help="final layer: qpm, chiqpm (CHiQPM: forced class "
+                   "pairs, a ReLU, the feature grounding loss) or a baseline (sldd, qsenn) "
                    + _default("model_type"))
     a = p.add_argument_group("assignment")
     from qpm.assignment.backends import DEFAULT_SOLVER, solver_names
@@ -82,7 +83,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--solver", choices=solver_names(),
                    help="gurobi falls back to HiGHS when its licence cannot take the model "
                    f"(default: {DEFAULT_SOLVER}, or the run folder's)")
-    a.add_argument("--preset", help="constraint preset (see qpm solve; default: qpm, with "
+    a.add_argument("--preset", help="constraint preset (see qpm solve; default: qpm, chiqpm "
+                   "for --model-type chiqpm, with --assignment: the result's)")
+    a.add_argument("--rho", type=float, help="preset chiqpm: the int(RHO * C) closest class "
+                   "pairs share k-1 features (default: 0.5, or the run folder's; with "
                    "--assignment: the result's)")
     a.add_argument("--tau-rule", help="how the redundancy threshold is chosen: paper (the "
                    "reference's search) or tight (see qpm solve) " + _default("tau_rule"))
@@ -120,7 +124,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/DATASET/ARCH/SEED)")
     p.add_argument("--force", metavar="STAGE",
                    help="recompute STAGE and every later one (dense, features, similarities, "
-                   "assignment, qpm; sldd-layer, sldd; qsenn)")
+                   "assignment, qpm; chiqpm; sldd-layer, sldd; qsenn)")
     return p
 
 
@@ -134,6 +138,9 @@ def given_settings(args: argparse.Namespace) -> dict:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
     given.update({k: v for k, v in given_problem(args).items() if v is not None})
+    if given.get("model_type") in MODEL_PRESETS and "preset" not in given:
+        # --model-type qpm or chiqpm brings its own preset unless --preset says otherwise
+        given["preset"] = MODEL_PRESETS[given["model_type"]]
     return given
 
 
@@ -152,13 +159,18 @@ def config_from_args(args: argparse.Namespace) -> tuple:
     return TrainConfig(**settings), line
 
 
+# The preset a --model-type brings when --preset is not given.
+MODEL_PRESETS = {"qpm": "qpm", "chiqpm": "chiqpm"}
+
+
 def given_problem(args: argparse.Namespace) -> dict:
-    """n, k and the preset of the --assignment result (None each without one). Flags that
-    contradict the given result are one clear line."""
-    given = {"n_features": args.n_features, "per_class": args.per_class, "preset": args.preset}
+    """n, k, the preset and rho of the --assignment result (None each without one). Flags
+    that contradict the given result are one clear line."""
+    given = {"n_features": args.n_features, "per_class": args.per_class, "preset": args.preset,
+             "rho": args.rho}
     if args.assignment is None:
         return {}
-    if args.model_type not in (None, "qpm"):
+    if args.model_type not in (None, *MODEL_PRESETS):
         raise QPMError(f"--assignment is a QPM assignment; --model-type {args.model_type} "
                        "makes its own.", "Drop --assignment, or use --model-type qpm.")
     from qpm.assignment.result import AssignmentResult
@@ -169,14 +181,15 @@ def given_problem(args: argparse.Namespace) -> dict:
                        f"{result.status}).", "Pass a result that qpm solve finished.")
     classes = result.matrix.shape[1]
     found = {"n_features": len(result.selected_features),
-             "per_class": int(round(result.matrix.sum() / classes)), "preset": result.preset}
+             "per_class": int(round(result.matrix.sum() / classes)), "preset": result.preset,
+             "rho": result.rho}
     for key, value in given.items():
         if value is not None and value != found[key]:
             flag = "--" + key.replace("_", "-")
             raise QPMError(f"{flag} {value} contradicts --assignment "
                            f"{args.assignment}, which has {found[key]}.",
                            f"Drop {flag}: the result decides it.")
-    return {**found, "model_type": "qpm"}
+    return {**found, "model_type": args.model_type or "qpm"}
 
 
 def _early_lock(args: argparse.Namespace):
@@ -204,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
                                notes=[line] if line else [])
         if dist.get_context().is_main:
             print(format_summary(summary))
+            if summary.config.model_type == "chiqpm":
+                print(beside_qpm(summary))
     finally:
         dist.cleanup()  # under torchrun: leave the process group cleanly
         if lock is not None:
@@ -254,6 +269,43 @@ def assignment_counts(assignment: dict[int, list[int]], selected: list[int]):
     return FeatureCounts(len(set(selected) | used), len(used), len(assignment), per_class)
 
 
+# The rows of the closing table of a chiqpm run (CHiQPM's own figures).
+BESIDE_QPM = ("accuracy", "pairs_sharing", "forced_pairs_sharing", "sid@5",
+              "class_independence", "contrastiveness", "correlation")
+
+
+def beside_qpm(summary) -> str:
+    """The closing table of a chiqpm run: its metrics beside the run's QPM model of the same
+    n and k (the most recent one), computed now, as ``qpm evaluate`` computes them."""
+    from qpm import run_folder as rf
+    from qpm.commands.evaluate import evaluate_models
+    from qpm.metrics.model_eval import format_table
+    from qpm.pipeline import distributed as dist
+    from qpm.text import printable
+
+    cfg = summary.config
+    run = rf.open_run(summary.run_dir, cfg.data_root)
+    mine = [m for m in run.models if m.model_type == "chiqpm" and m.folder == summary.variant_dir]
+
+    def same_size(m) -> bool:
+        c = run.config_of(m)
+        return (c.n_features, c.per_class) == (cfg.n_features, cfg.per_class)
+
+    qpms = [m for m in run.models if m.model_type == "qpm" and same_size(m)]
+    qpms = [max(qpms, key=lambda m: m.file.stat().st_mtime_ns)] if qpms else []
+    results, _, _, _ = evaluate_models(run, mine + qpms, dist.get_context().device,
+                                       cfg.batch_size * 2)
+    lines = [f"CHiQPM beside QPM on this run (rho {cfg.rho:g}; accuracy and SID@5 on the test "
+             "set, the feature metrics on the training images):",
+             format_table(results, BESIDE_QPM)]
+    if not qpms:
+        lines.append(f"(no QPM model with n={cfg.n_features}, k={cfg.per_class} in this run "
+                     f"to compare with: qpm train --run-dir {printable(summary.run_dir)} "
+                     f"--model-type qpm --n-features {cfg.n_features} --per-class "
+                     f"{cfg.per_class} trains one)")
+    return "\n".join(lines)
+
+
 def format_summary(summary) -> str:
     from qpm import run_folder as rf
     from qpm.io import ArtifactError, read_json
@@ -273,7 +325,7 @@ def format_summary(summary) -> str:
         + (" (skipped)" if s.status == "skipped" else "") for s in summary.stages))
     path = summary.variant_dir / rf.ASSIGNMENT
     model_file = summary.variant_dir / rf.model_file(cfg.model_type)
-    if cfg.model_type == "qpm" and path.exists():
+    if path.exists():  # an assignment: qpm, chiqpm
         try:
             data = read_json(path)
             assignment = {int(c): feats for c, feats in data["assignment"].items()}

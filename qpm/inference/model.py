@@ -84,7 +84,7 @@ class QPMModel(nn.Module):
         """(N, n) values the final layer multiplies by its weights, from (N, F) pooled
         backbone features: logits = values @ weight.T (+ the layer's bias)."""
         head = self.network.classifier
-        if hasattr(head, "layer_input"):  # QPM layer and the baselines' sparse head
+        if hasattr(head, "layer_input"):  # QPM and CHiQPM layers, the baselines' sparse head
             return head.layer_input(pooled)
         return pooled  # the dense linear head reads every feature
 

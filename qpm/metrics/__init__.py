@@ -8,7 +8,13 @@ documents its exact definition; :mod:`qpm.metrics.model_eval` combines them for 
 """
 
 from qpm.metrics.alignment import ImageAttributes, cub_alignment, read_cub_image_attributes
-from qpm.metrics.basic import accuracy, features_per_class, n_features
+from qpm.metrics.basic import (
+    accuracy,
+    features_per_class,
+    forced_pairs_sharing,
+    n_features,
+    pairs_sharing,
+)
 from qpm.metrics.diversity import diversity_at_k, sid_at_k
 from qpm.metrics.features import class_independence, contrastiveness, correlation, dependence
 from qpm.metrics.grounding import (
@@ -28,8 +34,10 @@ __all__ = [
     "dependence",
     "diversity_at_k",
     "features_per_class",
+    "forced_pairs_sharing",
     "load_cub_class_attributes",
     "n_features",
+    "pairs_sharing",
     "read_cub_image_attributes",
     "sid_at_k",
     "structural_grounding",

@@ -10,7 +10,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from qpm.metrics.alignment import ImageAttributes, cub_alignment
-from qpm.metrics.basic import accuracy, features_per_class, n_features
+from qpm.metrics.basic import (
+    accuracy,
+    features_per_class,
+    forced_pairs_sharing,
+    n_features,
+    pairs_sharing,
+)
 from qpm.metrics.diversity import sid_per_sample
 from qpm.metrics.features import class_independence, contrastiveness, correlation, dependence
 from qpm.metrics.grounding import structural_grounding
@@ -19,6 +25,8 @@ METRIC_NAMES = (
     ("accuracy", "Accuracy (%)"),
     ("n_features", "Features"),
     ("per_class", "Features / class"),
+    ("pairs_sharing", "Class pairs sharing k-1"),
+    ("forced_pairs_sharing", "Forced pairs sharing k-1"),
     ("sid@5", "SID@5"),
     ("diversity@5", "Diversity@5 (Q-SENN)"),
     ("class_independence", "Class-Independence"),
@@ -41,8 +49,9 @@ def head_input(classifier, features: torch.Tensor) -> torch.Tensor:
     """What the final layer multiplies with its weights, for pooled backbone features (B, F).
 
     A dense head takes the pooled features as they are; a sparse head (QPM, SLDD, Q-SENN)
-    its selected features normalised with its effective (mean, std). The reference computes
-    Correlation, Dependence and the other feature metrics on exactly this input.
+    its selected features normalised with its effective (mean, std), CHiQPM's after a ReLU.
+    The reference computes Correlation, Dependence and the other feature metrics on exactly
+    this input.
     """
     layer_input = getattr(classifier, "layer_input", None)
     if layer_input is None:
@@ -100,6 +109,7 @@ def evaluate_model(
     seed: int = 0,
     image_attributes: ImageAttributes | None = None,
     test_outputs: dict[str, Any] | None = None,
+    forced_pairs: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every metric of :data:`METRIC_NAMES` for ``model`` (a Backbone with its head).
 
@@ -109,7 +119,9 @@ def evaluate_model(
     there. Structural Grounding needs ``class_attributes`` and Alignment
     ``image_attributes`` (CUB); each is None without. A dict passed as ``test_outputs``
     receives the test pass (``logits``, ``labels``, ``head_input``: what conformal
-    prediction sets are computed from).
+    prediction sets are computed from). The class pairs sharing k-1 features are counted
+    for binary layers with k per class, and of them the ``forced_pairs`` (CHiQPM's, (P, 2))
+    when given.
     """
     weight, used = head_weights(model)
     te = collect_outputs(model, test, device, batch_size, used, weight, k)
@@ -121,6 +133,10 @@ def evaluate_model(
         "accuracy": 100.0 * accuracy(te["logits"], te["labels"]),
         "n_features": n_features(weight),
         "per_class": features_per_class(weight),
+        "pairs_sharing": pairs_sharing(weight),
+        "forced_pairs_sharing": None if forced_pairs is None
+        else forced_pairs_sharing(weight, forced_pairs),
+        "forced_pairs": None if forced_pairs is None else int(len(forced_pairs)),
         "sid@5": te["sid"],
         "diversity@5": te["diversity"],
         "class_independence": class_independence(x, y),
@@ -134,17 +150,23 @@ def evaluate_model(
     }
 
 
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table: one row per metric, one column per model type."""
+def format_table(results: dict[str, dict[str, Any]], keys: tuple[str, ...] | None = None
+                 ) -> str:
+    """A plain-text table: one row per metric (those of ``keys``, default all), one column
+    per model type."""
     names = list(results)
     rows = [["Metric", *names]]
     for key, label in METRIC_NAMES:
+        if keys is not None and key not in keys:
+            continue
         row = [label]
         for n in names:
             v = results[n].get(key)
             if v is None:
                 row.append("n/a")
-            elif key in ("n_features",):
+            elif key == "forced_pairs_sharing":
+                row.append(f"{int(v)} of {results[n].get('forced_pairs')}")
+            elif key in ("n_features", "pairs_sharing"):
                 row.append(str(int(v)))
             elif key == "accuracy":
                 row.append(f"{v:.2f}")

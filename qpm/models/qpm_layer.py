@@ -7,7 +7,9 @@ normalised, and mean and std are the selected features' statistics on the traini
 "class c uses features S_c" holds for the trained model exactly.
 
 The SLDD and Q-SENN heads (``learn_normalisation=True``) learn the normalisation as their
-papers do: a mean offset and a bounded scale on top of the fixed data statistics.
+papers do: a mean offset and a bounded scale on top of the fixed data statistics. The CHiQPM
+head (:class:`ChiQPMLayer`) is the QPM layer with a ReLU on the normalised features, as the
+reference's ``set_model_sldd(..., relu=True)``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ MIN_STD = 1e-6
 @register_head("qpm")
 class QPMLayer(nn.Module):
     """Sparse final layer; ``binary=False`` allows real-valued fixed weights (SLDD-style)."""
+
+    relu = False  # a ReLU on the normalised features (CHiQPM's head)
 
     def __init__(
         self,
@@ -148,9 +152,14 @@ class QPMLayer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # Dropout on the raw selected features, then the normalisation (the reference's order).
-        x = self.dropout(features.index_select(1, self.selected))
+        return self._inputs(self.dropout(features.index_select(1, self.selected))) \
+            @ self.weight.t()
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised (and for CHiQPM ReLU'd) selected features ``x``."""
         mean, std = self._effective()
-        return ((x - mean) / std) @ self.weight.t()
+        z = (x - mean) / std
+        return torch.relu(z) if self.relu else z
 
     def _effective(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.learn_normalisation:
@@ -160,10 +169,8 @@ class QPMLayer(nn.Module):
     def layer_input(self, features: torch.Tensor) -> torch.Tensor:
         """What the weights multiply, from (N, F) pooled backbone features, without dropout:
         logits = layer_input @ weight.T (+ a bias). The one place readers (explanations,
-        metrics, conformal scores) get it from, so a head that transforms its features
-        further (a ReLU) overrides only this."""
-        mean, std = self._effective()
-        return (features.index_select(1, self.selected) - mean) / std
+        metrics, conformal scores) get it from; CHiQPM's head applies its ReLU here too."""
+        return self._inputs(features.index_select(1, self.selected))
 
     def normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The effective (mean, std) the raw selected features are normalised with."""
@@ -180,3 +187,21 @@ class QPMLayer(nn.Module):
         w = self.weight.detach().cpu()
         return {c: sorted(sel[i] for i in torch.nonzero(w[c]).flatten().tolist())
                 for c in range(w.shape[0])}
+
+
+@register_head("chiqpm")
+class ChiQPMLayer(QPMLayer):
+    """The CHiQPM head: the QPM layer with a ReLU on its normalised features.
+
+    In training mode ``forward`` keeps the values it multiplied by the weights (after dropout
+    and ReLU) as ``last_values``: the Feature Grounding Loss is computed on exactly those, as
+    the reference computes it on the features its final layer returns.
+    """
+
+    relu = True
+    last_values: torch.Tensor | None = None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        z = self._inputs(self.dropout(features.index_select(1, self.selected)))
+        self.last_values = z if self.training else None
+        return z @ self.weight.t()

@@ -41,14 +41,17 @@ def check_before_training(cfg: TrainConfig, ctx: RunContext,
     if cfg.per_class > cfg.n_features:
         raise QPMError(f"--per-class {cfg.per_class} is larger than --n-features "
                        f"{cfg.n_features}.", "Lower --per-class or raise --n-features.")
-    if cfg.model_type == "qpm":
+    if cfg.model_type in ("qpm", "chiqpm"):
+        from qpm.assignment.forced_pairs import check_rho
         from qpm.assignment.presets import get_preset
 
-        unique = get_preset(cfg.preset).rules.unique_columns  # also rejects unknown presets
-        if unique and comb(cfg.n_features, cfg.per_class) < data.num_classes:
+        rules = get_preset(cfg.preset).rules  # also rejects unknown presets
+        if rules.unique_columns and comb(cfg.n_features, cfg.per_class) < data.num_classes:
             raise QPMError(
                 f"{data.num_classes} classes cannot get distinct sets of {cfg.per_class} of "
                 f"{cfg.n_features} features.", "Raise --n-features or --per-class.")
+        if rules.forced_pairs:  # the pairs themselves need the similarities: checked then
+            check_rho(cfg.rho, data.num_classes, cfg.per_class)
     return cfg
 
 

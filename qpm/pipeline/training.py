@@ -1,6 +1,7 @@
 """The one training loop, shared by the dense and the fine-tuning stages.
 
-SGD with momentum and weight decay, StepLR, cross-entropy plus the feature-diversity loss.
+SGD with momentum and weight decay, StepLR, cross-entropy plus the feature-diversity loss
+(and, for CHiQPM, the Feature Grounding Loss until its switch-off epoch).
 :func:`fit` owns the stage (resume, loader, epochs, checkpoints); :func:`train_one_epoch`
 owns one pass of optimisation steps, each computing its loss in :func:`training_step`.
 After every epoch the model, optimizer and scheduler go to an atomic checkpoint (plain
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from qpm.errors import QPMError
 from qpm.io import ArtifactError
 from qpm.models.diversity_loss import diversity_loss
+from qpm.models.grounding_loss import feature_grounding_loss
 from qpm.models.torch_files import load_checkpoint, save_torch
 from qpm.pipeline import distributed as dist
 
@@ -41,6 +43,13 @@ class FitSettings:
     classifier_lr: float | None = None  # None: same as lr
     seed: int = 0
     workers: int = 0
+    grounding: float = 0.0  # weight of the Feature Grounding Loss (needs a ChiQPMLayer head)
+    grounding_off: int | None = None  # the epoch (from 0) it is switched off at; None: never
+
+    def grounding_at(self, epoch: int) -> float:
+        """The Feature Grounding Loss weight in ``epoch`` (counted from 0)."""
+        on = self.grounding_off is None or epoch < self.grounding_off
+        return self.grounding if on else 0.0
 
 
 class EpochTotals:
@@ -215,7 +224,8 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     for images, labels in bar:
         images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
         labels = labels.to(ctx.device, non_blocking=True)
-        loss, logits = training_step(net, images, labels, settings.beta)
+        loss, logits = training_step(net, images, labels, settings.beta,
+                                     settings.grounding_at(epoch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -225,16 +235,21 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     return totals
 
 
-def training_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, beta: float
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch's loss (cross-entropy plus ``beta`` x the feature-diversity loss) and logits."""
+def training_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, beta: float,
+                  grounding: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's loss (cross-entropy plus ``beta`` x the feature-diversity loss plus
+    ``grounding`` x the Feature Grounding Loss) and logits."""
     with dist.autocast_context(images.device):
         out = net(images)
-        weight, used = dist.unwrap(net).classifier.class_feature_weights()
+        head = dist.unwrap(net).classifier
+        weight, used = head.class_feature_weights()
         maps = out.feature_maps if used is None else out.feature_maps[:, used]
         loss = F.cross_entropy(out.logits.float(), labels)
         if beta > 0:
             loss = loss + diversity_loss(maps.float(), out.logits.float(), weight, beta)
+        if grounding > 0:  # on the values this very forward pass fed the weights
+            loss = loss + grounding * feature_grounding_loss(head.last_values.float(), labels,
+                                                             weight)
     return loss, out.logits
 
 

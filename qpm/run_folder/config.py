@@ -49,6 +49,7 @@ class TrainConfig:
     mip_gap: float = 1e-4
     strict_solver: bool = False  # fail instead of falling back from Gurobi to HiGHS
     assignment: str | None = None  # a `qpm solve` result to use instead of solving
+    rho: float = 0.5  # preset chiqpm: int(rho * C) closest class pairs share k-1 features
     # dense training
     epochs: int | None = None
     lr: float | None = None
@@ -178,6 +179,9 @@ class TrainConfig:
         if self.time_limit is not None and self.time_limit <= 0:
             raise QPMError(f"--time-limit must be positive, got {self.time_limit}.",
                            "Pass seconds, e.g. --time-limit 600.")
+        if not 0 <= self.rho <= 1:
+            raise QPMError(f"--rho must be in [0, 1], got {self.rho}.",
+                           "Use e.g. --rho 0.5 (the CHiQPM reference's).")
         if not 0 <= self.mip_gap < 1:
             raise QPMError(f"--mip-gap must be in [0, 1), got {self.mip_gap}.", "Use e.g. 1e-4.")
         if not 0 <= self.seed <= MAX_SEED:
@@ -242,8 +246,9 @@ def describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-FLOAT_FIELDS = ("time_limit", "mip_gap", "lr", "classifier_lr", "momentum", "weight_decay",
-                "gamma", "beta", "ft_lr", "ft_momentum", "ft_weight_decay", "ft_gamma")
+FLOAT_FIELDS = ("time_limit", "mip_gap", "rho", "lr", "classifier_lr", "momentum",
+                "weight_decay", "gamma", "beta", "ft_lr", "ft_momentum", "ft_weight_decay",
+                "ft_gamma")
 
 
 def _flag(name: str) -> str:

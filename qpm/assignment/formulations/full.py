@@ -20,12 +20,23 @@ add exactly those constraints and re-solve warm-started. Each model in the loop 
 of the preset's problem, so the first answer that breaks no rule is optimal for it and the last
 bound is valid.
 
+A forced pair of classes c, d (preset chiqpm) shares exactly k - 1 features
+(``sum_i w[i, c] * w[i, d] = k - 1``; Gurobi would take the product natively, every backend
+gets the same linear form here, :func:`add_forced_pairs`): one continuous ``e[i] >=
+w[i, c] - w[i, d]`` per feature and ``sum_i e[i] <= 1``, i.e. c has at most one feature that
+d lacks, so with k each they share at least k - 1; that they share no more (are not
+identical) is the pairs' uniqueness, which the solve loop adds like any other when an answer
+breaks it. F columns and F + 1 rows per pair; ``benchmarks/chiqpm_rows.py`` measured it
+faster than the exact product form (u <= w[i, c], u <= w[i, d], u >= w[i, c] + w[i, d] - 1,
+sum u = k - 1: F columns, 3F + 1 rows) and than this form with the pair's uniqueness rows up
+front (see the README's CHiQPM section).
+
 A preset's ``apply(model, problem)`` (:mod:`qpm.assignment.presets`) adds the per-class rules
 to the model from :func:`build_base`; users can register their own (see
 :func:`qpm.assignment.register_preset`). The components documented here (``s``, ``w``, ``y``,
 sets ``F`` and ``C``) and the row builders :func:`add_per_class_exact`,
-:func:`add_relaxed_budget` and :func:`add_uniqueness` are the stable surface such a function
-may use.
+:func:`add_relaxed_budget`, :func:`add_uniqueness` and :func:`add_forced_pairs` are the stable
+surface such a function may use.
 """
 
 from __future__ import annotations
@@ -166,6 +177,28 @@ def add_uniqueness(m, problem, class_pairs) -> list[tuple[int, int]]:
     return new
 
 
+def add_forced_pairs(m, problem, pairs) -> None:
+    """Each class pair (c, d) of ``pairs`` shares at least k - 1 features (and, with the
+    uniqueness the solve loop enforces, exactly k - 1; see above)."""
+    F = problem.n_total
+    m.forced = pyo.Block()
+    m.forced_pairs = [(int(c), int(d)) for c, d in np.asarray(pairs).reshape(-1, 2).tolist()]
+    for c, d in m.forced_pairs:
+        blk = pyo.Block()
+        m.forced.add_component(f"pair_{c}_{d}", blk)
+        blk.e = pyo.Var(m.F, bounds=(0.0, 1.0))
+        rows = [_row_ge(0.0, [e, _neg(m.w[i, c]), m.w[i, d]])
+                for i, e in enumerate(blk.e.values())]
+        blk.only_c = pyo.Constraint(m.F, rule=lambda b, i, rows=rows: rows[i])
+        blk.one = pyo.Constraint(expr=_linear([1.0] * F, list(blk.e.values())) <= 1)
+
+
+def forced_pair_size(problem) -> tuple[int, int]:
+    """(columns, rows) :func:`add_forced_pairs` adds for ``problem``'s forced pairs."""
+    P, F = len(problem.forced_pairs()), problem.n_total
+    return P * F, P * (F + 1)
+
+
 def build_model(problem) -> pyo.ConcreteModel:
     """The model of ``problem`` under its preset, ready for any backend."""
     m = build_base(problem)
@@ -194,6 +227,10 @@ def set_start(m, problem, selected: np.ndarray, matrix: np.ndarray) -> None:
         shared = W[:, c] & W[:, d]
         for i, v in blk.z.items():
             v.set_value(float(shared[i]), skip_validation=True)
+    for c, d in getattr(m, "forced_pairs", ()):
+        only_c = W[:, c] & ~W[:, d]
+        for i, v in m.forced.component(f"pair_{c}_{d}").e.items():
+            v.set_value(float(only_c[i]), skip_validation=True)
 
 
 def decode(m, problem) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +265,8 @@ def violations(problem, selected, matrix) -> tuple[list[int], list[tuple[int, in
 def full_size(problem) -> tuple[int, int]:
     """(variables, constraints) of the full model before any lazy rows: for licence checks."""
     F, C, P = problem.n_total, problem.n_classes, len(problem.pairs())
-    return F + F * C + P, F * C + 1 + P + C + 1
+    cols, rows = forced_pair_size(problem)
+    return F + F * C + P + cols, F * C + 1 + P + C + 1 + rows
 
 
 def _feasible(form, x: np.ndarray, tol: float = 1e-6) -> bool:

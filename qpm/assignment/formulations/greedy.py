@@ -28,6 +28,9 @@ def solve(problem, opts: SolveOptions) -> AssignmentResult:
     t0 = time.perf_counter()
     h = heuristic_solution(problem, restarts=RESTARTS, seed=0, time_limit=opts.remaining())
     times = SolveTimes(solve=time.perf_counter() - t0)
+    if h.matrix is None:  # forced pairs it could not meet
+        return answer_result(problem, "greedy", Termination.HEURISTIC, None, None, times,
+                             "the heuristic found no assignment that obeys every forced pair")
     answer = (h.mask, h.matrix)
     if opts.trace is not None:
         opts.trace.incumbent(problem.objective(*answer))

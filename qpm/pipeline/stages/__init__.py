@@ -1,14 +1,15 @@
 """The stages of a run, in order: the shared ones (dense, features), then the model type's.
 
 The model types are the modules imported below, each registering itself where it is defined
-(``@register_model_type``): :mod:`.qpm` (QPM) and :mod:`.baselines` (SLDD, Q-SENN). To add a
+(``@register_model_type``): :mod:`.qpm` (QPM), :mod:`.chiqpm` (CHiQPM) and :mod:`.baselines`
+(SLDD, Q-SENN). To add a
 model type, write its stages in a module here and add it to this list.
 """
 
 from __future__ import annotations
 
 from qpm import run_folder as rf
-from qpm.pipeline.stages import baselines, qpm  # noqa: F401  (the model types)
+from qpm.pipeline.stages import baselines, chiqpm, qpm  # noqa: F401  (the model types)
 from qpm.pipeline.stages.base import (
     RunContext,
     Stage,

@@ -3,11 +3,14 @@
 The assignment is solved with the config's solver, or taken from a ``qpm solve`` result
 (``qpm train --assignment RESULT.json``) after the independent verifier has checked it
 against this run's own similarities. Either way it and the model live in the variant folder
-of their setting, so several settings share one dense model and one set of features.
+of their setting, so several settings share one dense model and one set of features. The
+similarities and assignment stages are shared with CHiQPM (:mod:`.chiqpm`); a preset with
+forced class pairs adds ``rho`` to what the assignment depends on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +41,49 @@ ASSIGNMENT_FIELDS = DENSE_FIELDS + SOLVE_FIELDS
 FINETUNE_FIELDS = ASSIGNMENT_FIELDS + FINETUNE_ONLY
 
 
+def forced_pairs(cfg: TrainConfig) -> bool:
+    """Whether the config's preset forces class pairs (chiqpm), so that rho matters."""
+    from qpm.assignment.presets import get_preset
+
+    return get_preset(cfg.preset).rules.forced_pairs
+
+
+def assignment_fields(cfg: TrainConfig) -> tuple[str, ...]:
+    """The config fields the assignment stage depends on (rho only where it is read, so
+    the records of runs without forced pairs stay as they were)."""
+    base = GIVEN_FIELDS if cfg.assignment else SOLVE_FIELDS
+    return DENSE_FIELDS + base + (("rho",) if forced_pairs(cfg) else ())
+
+
 def qpm_variant(cfg: TrainConfig) -> dict[str, Any]:
+    values = cfg.fingerprint(GIVEN_FIELDS if cfg.assignment else SOLVE_FIELDS)
+    if forced_pairs(cfg):
+        values["rho"] = cfg.rho
     if cfg.assignment:
-        return {**cfg.fingerprint(GIVEN_FIELDS), "solver": "given",
-                "assignment": rf.file_hash(cfg.assignment)}
-    return cfg.fingerprint(SOLVE_FIELDS)
+        return {**values, "solver": "given", "assignment": rf.file_hash(cfg.assignment)}
+    return values
 
 
-@register_model_type("qpm", variant=qpm_variant)
-def qpm_stages(cfg: TrainConfig) -> list[Stage]:
-    fields = DENSE_FIELDS + (GIVEN_FIELDS if cfg.assignment else SOLVE_FIELDS)
+def assigned_stages(cfg: TrainConfig, model_type: str,
+                    finetune: Callable[[RunContext], dict[str, Any]]) -> list[Stage]:
+    """similarities.npz (shared), the variant's assignment.json, and ``model_type``'s model
+    file fine-tuned by ``finetune`` from it (QPM's stages; CHiQPM's with its own
+    fine-tuning)."""
     solve = run_given_assignment if cfg.assignment else run_assignment
     return [
         Stage("similarities", rf.SIMILARITIES, DENSE_FIELDS, run_similarities,
               validate_similarities, main_only=True),
-        Stage("assignment", rf.ASSIGNMENT, fields, solve, validate_assignment, main_only=True,
-              per_variant=True),
-        Stage("qpm", rf.model_file("qpm"), fields + FINETUNE_ONLY, run_finetune,
-              validate_model, figure=rf.plot_file("qpm"), draw=draw.sparse_layer("qpm"),
-              per_variant=True),
+        Stage("assignment", rf.ASSIGNMENT, assignment_fields(cfg), solve, validate_assignment,
+              main_only=True, per_variant=True),
+        Stage(model_type, rf.model_file(model_type), assignment_fields(cfg) + FINETUNE_ONLY,
+              finetune, validate_model, figure=rf.plot_file(model_type),
+              draw=draw.sparse_layer(model_type), per_variant=True),
     ]
+
+
+@register_model_type("qpm", variant=qpm_variant)
+def qpm_stages(cfg: TrainConfig) -> list[Stage]:
+    return assigned_stages(cfg, "qpm", run_finetune)
 
 
 def run_similarities(ctx: RunContext) -> None:
@@ -71,7 +97,7 @@ def run_similarities(ctx: RunContext) -> None:
     # The problem settings of the run that computed it travel with the arrays: `qpm solve`
     # and `qpm compare` on this file solve that run's problem unless told otherwise.
     settings = {"n_features": c.n_features, "per_class": c.per_class, "preset": c.preset,
-                "tau_rule": c.tau_rule}
+                "tau_rule": c.tau_rule, "rho": c.rho if forced_pairs(c) else None}
     save_similarities(ctx.path(rf.SIMILARITIES), A, R, f["b"], class_names=names,
                       feature_names=[f"feature {i}" for i in range(A.shape[0])],
                       settings=settings)
@@ -86,7 +112,7 @@ def _problem(ctx: RunContext, tau: float | None = None):
     c = ctx.config
     rule = {"tau_rule": c.tau_rule} if tau is None else {"tau": tau}
     return load_similarities(ctx.path(rf.SIMILARITIES)).problem(
-        n_features=c.n_features, per_class=c.per_class, preset=c.preset, **rule)
+        n_features=c.n_features, per_class=c.per_class, preset=c.preset, rho=c.rho, **rule)
 
 
 def run_assignment(ctx: RunContext) -> dict[str, Any]:
@@ -126,6 +152,12 @@ def run_given_assignment(ctx: RunContext) -> dict[str, Any]:
     if not check.ok:
         raise QPMError(f"{path} is not a solution of this run's problem: "
                        f"{'; '.join(check.violations)}.", fix)
+    mine = problem.forced_pairs().tolist()
+    if result.forced_pairs is not None and sorted(result.forced_pairs) != sorted(mine):
+        raise QPMError(f"{path} records other forced class pairs than this run's "
+                       f"similarities give for rho={problem.rho:g}.", fix)
+    if problem.rules.forced_pairs:
+        result.rho, result.forced_pairs = problem.rho, mine
     result.verified, result.objective = True, check.objective
     result.message = f"given: {printable(path)} (verified on this run's similarities)"
     return _keep(ctx, result, problem)
@@ -140,20 +172,26 @@ def _keep(ctx: RunContext, result, problem) -> dict[str, Any]:
             + ("" if gap is None else f", gap {100 * gap:.3g}%")
             + ("" if result.tau is None else f", tau {result.tau:.4g} ({result.tau_rule} rule, "
                f"{len(problem.pairs())} penalised pairs with R >= tau)"))
+    forced = len(problem.forced_pairs())
+    if problem.rules.forced_pairs:
+        ctx.log(f"assignment: {forced} forced class pairs (rho {problem.rho:g}) share k-1 = "
+                f"{problem.per_class - 1} features")
     return {"assignment": {"status": result.status, "solver": result.solver,
                            "objective": result.objective, "gap": gap, "tau": result.tau,
-                           "tau_rule": result.tau_rule, "penalised_pairs": len(problem.pairs())}}
+                           "tau_rule": result.tau_rule, "penalised_pairs": len(problem.pairs()),
+                           **({"rho": problem.rho, "forced_pairs": forced}
+                              if problem.rules.forced_pairs else {})}}
 
 
-def build_qpm_model(ctx: RunContext):
-    """The dense model with its classifier replaced by the assigned QPM layer."""
+def build_qpm_model(ctx: RunContext, head: type[QPMLayer] = QPMLayer):
+    """The dense model with its classifier replaced by the assigned QPM (or ``head``) layer."""
     from qpm.assignment.result import AssignmentResult
 
     f = ctx.features()
     result = AssignmentResult.load_json(ctx.variant_path(rf.ASSIGNMENT),
                                         n_total=f["features"].shape[1])
     model = ctx.load_dense()
-    layer = QPMLayer.from_assignment(result.matrix, result.selected_features, f["features"])
+    layer = head.from_assignment(result.matrix, result.selected_features, f["features"])
     model.classifier = layer.to(ctx.device)
     return model
 
