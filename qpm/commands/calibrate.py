@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     found = choose_model(run, args.model_type, args.variant)
     c = run.config
     seed = c.seed if args.seed is None else args.seed
-    rf.check_model_file(found.folder, found.model_type)
+    rf.check_model_file(found.folder, found.model_type, run.path)
     model = load(run.path, found.model_type, args.device, variant=found.variant)
     data = build_data(c.dataset, c.data_root, c.image_size, c.crop_gt)
     rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), args.data_root)
