@@ -76,6 +76,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "and its classifier (default: the recipe's; paper: not for imagenet)")
     m.add_argument("--model-type", help="final layer: qpm (or a baseline) "
                    + _default("model_type"))
+    m.add_argument("--reference-quirks", action=argparse.BooleanOptionalAction, default=None,
+                   help="sldd and qsenn only: train exactly as the reference code does, quirks "
+                   "included, to reproduce the papers' rows (a variant of its own; README) "
+                   "(default: no, or the run folder's)")
     a = p.add_argument_group("assignment")
     from qpm.assignment.backends import DEFAULT_SOLVER, solver_names
 

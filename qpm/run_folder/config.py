@@ -37,6 +37,7 @@ class TrainConfig:
     reduced_strides: bool | None = None  # ResNets: stride 1 in layer3 and layer4
     dense_training: bool | None = None  # False: the pretrained model is the dense model
     model_type: str = "qpm"
+    reference_quirks: bool = False  # SLDD / Q-SENN exactly as the reference trains them
     # assignment
     solver: str = DEFAULT_SOLVER
     preset: str = "qpm"
