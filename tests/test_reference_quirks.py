@@ -27,7 +27,6 @@ from torch import nn
 
 from qpm.baselines import GLMConfig, quantise, run_qsenn
 from qpm.baselines.glm import standardise
-from qpm.baselines.qsenn import reference_round_input
 from qpm.baselines.sldd import prune
 from qpm.errors import QPMError
 from qpm.models.heads import head_from_state
@@ -178,11 +177,17 @@ def round2_features() -> np.ndarray:
     return np.random.default_rng(7).gamma(2.0, 1.0, (40, 5)).astype(np.float32)
 
 
+def head_input(features, selection, mean, std) -> np.ndarray:
+    """What a fine-tuned quirks head with this mean and std returns for ``features``."""
+    head = SparseHead(selection, np.ones((2, len(selection))), np.zeros(2), np.asarray(mean),
+                      np.asarray(std), reference_quirks=True)
+    with torch.no_grad():
+        return head.layer_input(torch.as_tensor(features, dtype=torch.float32)).numpy()
+
+
 def test_quirks_round_statistics_are_those_of_the_normalised_head_input():
-    head = SparseHead(SEL2, np.ones((2, 3)), np.zeros(2), np.array(M_TR), np.array(S_TR),
-                      reference_quirks=True)
-    mean, std = (t.numpy() for t in head.normalisation())
-    st = standardise(reference_round_input(round2_features(), head.selected.numpy(), mean, std))
+    # SEL2 is not sorted: the head keeps the reference's column order
+    st = standardise(head_input(round2_features(), SEL2, M_TR, S_TR))
     assert st.mean.tolist() == pytest.approx(REF_ROUND2_MEAN, abs=1e-6)
     assert st.std.tolist() == pytest.approx(REF_ROUND2_STD, abs=1e-6)
 
@@ -198,7 +203,7 @@ def test_run_qsenn_with_quirks_fits_later_rounds_on_the_head_input():
             return X, y
         seen.append(layer.selection.copy())
         # a fine-tuned head: its mean and std moved away from the layer's
-        return reference_round_input(X, layer.selection, layer.mean + 0.5, layer.std * 2), y
+        return head_input(X, layer.selection, layer.mean + 0.5, layer.std * 2), y
 
     cfg = GLMConfig(n_lambdas=10, max_epochs=25, batch_size=64)
     history = run_qsenn(extract, lambda *a: {}, 3, per_class=2, n_features=6,
@@ -206,8 +211,7 @@ def test_run_qsenn_with_quirks_fits_later_rounds_on_the_head_input():
     first = history[0].layer
     for prev, h in zip(history, history[1:], strict=False):
         assert np.array_equal(h.layer.selection, first.selection)  # selection stays
-        fed = reference_round_input(X, prev.layer.selection, prev.layer.mean + 0.5,
-                                    prev.layer.std * 2)
+        fed = head_input(X, prev.layer.selection, prev.layer.mean + 0.5, prev.layer.std * 2)
         assert h.layer.mean == pytest.approx(fed.mean(axis=0), abs=1e-5)  # its statistics
         assert h.layer.std == pytest.approx(fed.std(axis=0), abs=1e-5)
         assert h.layer.info["reference_quirks"] is True
@@ -254,9 +258,23 @@ def test_quirks_make_a_variant_of_their_own():
     from qpm.run_folder.config import TrainConfig
 
     for mt in ("sldd", "qsenn"):
-        assert variant_of(TrainConfig(model_type=mt)) == f"{mt}-n50-k5"
-        assert (variant_of(TrainConfig(model_type=mt, reference_quirks=True))
-                == f"{mt}-n50-k5-reference-quirks")
+        assert variant_of(TrainConfig(model_type=mt, n_features=50)) == f"{mt}-n50-k5"
+        quirks = TrainConfig(model_type=mt, n_features=50, reference_quirks=True)
+        assert variant_of(quirks) == f"{mt}-n50-k5-reference-quirks"
+
+
+def test_a_rerun_keeps_the_flag_for_its_model_type_only(tmp_path):
+    import json
+
+    from qpm import run_folder as rf
+    from qpm.run_folder.config import rerun_settings
+
+    (tmp_path / rf.CONFIG).write_text(json.dumps({"model_type": "sldd",
+                                                  "reference_quirks": True}))
+    assert rerun_settings(tmp_path, {})[0]["reference_quirks"] is True
+    assert rerun_settings(tmp_path, {"reference_quirks": False})[0]["reference_quirks"] is False
+    # another model type does not inherit it (it would be refused for qpm)
+    assert "reference_quirks" not in rerun_settings(tmp_path, {"model_type": "qpm"})[0]
 
 
 def test_quirks_are_refused_for_qpm(tiny_imagefolder, tmp_path, capsys):

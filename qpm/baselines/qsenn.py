@@ -29,7 +29,6 @@ import numpy as np
 from qpm.baselines.glm import GLMConfig, glm_path, standardise
 from qpm.baselines.layer import SparseLayer, keep_largest
 from qpm.baselines.selection import select_features
-from qpm.models.qpm_layer import MIN_STD
 
 
 def quantise(
@@ -169,9 +168,10 @@ def run_qsenn(
     ``lr_scale``, and returns diagnostics. ``schedule`` holds (epochs, lr_scale) per round
     (default :func:`qsenn_schedule` of 40 epochs). The last round's layer is the model's.
 
-    ``reference_quirks``: from the second round on, ``extract(layer)`` returns the installed
-    head's input instead (N, n; :func:`reference_round_input`), and each round's layer keeps
-    the statistics of that input as its mean and std, as the reference's rounds do.
+    ``reference_quirks``: from the second round on, ``extract(layer)`` returns the installed,
+    fine-tuned head's input instead (N, n: its ``layer_input``, the selected features
+    normalised by the head, which the reference's ``SLDDLevel`` returns), and each round's
+    layer keeps the statistics of that input as its mean and std, as the reference's do.
     """
     schedule = schedule or qsenn_schedule(40)
     history: list[QSENNRound] = []
@@ -201,12 +201,3 @@ def _next_layer(X: np.ndarray, y: np.ndarray, layer: SparseLayer | None, n_class
                          reference_quirks=True)
     return replace(fitted, selection=layer.selection)
 
-
-def reference_round_input(features: np.ndarray, selection: np.ndarray, mean: np.ndarray,
-                          std: np.ndarray) -> np.ndarray:
-    """What the reference's Q-SENN rounds 2-4 fit on: its head's output, the selected
-    backbone features normalised by the fine-tuned head, ``(f[:, selection] - mean) / std``
-    with the std clamped at 1e-6 (float32, as its ``SLDDLevel`` returns them)."""
-    x = np.asarray(features, dtype=np.float32)[:, np.asarray(selection)]
-    std = np.maximum(np.asarray(std, dtype=np.float32), np.float32(MIN_STD))
-    return (x - np.asarray(mean, dtype=np.float32)) / std

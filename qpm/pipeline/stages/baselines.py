@@ -11,11 +11,13 @@ thresholds, and no batch dropped in fine-tuning (README, "Differences from the r
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from qpm import run_folder as rf
 from qpm.baselines.glm import GLMConfig, require_glm_saga
@@ -136,7 +138,7 @@ def run_sldd(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
-    from qpm.baselines.qsenn import qsenn_schedule, reference_round_input, run_qsenn
+    from qpm.baselines.qsenn import qsenn_schedule, run_qsenn
     from qpm.pipeline.extraction import extract
 
     require_glm_saga()
@@ -154,9 +156,10 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
                       logits=False, features=True, desc="qsenn features")
         if not c.reference_quirks:
             return out.features, out.labels
-        # the reference fits its later rounds on its head's output
-        mean, std = (t.cpu().numpy() for t in dist.unwrap(model).classifier.normalisation())
-        return reference_round_input(out.features, layer.selection, mean, std), out.labels
+        # the reference fits its later rounds on its head's output (on the CPU, as the features)
+        head = copy.deepcopy(dist.unwrap(model).classifier).cpu()
+        with torch.no_grad():
+            return head.layer_input(torch.from_numpy(out.features)).numpy(), out.labels
 
     def finetune(layer: SparseLayer, r: int, scale: float, epochs: int) -> dict[str, Any]:
         # Under torchrun every rank ran glm-saga; train (and key the checkpoint) on rank 0's.
