@@ -39,11 +39,13 @@ class SparseLayer:
         x = (np.asarray(features)[:, self.selection] - self.mean) / self.std
         return x @ self.weight.T + self.bias
 
-    def head(self, dropout: float = 0.1):
-        """This layer as a torch head (:class:`qpm.models.sparse_head.SparseHead`)."""
+    def head(self, dropout: float = 0.1, reference_quirks: bool = False):
+        """This layer as a torch head (:class:`qpm.models.sparse_head.SparseHead`);
+        ``reference_quirks``: one that learns the raw mean and std, as the reference's."""
         from qpm.models.sparse_head import SparseHead
 
-        return SparseHead(self.selection, self.weight, self.bias, self.mean, self.std, dropout)
+        return SparseHead(self.selection, self.weight, self.bias, self.mean, self.std, dropout,
+                          reference_quirks=reference_quirks)
 
     def save(self, path: str | Path) -> Path:
         return save_npz(path, selection=self.selection.astype(np.int64), weight=self.weight,

@@ -7,12 +7,22 @@ count of positive minus negative weights -> fine-tune the backbone with the lear
 scaled by 0.9 per round, for 10 epochs in every round but the last, which runs the full
 fine-tuning schedule (the reference's QSENNScheduler: 10, 10, 10, 40 epochs with the
 paper's 40). Feature selection (as in SLDD) happens in the first round only.
+
+``reference_quirks=True`` reproduces two things the reference does differently:
+- its rounds 2-4 fit on what its head returns, the selected features normalised by the
+  fine-tuned head, and give the next head *their* mean and std, which it then applies to the
+  raw features (so later rounds run almost without normalisation); by default every round
+  standardises the backbone's raw features;
+- its last threshold: with at most ``C * per_class`` non-zero weights it thresholds at the
+  smallest magnitude, so the smallest positive weight(s) drop out, and a weight of exactly
+  ``-max`` becomes ``+v`` (``torch.bucketize``'s boundaries); by default every non-zero weight
+  stays, with its sign.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,7 +32,7 @@ from qpm.baselines.selection import select_features
 
 
 def quantise(
-    weight: np.ndarray, bias: np.ndarray, n_keep: int
+    weight: np.ndarray, bias: np.ndarray, n_keep: int, reference_quirks: bool = False
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Q-SENN's ternary layer: (weights in {-v, 0, +v}, class bias, v).
 
@@ -30,12 +40,17 @@ def quantise(
     d_c = (#positive - #negative weights of class c) - min over classes, the bias is
     b_c = B - d_c * 2B / max(d), B = max |bias| of the unquantised layer: the class with the
     fewest net positive weights gets +B, the one with the most gets -B, so that classes with
-    many positive features do not win by count alone (all zero when every d_c is equal).
+    many positive features do not win by count alone (all zero when every d_c is equal; the
+    reference divides by zero there). ``reference_quirks``: the reference's thresholds
+    (:func:`reference_ternary`).
     """
-    kept = keep_largest(weight, n_keep)
-    nz = kept != 0
-    v = float(np.abs(kept[nz]).mean()) if nz.any() else 0.0
-    wq = np.sign(kept) * v
+    if reference_quirks:
+        wq, v = reference_ternary(weight, n_keep)
+    else:
+        kept = keep_largest(weight, n_keep)
+        nz = kept != 0
+        v = float(np.abs(kept[nz]).mean()) if nz.any() else 0.0
+        wq = np.sign(kept) * v
     net = (wq > 0).sum(axis=1) - (wq < 0).sum(axis=1)
     d = net - net.min()
     big = float(np.max(np.abs(bias))) if np.size(bias) else 0.0
@@ -46,6 +61,27 @@ def quantise(
     return wq, bq.astype(np.float64), v
 
 
+def reference_ternary(weight: np.ndarray, n_keep: int) -> tuple[np.ndarray, float]:
+    """The reference's ``discretize_2_bins_to_threshold``: (weights in {-v, 0, +v}, v).
+
+    With the non-zero magnitudes m_1 >= m_2 >= ... (float32), the threshold t is the midpoint
+    of m_n_keep and m_(n_keep+1), or m_last when there are no more than ``n_keep``. It buckets
+    as ``torch.bucketize`` with boundaries (-m_1, -t, t, m_1): w > t -> +v, -m_1 < w <= -t ->
+    -v, w <= -m_1 -> +v (its sign flips), the rest 0; v is the mean magnitude of the first
+    two kinds (m_1 when there are none, its starting value).
+    """
+    w = np.asarray(weight, dtype=np.float32)
+    mags = np.sort(np.abs(w[w != 0]))[::-1]
+    if mags.size == 0:
+        return np.zeros(w.shape), 0.0
+    t = (mags[n_keep - 1] + mags[n_keep]) / 2 if n_keep < mags.size else mags[-1]
+    top = mags[0]
+    pos, neg, flip = w > t, (w <= -t) & (w > -top), w <= -top
+    kept = np.abs(w[pos | neg])
+    v = float(kept.mean()) if kept.size else float(top)
+    return (pos.astype(np.float64) - neg + flip) * v, v
+
+
 def qsenn_layer(
     features: np.ndarray,
     labels: np.ndarray,
@@ -54,8 +90,10 @@ def qsenn_layer(
     selection: np.ndarray | None = None,
     n_features: int = 50,
     cfg: GLMConfig | None = None,
+    reference_quirks: bool = False,
 ) -> SparseLayer:
-    """One Q-SENN sparsification: select features if ``selection`` is None, fit, quantise."""
+    """One Q-SENN sparsification: select features if ``selection`` is None, fit, quantise
+    (with the reference's thresholds when ``reference_quirks``)."""
     cfg = cfg or GLMConfig()
     st = standardise(features)
     if selection is None:
@@ -63,7 +101,8 @@ def qsenn_layer(
         selection = select_features(features, labels, n_select, n_classes, cfg)
     selection = np.asarray(selection, dtype=np.int64)
     path = glm_path(st.X[:, selection], labels, n_classes, cfg)
-    wq, bq, v = quantise(path.weights[-1], path.biases[-1], n_classes * per_class)
+    wq, bq, v = quantise(path.weights[-1], path.biases[-1], n_classes * per_class,
+                         reference_quirks)
     return SparseLayer(
         selection=selection,
         weight=wq,
@@ -77,6 +116,7 @@ def qsenn_layer(
             "path_length": len(path.weights),
             "nonzeros_per_class_before_quantising": float(path.nonzeros_per_class()[-1]),
             "train_acc_glm": path.train_acc[-1],
+            **({"reference_quirks": True} if reference_quirks else {}),
         },
     )
 
@@ -118,6 +158,7 @@ def run_qsenn(
     schedule: list[tuple[int, float]] | None = None,
     cfg: GLMConfig | None = None,
     log: Callable[[str], None] = lambda _msg: None,
+    reference_quirks: bool = False,
 ) -> list[QSENNRound]:
     """The Q-SENN loop over callbacks, independent of any model code.
 
@@ -126,16 +167,37 @@ def run_qsenn(
     fine-tunes the backbone ``epochs`` epochs with the learning rate multiplied by
     ``lr_scale``, and returns diagnostics. ``schedule`` holds (epochs, lr_scale) per round
     (default :func:`qsenn_schedule` of 40 epochs). The last round's layer is the model's.
+
+    ``reference_quirks``: from the second round on, ``extract(layer)`` returns the installed,
+    fine-tuned head's input instead (N, n: its ``layer_input``, the selected features
+    normalised by the head, which the reference's ``SLDDLevel`` returns), and each round's
+    layer keeps the statistics of that input as its mean and std, as the reference's do.
     """
     schedule = schedule or qsenn_schedule(40)
     history: list[QSENNRound] = []
     layer: SparseLayer | None = None
     for r, (epochs, scale) in enumerate(schedule):
         X, y = extract(layer)
-        selection = None if layer is None else layer.selection
-        layer = qsenn_layer(X, y, n_classes, per_class, selection, n_features, cfg)
+        layer = _next_layer(X, y, layer, n_classes, per_class, n_features, cfg,
+                            reference_quirks)
         log(f"Q-SENN round {r + 1}/{len(schedule)}: v={layer.info['v']:.4g}, fine-tune "
             f"{epochs} epochs at lr x {scale:.3g}")
         info = finetune(layer, r, scale, epochs)
         history.append(QSENNRound(r, scale, epochs, layer, dict(info or {})))
     return history
+
+
+def _next_layer(X: np.ndarray, y: np.ndarray, layer: SparseLayer | None, n_classes: int,
+                per_class: int, n_features: int, cfg: GLMConfig | None,
+                reference_quirks: bool) -> SparseLayer:
+    if layer is None or not reference_quirks:
+        selection = None if layer is None else layer.selection
+        return qsenn_layer(X, y, n_classes, per_class, selection, n_features, cfg,
+                           reference_quirks)
+    if X.shape[1] != layer.selection.size:
+        raise ValueError(f"with reference_quirks, extract(layer) must return the head's input "
+                         f"({layer.selection.size} columns), got {X.shape[1]}")
+    fitted = qsenn_layer(X, y, n_classes, per_class, np.arange(X.shape[1]), n_features, cfg,
+                         reference_quirks=True)
+    return replace(fitted, selection=layer.selection)
+

@@ -5,6 +5,8 @@
 2. An elastic-net glm-saga path on them; take the densest solution with at most
    ``2 * per_class`` non-zeros per class on average, and keep only its ``C * per_class``
    largest-magnitude weights (``per_class`` per class on average) and its bias.
+   With ``reference_quirks`` it keeps ``C * 5`` whatever ``per_class`` is, as the reference
+   does (its ``set_lowest_percent_to_zero(weight, 5)``).
 Fine-tuning the backbone under this fixed layer happens in the pipeline stage.
 """
 
@@ -17,6 +19,15 @@ from qpm.baselines.layer import SparseLayer, keep_largest
 from qpm.baselines.selection import selection_path
 from qpm.errors import QPMError
 
+REFERENCE_KEEP = 5  # weights per class the reference's final pruning keeps, for every k
+
+
+def prune(weight: np.ndarray, per_class: int, reference_quirks: bool = False) -> np.ndarray:
+    """The final pruning: the ``C * per_class`` largest-magnitude weights of ``weight`` (C, n);
+    ``C * 5`` with ``reference_quirks``."""
+    keep = REFERENCE_KEEP if reference_quirks else per_class
+    return keep_largest(weight, weight.shape[0] * keep)
+
 
 def sldd_sparsify(
     features: np.ndarray,
@@ -25,6 +36,7 @@ def sldd_sparsify(
     n_features: int = 50,
     per_class: int = 5,
     cfg: GLMConfig | None = None,
+    reference_quirks: bool = False,
 ) -> SparseLayer:
     """The SLDD layer for training features (N, F) and labels (N,)."""
     cfg = cfg or GLMConfig()
@@ -51,7 +63,7 @@ def sldd_sparsify(
             "Use more path steps (n_lambdas) or a smaller epsilon.",
         )
     pick = int(ok[np.argmax(density[ok])])
-    weight = keep_largest(path.weights[pick], n_classes * per_class)
+    weight = prune(path.weights[pick], per_class, reference_quirks)
     return SparseLayer(
         selection=selection,
         weight=weight,
@@ -66,5 +78,6 @@ def sldd_sparsify(
             "lambda": path.lambdas[pick],
             "nonzeros_per_class_before_pruning": float(density[pick]),
             "train_acc_glm": path.train_acc[pick],
+            **({"reference_quirks": True} if reference_quirks else {}),
         },
     )

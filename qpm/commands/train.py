@@ -77,6 +77,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--model-type", help="final layer: qpm, chiqpm (CHiQPM: forced class "
                    "pairs, a ReLU, the feature grounding loss) or a baseline (sldd, qsenn) "
                    + _default("model_type"))
+    m.add_argument("--reference-quirks", action=argparse.BooleanOptionalAction, default=None,
+                   help="sldd and qsenn only: train exactly as the reference code does, quirks "
+                   "included, to reproduce the papers' rows (a variant of its own; README) "
+                   "(default: no, or the run folder's)")
     a = p.add_argument_group("assignment")
     from qpm.assignment.backends import DEFAULT_SOLVER, solver_names
 

@@ -43,6 +43,9 @@ class FitSettings:
     classifier_lr: float | None = None  # None: same as lr
     seed: int = 0
     workers: int = 0
+    # Drop the ragged last batch (see train_loader); False keeps every image in every epoch,
+    # as the reference's loader does (--reference-quirks).
+    drop_last: bool = True
     grounding: float = 0.0  # weight of the Feature Grounding Loss (needs a ChiQPMLayer head)
     grounding_off: int | None = None  # the epoch (from 0) it is switched off at; None: never
 
@@ -203,7 +206,7 @@ def fit(
 def train_loader(dataset: Dataset, settings: FitSettings) -> DataLoader:
     """This rank's shuffled, seeded loader of its share of the global batch."""
     # Dropping the ragged last batch keeps BatchNorm away from batches of one.
-    drop_last = len(dataset) > settings.batch_size
+    drop_last = settings.drop_last and len(dataset) > settings.batch_size
     batch = dist.per_process_batch(settings.batch_size, dist.get_context().world_size)
     return dist.make_loader(dataset, batch, shuffle=True, seed=settings.seed,
                             workers=settings.workers, drop_last=drop_last)

@@ -39,6 +39,7 @@ class TrainConfig:
     reduced_strides: bool | None = None  # ResNets: stride 1 in layer3 and layer4
     dense_training: bool | None = None  # False: the pretrained model is the dense model
     model_type: str = "qpm"
+    reference_quirks: bool = False  # SLDD / Q-SENN exactly as the reference trains them
     # assignment
     solver: str = DEFAULT_SOLVER
     preset: str = "qpm"
@@ -234,6 +235,8 @@ def rerun_settings(folder: str | Path, given: dict[str, Any]) -> tuple[dict[str,
         drop |= set(RECIPE_FIELDS)
     if given.get("arch", recorded["arch"]) != recorded["arch"]:
         drop |= {"weights", "reduced_strides"}
+    if given.get("model_type", recorded["model_type"]) != recorded["model_type"]:
+        drop.add("reference_quirks")  # a baseline's setting, refused for the other types
     settings = {k: v for k, v in recorded.items() if k not in drop and k not in given}
     flags = [_flag(k) for k in given if k not in RUNTIME_FIELDS]
     line = (f"re-running {path.parent}: the settings not given come from its {CONFIG}"

@@ -20,15 +20,18 @@ from qpm.run_folder.names import VARIANTS
 # Values shown in the name itself, in this order; the others go into the hash.
 NAMED = ("n_features", "per_class", "preset", "solver")
 _PREFIX = {"n_features": "n", "per_class": "k"}
+# Switches shown as a word when they are on (``sldd-n50-k5-reference-quirks``).
+FLAGS = {"reference_quirks": "reference-quirks"}
 
 
 def variant_name(model_type: str, values: dict[str, Any]) -> str:
-    """``model_type``-n<N>-k<K>[-preset][-solver][-hash of the other values]."""
+    """``model_type``-n<N>-k<K>[-preset][-solver][-flags][-hash of the other values]."""
     parts = [model_type]
     for key in NAMED:
         if key in values:
             parts.append(f"{_PREFIX.get(key, '')}{values[key]}")
-    rest = {k: v for k, v in sorted(values.items()) if k not in NAMED}
+    parts += [word for key, word in FLAGS.items() if values.get(key)]
+    rest = {k: v for k, v in sorted(values.items()) if k not in NAMED and k not in FLAGS}
     if rest:
         blob = json.dumps(rest, sort_keys=True, default=str).encode()
         parts.append(hashlib.sha256(blob).hexdigest()[:6])

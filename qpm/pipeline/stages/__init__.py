@@ -13,6 +13,7 @@ from qpm.pipeline.stages import baselines, chiqpm, qpm  # noqa: F401  (the model
 from qpm.pipeline.stages.base import (
     RunContext,
     Stage,
+    check_reference_quirks,
     get_model_type,
     model_type_names,
     register_model_type,
@@ -27,6 +28,7 @@ __all__ = ["RunContext", "Stage", "model_type_names", "pipeline_stages", "regist
 def pipeline_stages(cfg: TrainConfig) -> list[Stage]:
     """Every stage of a run of ``cfg.model_type``, in order (the runner places the
     ``per_variant`` ones in the variant's folder)."""
+    check_reference_quirks(cfg)
     return shared_stages() + list(get_model_type(cfg.model_type).stages(cfg))
 
 

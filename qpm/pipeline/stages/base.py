@@ -120,10 +120,10 @@ class RunContext:
 
     def fit_settings(self, finetune: bool) -> FitSettings:
         c = self.config
-        if finetune:
+        if finetune:  # --reference-quirks (baselines only): the reference drops no batch
             return FitSettings(c.ft_epochs, c.ft_lr, c.ft_momentum, c.ft_weight_decay,
                                c.ft_step_size, c.ft_gamma, c.batch_size, c.beta, None, c.seed,
-                               c.workers)
+                               c.workers, drop_last=not c.reference_quirks)
         return FitSettings(c.epochs, c.lr, c.momentum, c.weight_decay, c.step_size, c.gamma,
                            c.batch_size, c.beta, c.classifier_lr, c.seed, c.workers)
 
@@ -192,11 +192,13 @@ def validate_features(path: Path) -> None:
 @dataclass(frozen=True)
 class ModelType:
     """``stages(cfg)``: the stages after dense and features; ``variant(cfg)``: the config
-    values that name the variant folder its ``per_variant`` stages write into."""
+    values that name the variant folder its ``per_variant`` stages write into;
+    ``reference_quirks``: whether it honours ``--reference-quirks`` (else that is refused)."""
 
     name: str
     stages: Callable[[TrainConfig], list[Stage]]
     variant: Callable[[TrainConfig], dict[str, Any]]
+    reference_quirks: bool = False
 
 
 _MODEL_TYPES: dict[str, ModelType] = {}
@@ -207,12 +209,13 @@ def sized(cfg: TrainConfig) -> dict[str, Any]:
     return {"n_features": cfg.n_features, "per_class": cfg.per_class}
 
 
-def register_model_type(name: str, variant: Callable[[TrainConfig], dict[str, Any]] = sized
-                        ) -> Callable:
-    """Decorate ``stages(cfg) -> list[Stage]`` to make model type ``name``."""
+def register_model_type(name: str, variant: Callable[[TrainConfig], dict[str, Any]] = sized,
+                        reference_quirks: bool = False) -> Callable:
+    """Decorate ``stages(cfg) -> list[Stage]`` to make model type ``name``
+    (``reference_quirks=True``: its stages follow ``cfg.reference_quirks``)."""
 
     def register(stages: Callable[[TrainConfig], list[Stage]]) -> Callable:
-        _MODEL_TYPES[name] = ModelType(name, stages, variant)
+        _MODEL_TYPES[name] = ModelType(name, stages, variant, reference_quirks)
         return stages
 
     return register
@@ -227,3 +230,11 @@ def get_model_type(name: str) -> ModelType:
         raise QPMError(f"Unknown model type {name!r}.",
                        f"Choose one of: {', '.join(model_type_names())}.")
     return _MODEL_TYPES[name]
+
+
+def check_reference_quirks(cfg: TrainConfig) -> None:
+    """QPMError when ``--reference-quirks`` is asked of a model type that does not honour it."""
+    if cfg.reference_quirks and not get_model_type(cfg.model_type).reference_quirks:
+        honour = [m.name for m in _MODEL_TYPES.values() if m.reference_quirks]
+        raise QPMError(f"--reference-quirks applies to --model-type {' or '.join(sorted(honour))}"
+                       f", not {cfg.model_type}.", "Drop --reference-quirks.")

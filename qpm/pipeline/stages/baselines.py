@@ -3,15 +3,21 @@
 Both re-use the run folder's dense.pt and features.npz:
   sldd:  sldd_layer.npz (glm-saga selection + sparse layer) -> sldd.pt (fine-tuned)
   qsenn: qsenn.pt (rounds of glm-saga + quantisation + fine-tuning)
+With ``--reference-quirks`` (a variant of its own, ``sldd-n50-k5-reference-quirks``) they
+train as the reference code does: heads that learn the raw mean and std, SLDD pruned to
+C * 5 weights, Q-SENN's later rounds on the head's normalised output with the reference's
+thresholds, and no batch dropped in fine-tuning (README, "Differences from the reference").
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from qpm import run_folder as rf
 from qpm.baselines.glm import GLMConfig, require_glm_saga
@@ -27,6 +33,7 @@ from qpm.pipeline.stages.base import (
     RunContext,
     Stage,
     register_model_type,
+    sized,
     validate_model,
 )
 from qpm.run_folder.config import TrainConfig
@@ -36,20 +43,35 @@ TUNE_FIELDS = SPARSE_FIELDS + FINETUNE_ONLY
 QSENN_ROUNDS = 4
 
 
-@register_model_type("sldd")
+def _quirks(cfg: TrainConfig) -> dict[str, Any]:
+    """{"reference_quirks": True} when set, else nothing: default variants and stage
+    records stay as they were before the flag existed."""
+    return {"reference_quirks": True} if cfg.reference_quirks else {}
+
+
+def baseline_variant(cfg: TrainConfig) -> dict[str, Any]:
+    return {**sized(cfg), **_quirks(cfg)}
+
+
+def _fields(cfg: TrainConfig, fields: tuple[str, ...]) -> tuple[str, ...]:
+    return fields + tuple(_quirks(cfg))
+
+
+@register_model_type("sldd", variant=baseline_variant, reference_quirks=True)
 def sldd_stages(cfg: TrainConfig) -> list[Stage]:
     return [
-        Stage("sldd-layer", rf.SLDD_LAYER, SPARSE_FIELDS, run_sldd_layer, validate_layer,
-              main_only=True, per_variant=True),
-        Stage("sldd", rf.model_file("sldd"), TUNE_FIELDS, run_sldd, validate_model,
-              figure=rf.plot_file("sldd"), draw=draw.sparse_layer("sldd"), per_variant=True),
+        Stage("sldd-layer", rf.SLDD_LAYER, _fields(cfg, SPARSE_FIELDS), run_sldd_layer,
+              validate_layer, main_only=True, per_variant=True),
+        Stage("sldd", rf.model_file("sldd"), _fields(cfg, TUNE_FIELDS), run_sldd,
+              validate_model, figure=rf.plot_file("sldd"), draw=draw.sparse_layer("sldd"),
+              per_variant=True),
     ]
 
 
-@register_model_type("qsenn")
+@register_model_type("qsenn", variant=baseline_variant, reference_quirks=True)
 def qsenn_stages(cfg: TrainConfig) -> list[Stage]:
-    return [Stage("qsenn", rf.model_file("qsenn"), TUNE_FIELDS, run_qsenn_stage, validate_model,
-                  figure=rf.plot_file("qsenn"), draw=draw.sparse_layer("qsenn"),
+    return [Stage("qsenn", rf.model_file("qsenn"), _fields(cfg, TUNE_FIELDS), run_qsenn_stage,
+                  validate_model, figure=rf.plot_file("qsenn"), draw=draw.sparse_layer("qsenn"),
                   per_variant=True)]
 
 
@@ -88,7 +110,7 @@ def run_sldd_layer(ctx: RunContext) -> dict[str, Any]:
     _check_sizes(ctx)
     c, f = ctx.config, ctx.features()
     layer = sldd_sparsify(f["features"], f["labels"], len(ctx.class_names()), c.n_features,
-                          c.per_class, _glm_config(ctx))
+                          c.per_class, _glm_config(ctx), c.reference_quirks)
     layer.save(ctx.variant_path(rf.SLDD_LAYER))
     ctx.log(f"SLDD layer: {layer.selection.size} features, glm-saga path step "
             f"{layer.info['path_step'] + 1}/{layer.info['path_length']}")
@@ -99,7 +121,7 @@ def run_sldd_layer(ctx: RunContext) -> dict[str, Any]:
 def run_sldd(ctx: RunContext) -> dict[str, Any]:
     layer = SparseLayer.load(ctx.variant_path(rf.SLDD_LAYER))
     model = ctx.load_dense()
-    model.classifier = layer.head().to(ctx.device)
+    model.classifier = layer.head(reference_quirks=ctx.config.reference_quirks).to(ctx.device)
     before, acc = ctx.finetune(model, "sldd", "SLDD")
     head = dist.unwrap(model).classifier
     ctx.save_model(ctx.variant_path(rf.model_file("sldd")), model, {
@@ -132,12 +154,17 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
             return f["features"], f["labels"]
         out = extract(model, data.train_eval, batch_size=c.batch_size * 2, workers=c.workers,
                       logits=False, features=True, desc="qsenn features")
-        return out.features, out.labels
+        if not c.reference_quirks:
+            return out.features, out.labels
+        # the reference fits its later rounds on its head's output (on the CPU, as the features)
+        head = copy.deepcopy(dist.unwrap(model).classifier).cpu()
+        with torch.no_grad():
+            return head.layer_input(torch.from_numpy(out.features)).numpy(), out.labels
 
     def finetune(layer: SparseLayer, r: int, scale: float, epochs: int) -> dict[str, Any]:
         # Under torchrun every rank ran glm-saga; train (and key the checkpoint) on rank 0's.
         layer = dist.broadcast_object(layer)
-        model.classifier = layer.head().to(ctx.device)
+        model.classifier = layer.head(reference_quirks=c.reference_quirks).to(ctx.device)
         settings = replace(base, epochs=epochs, lr=base.lr * scale)
         key = {"round": r, "selection": layer.selection.tolist(),
                "weight_sum": round(float(np.abs(layer.weight).sum()), 6)}
@@ -145,11 +172,13 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
         acc = ctx.evaluate(model, f"qsenn round {r + 1} test")
         ctx.log(f"Q-SENN round {r + 1}: test accuracy {acc:.2f}%")
         rounds.append({"round": r + 1, "lr_scale": scale, "epochs": epochs, "accuracy": acc,
-                       "v": layer.info["v"], "train_acc_glm": layer.info["train_acc_glm"]})
+                       "v": layer.info["v"], "train_acc_glm": layer.info["train_acc_glm"],
+                       "nonzeros_per_class_before_quantising":
+                           layer.info["nonzeros_per_class_before_quantising"]})
         return {"accuracy": acc}
 
     run_qsenn(extract_features, finetune, len(ctx.class_names()), c.per_class, c.n_features,
-              schedule, cfg=_glm_config(ctx), log=ctx.log)
+              schedule, cfg=_glm_config(ctx), log=ctx.log, reference_quirks=c.reference_quirks)
     head = dist.unwrap(model).classifier
     acc = rounds[-1]["accuracy"]
     ctx.save_model(ctx.variant_path(rf.model_file("qsenn")), model, {
