@@ -52,7 +52,9 @@ def format_table(cmp: Comparison) -> str:
         "  ".join(v.ljust(w) for v, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
         for line in lines
     )
-    return text.rstrip() + (
+    by = cmp.best_bound_by
+    certificate = "" if by is None else f"\nbest bound {cmp.best_bound:.6g}, proved by {by}."
+    return text.rstrip() + certificate + (
         "\n* best verified objective / best (lowest) proven bound of all runs; "
         "'to best bound %': how far each answer lies below that bound; first s / final s: "
         "seconds to the first verified answer / to the returned answer.")
@@ -60,6 +62,7 @@ def format_table(cmp: Comparison) -> str:
 
 def to_json(cmp: Comparison) -> dict:
     return {**cmp.header, "best_objective": cmp.best_objective, "best_bound": cmp.best_bound,
+            "best_bound_by": cmp.best_bound_by,
             "rows": [{**r.to_dict(), "to_best_bound": cmp.to_bound(r)} for r in cmp.rows]}
 
 
@@ -149,7 +152,8 @@ def read(path: str | Path) -> Comparison:
     data = read_json(path)
     fields = set(Row.__dataclass_fields__)
     rows = [Row(**{k: v for k, v in r.items() if k in fields}) for r in data["rows"]]
-    header = {k: v for k, v in data.items() if k not in ("rows", "best_objective", "best_bound")}
+    header = {k: v for k, v in data.items()
+              if k not in ("rows", "best_objective", "best_bound", "best_bound_by")}
     return Comparison(rows, header)
 
 

@@ -17,7 +17,8 @@ DEFAULTS = {"n_features": 50, "per_class": 5, "preset": "qpm", "tau_rule": "pape
 log = logs.get("problem")
 
 
-def add_problem_arguments(p: argparse.ArgumentParser) -> None:
+def add_problem_arguments(p: argparse.ArgumentParser, formulation: bool = True) -> None:
+    """n, k, preset, tau and the redundancy weight (and ``--formulation`` where it applies)."""
     g = p.add_argument_group("problem (default: what SIMS.npz records, else the value shown)")
     g.add_argument("--n-features", type=int, default=None, metavar="N",
                    help=f"features to select, n (default: recorded, else {DEFAULTS['n_features']})")
@@ -25,8 +26,9 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"features per class, k (default: recorded, else {DEFAULTS['per_class']})")
     g.add_argument("--preset", default=None,
                    help=f"constraint preset (default: recorded, else {DEFAULTS['preset']})")
-    g.add_argument("--formulation", default="auto",
-                   help="auto (cuts where the preset allows it), full or cuts")
+    if formulation:
+        g.add_argument("--formulation", default="auto",
+                       help="auto (cuts where the preset allows it), full or cuts")
     g.add_argument("--redundancy-threshold", type=float, default=None, metavar="T",
                    help="tau: pairs with R >= T are penalised (default: chosen by --tau-rule)")
     g.add_argument("--tau-rule", default=None, metavar="RULE",
