@@ -26,7 +26,7 @@ import numpy as np
 from qpm.assignment.bounds import Bound, BoundOptions
 
 MAX_ROUNDS = 200
-SUBGRADIENT_STEPS = 300
+SUBGRADIENT_STEPS = 100
 
 
 def topk_bound(problem, opts: BoundOptions) -> Bound:
