@@ -152,3 +152,16 @@ def test_qpm_compare_adds_an_independent_bound_row(sims, capsys):
                  "--solvers", "greedy", "--bounds", "lp", "--time-limit", "60"]) == 0
     out = capsys.readouterr().out
     assert "bound:lp" in out and "proved by bound:lp" in out
+
+
+def test_qpm_solve_reports_the_certificate(sims, capsys):
+    args = ["solve", str(sims), "--n-features", "10", "--per-class", "3", "--solver", "greedy"]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["certificate"]["method"] == "topk" and data["bound"] is None
+    assert data["best_bound"] == data["certificate"]["bound"] >= data["objective"]
+    assert 0 <= data["gap_to_best_bound"] < 1
+    assert main([*args, "--bound-method", "none"]) == 0
+    assert "certificate  -" in capsys.readouterr().out
+    assert main([*args, "--bound-method", "lp", "--bound-time", "30"]) == 0
+    assert "(lp," in capsys.readouterr().out

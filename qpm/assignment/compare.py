@@ -29,7 +29,7 @@ MISSING, CRASHED, KILLED, OUT_OF_MEMORY, FAILED = (
     "missing", "crashed", "killed", "out_of_memory", "failed")
 # A run of an independent bound (qpm.assignment.bounds) instead of a solver: its
 # "formulation" is this word and its row has a bound and no answer.
-BOUND = "bound"
+BOUND_RUN = "bound"
 
 
 @dataclass
@@ -133,7 +133,7 @@ def _child(conn, problem: AssignmentProblem, solver: str, factory, formulation: 
     conn.send("started")  # the parent's clock for the time limit and grace starts now
     row = Row(asked=solver, formulation=formulation, status=FAILED)
     try:
-        run = _bound_row if formulation == BOUND else _solve_row
+        run = _bound_row if formulation == BOUND_RUN else _solve_row
         row = run(problem, solver, formulation, limits)
     except MemoryError:
         row.status, row.note = OUT_OF_MEMORY, f"over the memory limit ({limits.memory_gb} GB)"
@@ -179,7 +179,7 @@ def _bound_row(problem, method: str, formulation: str, limits: Limits) -> Row:
     from qpm.assignment.bounds import upper_bound
 
     found = upper_bound(problem, method, time_limit=limits.time_limit, threads=limits.threads)
-    return Row(asked=f"bound:{found.method}", formulation="-", status=BOUND, bound=found.value,
+    return Row(asked=f"bound:{found.method}", formulation="-", status=BOUND_RUN, bound=found.value,
                final_answer=found.seconds, note=found.detail)
 
 
@@ -265,7 +265,7 @@ def compare(problem: AssignmentProblem, runs: list[tuple[str, str]], limits: Lim
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     queue = [(i, rep, s, f) for rep in range(1, repeat + 1) for i, (s, f) in enumerate(runs)]
-    queue += [(len(runs) + i, 1, m, BOUND) for i, m in enumerate(bounds)]
+    queue += [(len(runs) + i, 1, m, BOUND_RUN) for i, m in enumerate(bounds)]
     order = {(i, rep): n for n, (i, rep, _, _) in enumerate(queue)}
     running: dict[tuple[int, int], _Run] = {}
     done: dict[int, Row] = {}

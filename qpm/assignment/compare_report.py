@@ -7,7 +7,7 @@ import io
 import math
 from pathlib import Path
 
-from qpm.assignment.compare import BOUND, Comparison, Row
+from qpm.assignment.compare import BOUND_RUN, Comparison, Row
 from qpm.assignment.trace import BOUND, INCUMBENT
 from qpm.text import drawn_as_plain_text, printable
 
@@ -39,7 +39,7 @@ def table_rows(cmp: Comparison) -> list[tuple[str, ...]]:
         out.append((
             r.label, r.formulation, r.status, obj, bound, _pct(r.gap), _pct(cmp.to_bound(r)),
             _f(r.first_answer, ".1f"), _f(r.final_answer, ".1f"), _f(r.build_handoff, ".1f"),
-            _f(r.peak_mb, ".0f"), "-" if r.status == BOUND else "yes" if r.verified else "no",
+            _f(r.peak_mb, ".0f"), "-" if r.status == BOUND_RUN else "yes" if r.verified else "no",
             r.note.replace("\n", " "),
         ))
     return out
