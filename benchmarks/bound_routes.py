@@ -25,6 +25,8 @@ Each route runs in its own process (its time and peak memory are its own) and pr
   cvxpy + SCS: the best the QCR convexification with a per-feature diagonal can give (its
   optimal diagonal is this SDP's dual). Only for ``F <= --sdp-max`` (an SCS iteration
   factorises the (F+1)^2 matrix).
+* ``psdcuts``: the ``lp`` root loop (run until it stalls) with those PSD cuts added in every
+  clique round, against the same loop without them (``lp`` without a time limit).
 * ``psd``: at the ``lp`` root point, the PSD cuts ``v^T [1 s^T; s Y] v >= 0`` on every set
   whose pairs all carry y columns (the cliques of the last LP) and the triangle inequalities
   ``y_ij + y_ik - y_jk <= s_i``: the largest violation (0: no such cut moves the bound).
@@ -49,7 +51,7 @@ from qpm.assignment.heuristic import _penalty_matrix, heuristic_solution  # noqa
 from qpm.assignment.problem import AssignmentProblem  # noqa: E402
 from qpm.assignment.synthetic import FAMILIES, SIZES, make_instance  # noqa: E402
 
-ROUTES = ("lp", "mixture", "inner", "sdp", "psd")
+ROUTES = ("lp", "mixture", "inner", "sdp", "psd", "psdcuts")
 
 
 # -- the mixture bound (column generation) ---------------------------------------------------
@@ -226,6 +228,62 @@ def psd_violation(problem: AssignmentProblem, seconds: float) -> tuple[float, fl
     return worst, tri, looked
 
 
+def psd_cuts_bound(problem: AssignmentProblem, seconds: float) -> tuple[float, int]:
+    """(the root LP bound, PSD rows added) when every clique separation round also adds the
+    eigenvector cut ``v^T [1 s^T; s Y] v >= 0`` of each clique whose matrix is not PSD."""
+    from qpm.assignment.backends import get_backend
+    from qpm.assignment.bounds.root import _RootOnly
+    from qpm.assignment.formulations import SolveOptions
+    from qpm.assignment.formulations.cuts import loop
+
+    F = problem.n_total
+    cliques: list[np.ndarray] = []
+    added = [0]
+    original = loop.separate_cliques
+
+    def with_psd(pm, x, *args, **kwargs):
+        before = pm.rel.n_rows
+        found = original(pm, x, *args, **kwargs)
+        form = pm.rel.compile().form
+        for r in range(before, form.n_rows):  # the clique rows just added
+            cols = form.A.indices[form.A.indptr[r]:form.A.indptr[r + 1]]
+            cliques.append(cols[cols < F])
+        indptr, idx, val, lo = [0], [], [], []
+        s_all = x[:F]
+        for members in cliques:
+            pid = pm.pid[np.ix_(members, members)].astype(np.int64)
+            a, b = np.triu_indices(members.size, 1)
+            if np.any(pm.ycol[pid[a, b]] < 0) or np.any(pm.ycol[pid[a, b]] >= x.size):
+                continue
+            s = s_all[members]
+            Y = np.diag(s)
+            Y[a, b] = Y[b, a] = x[pm.ycol[pid[a, b]]]
+            M = np.block([[np.ones((1, 1)), s[None, :]], [s[:, None], Y]])
+            w, V = np.linalg.eigh(M)
+            if w[0] >= -1e-7:
+                continue
+            v = V[:, 0]
+            v0, vs = v[0], v[1:]
+            # -(sum_i (2 v0 v_i + v_i^2) s_i + sum_{i<j} 2 v_i v_j y_ij) <= v0^2
+            idx.extend(members.tolist() + pm.ycol[pid[a, b]].tolist())
+            val.extend((-(2 * v0 * vs + vs ** 2)).tolist() + (-2 * vs[a] * vs[b]).tolist())
+            indptr.append(len(idx))
+            lo.append(v0 * v0)
+        if lo:
+            pm.rel.add_rows(indptr, idx, val, np.full(len(lo), -np.inf), lo, optional=True,
+                            kind="psd")
+            added[0] += len(lo)
+        return found + len(lo)
+
+    loop.separate_cliques = with_psd
+    opts = SolveOptions(time_limit=seconds, threads=1)
+    opts.deadline = time.perf_counter() + seconds
+    cs = _RootOnly(problem, opts, get_backend("highs"))
+    cs.build()
+    cs.root(opts.deadline, None)
+    return cs.bound, added[0]
+
+
 # -- one route per process -------------------------------------------------------------------
 def _child(conn, route: str, problem: AssignmentProblem, args, start, mix) -> None:
     t0 = time.perf_counter()
@@ -245,6 +303,9 @@ def _child(conn, route: str, problem: AssignmentProblem, args, start, mix) -> No
                                            threads=1).value}
         elif route == "sdp":
             result = {"inner": shor_sdp(problem, mix["d"], args.dnn, args.time_limit)}
+        elif route == "psdcuts":
+            result = dict(zip(("bound", "rows"), psd_cuts_bound(problem, args.time_limit),
+                              strict=True))
         else:
             result = dict(zip(("eig", "triangle", "cliques"),
                               psd_violation(problem, args.time_limit), strict=True))
@@ -329,6 +390,9 @@ def main(argv=None) -> int:
         elif route == "sdp":
             line(f"inner {'DNN' if args.dnn else 'Shor'} SDP at those multipliers",
                  mix["const"] + r["inner"], r, f"inner {r['inner']:.4f}")
+        elif route == "psdcuts":
+            line("psdcuts: root LP + PSD cuts on its cliques", r["bound"], r,
+                 f"{r['rows']} PSD rows")
         else:
             line("psd: violations at the root LP point", None, r,
                  f"min eigenvalue {r['eig']:.2e} over {r['cliques']} cliques, triangle "
