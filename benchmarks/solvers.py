@@ -40,7 +40,7 @@ from qpm.assignment.synthetic import (  # noqa: E402
     make_instance,
 )
 from qpm.commands._problem import solver_list  # noqa: E402
-from qpm.commands.compare import describe, memory_default  # noqa: E402
+from qpm.commands.compare import bound_list, describe, memory_default  # noqa: E402
 from qpm.io import write_json  # noqa: E402
 
 
@@ -59,6 +59,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--solvers", type=solver_list, default="highs,scip,gurobi,greedy")
     p.add_argument("--formulations", default="full,cuts")
+    p.add_argument("--bounds", default="auto",
+                   help="independent bounds (qpm bound's methods), one row each, or none "
+                   "(default: auto)")
     p.add_argument("--preset", default=None, help="default: qpm (or the file's record)")
     p.add_argument("--tau-rule", default=None,
                    help="paper or tight (default: the file's record, else paper)")
@@ -158,6 +161,17 @@ def print_reference_gaps(cmp, reference: float) -> None:
                   f"{best:.4f} (this run and the reference)")
 
 
+def print_certificates(cmp) -> None:
+    """Per verified answer: its gap to its own bound (before issue 22: the only certificate)
+    and to the best bound of the comparison, with the run that proved it (after)."""
+    for r in cmp.rows:
+        if r.verified and r.objective is not None:
+            own = "-" if r.gap is None else f"{100 * r.gap:.3f}%"
+            best = cmp.to_bound(r)
+            print(f"  certificate {r.label} {r.formulation}: own bound {own}; best bound "
+                  f"{'-' if best is None else f'{100 * best:.3f}%'} by {cmp.best_bound_by}")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     limits = Limits(time_limit=args.time_limit, mip_gap=args.mip_gap, threads=args.threads,
@@ -179,6 +193,7 @@ def main(argv=None) -> int:
         print(f"{header['title']}\n  {header['limits']}, tau rule "
               f"{problem.tau_rule}, load {os.getloadavg()[0]:.2f}", flush=True)
         cmp = compare(problem, runs, limits, repeat=args.repeat, jobs=args.jobs,
+                      bounds=bound_list(args.bounds),
                       on_row=lambda r: print(f"  done: {r.label} {r.formulation} {r.status}",
                                              flush=True))
         cmp.header = header
@@ -186,6 +201,7 @@ def main(argv=None) -> int:
         ref = reference_bounds(args.reference).get(header["title"])
         if ref is not None:
             print_reference_gaps(cmp, ref)
+        print_certificates(cmp)
         print()
         results.append(to_json(cmp))
     if args.out:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "qpm.commands.train",
     "solve": "qpm.commands.solve",
     "compare": "qpm.commands.compare",
+    "bound": "qpm.commands.bound",
     "similarities": "qpm.commands.similarities",
     "evaluate": "qpm.commands.evaluate",
     "explain": "qpm.commands.explain",

@@ -428,3 +428,26 @@ def test_highs_lp_resolves_get_their_own_time_limit():
     again = session.solve(time_limit=max(first.solve_seconds / 2, 0.05))
     assert again.termination is Termination.OPTIMAL, again.termination
     assert again.objective < first.objective
+
+
+def test_gurobi_parameters_reach_every_model_of_the_solve(monkeypatch):
+    _usable("gurobi")
+    from qpm.assignment.backends import gurobi
+
+    seen = []
+    original = gurobi.GurobiSession.solve
+
+    def spy(self, *args, **kwargs):
+        seen.append({p: self._m.getParamInfo(p)[2] for p in gurobi.CUT_PARAMETERS})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(gurobi.GurobiSession, "solve", spy)
+    params = {"PSDCuts": 1, "RLTCuts": 2, "BQPCuts": 2, "PreQLinearize": 1}
+    problem = small_problem(0)
+    result = solve(problem, solver="gurobi", strict_solver=True, gurobi_params=params)
+    assert result.verified and result.solver == "gurobi"
+    assert seen and all(s == params for s in seen)
+    with pytest.raises(QPMError, match="refuses parameter NoSuchParam"):
+        solve(problem, solver="gurobi", strict_solver=True, gurobi_params={"NoSuchParam": 1})
+    with pytest.raises(QPMError, match="the solver is 'highs'"):
+        solve(problem, solver="highs", gurobi_params=params)

@@ -4,6 +4,7 @@ rows of their own while the others still run; one table and three files."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -70,17 +71,20 @@ def test_compare_cli_uses_the_recorded_problem_and_writes_three_files(tmp_path, 
     captured = capsys.readouterr()
     assert code == 0
     assert "n=10, k=3" in captured.out and "recorded" in captured.out
-    assert captured.out.count("solver  form") == 1  # one table
+    assert len(re.findall(r"^solver +form", captured.out, re.M)) == 1  # one table
     data = json.loads((out / "compare.json").read_text())
-    # greedy has no formulation: it runs once
+    # greedy has no formulation: it runs once; the independent bound (auto: lp) has a row
     assert [(r["asked"], r["formulation"]) for r in data["rows"]] == [
-        ("highs", "cuts"), ("highs", "full"), ("greedy", "-")]
+        ("highs", "cuts"), ("highs", "full"), ("greedy", "-"), ("bound:lp", "-")]
     assert data["settings"]["n_features"] == 10 and data["time_limit"] == 20
-    assert all(r["verified"] for r in data["rows"])
-    greedy = data["rows"][2]
+    assert all(r["verified"] for r in data["rows"][:3])
+    greedy, certificate = data["rows"][2], data["rows"][3]
     assert greedy["bound"] is None and greedy["trace"][-1][1] == "incumbent"
     assert greedy["to_best_bound"] >= 0
-    assert (out / "compare.csv").read_text().count("\n") == 4
+    assert certificate["status"] == "bound" and certificate["objective"] is None
+    assert certificate["bound"] >= data["best_objective"] - 1e-6
+    assert data["best_bound_by"] in {r["label"] for r in data["rows"]}
+    assert (out / "compare.csv").read_text().count("\n") == 5
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     # The figure's labels are plain text: no mathtext left on the log-time axis.
     from qpm.assignment import compare_report

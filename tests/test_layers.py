@@ -53,6 +53,7 @@ ASSIGNMENT_PARTS = {
     "qpm.assignment.trace": "base",
     "qpm.assignment.backends": "backends",  # one module per solver, one contract: numpy only
     "qpm.assignment.formulations": "formulations",
+    "qpm.assignment.bounds": "bounds",  # upper bounds on their own: they run the root LP
     "qpm.assignment.solving": "facade", "qpm.assignment.compare": "facade",
     "qpm.assignment.compare_report": "facade",
 }
@@ -61,7 +62,8 @@ ASSIGNMENT_MAY_IMPORT = {
     "backends": {"base"},  # never a formulation, the problem or the facade
     "core": {"base"},
     "formulations": {"base", "core", "backends"},
-    "facade": {"base", "core", "backends", "formulations"},
+    "bounds": {"base", "core", "backends", "formulations"},
+    "facade": {"base", "core", "backends", "formulations", "bounds"},
 }
 # The built-in presets' apply bodies use the full model's row builders (imported when a model
 # is built, so the problem stays free of Pyomo): the one edge from core up to a formulation.

@@ -36,6 +36,9 @@ log = logging.getLogger("qpm.compare")
 # Statuses a row can have besides the solver statuses (optimal, feasible, time_limit, ...).
 MISSING, CRASHED, KILLED, OUT_OF_MEMORY, FAILED = (
     "missing", "crashed", "killed", "out_of_memory", "failed")
+# A run of an independent bound (qpm.assignment.bounds) instead of a solver: its
+# "formulation" is this word and its row has a bound and no answer.
+BOUND_RUN = "bound"
 
 
 @dataclass
@@ -108,6 +111,15 @@ class Comparison:
         values = [r.bound for r in self.rows if r.bound is not None and math.isfinite(r.bound)]
         return min(values) if values else None
 
+    @property
+    def best_bound_by(self) -> str | None:
+        """The label of the run that proved :attr:`best_bound` (the certificate's source)."""
+        best = self.best_bound
+        for r in self.rows:
+            if best is not None and r.bound is not None and r.bound <= best:
+                return r.label
+        return None
+
     def to_bound(self, row: Row) -> float | None:
         """Relative distance of ``row``'s answer below the best bound any run proved."""
         best = self.best_bound
@@ -132,7 +144,8 @@ def _child(conn, problem: AssignmentProblem, solver: str, factory, formulation: 
     _send(conn, "started")  # the parent's clock for the time limit and grace starts now
     row = Row(asked=solver, formulation=formulation, status=FAILED)
     try:
-        row = _solve_row(problem, solver, formulation, limits)
+        run = _bound_row if formulation == BOUND_RUN else _solve_row
+        row = run(problem, solver, formulation, limits)
     except MemoryError:
         row.status, row.note = OUT_OF_MEMORY, f"over the memory limit ({limits.memory_gb} GB)"
     except QPMError as exc:
@@ -213,6 +226,15 @@ def _solve_row(problem, solver: str, formulation: str, limits: Limits) -> Row:
     row.note = result.fallback or result.message
     row.trace = trace.to_list()
     return row
+
+
+def _bound_row(problem, method: str, formulation: str, limits: Limits) -> Row:
+    """An independent upper bound (``method`` of :mod:`qpm.assignment.bounds`) as a row."""
+    from qpm.assignment.bounds import upper_bound
+
+    found = upper_bound(problem, method, time_limit=limits.time_limit, threads=limits.threads)
+    return Row(asked=f"bound:{found.method}", formulation="-", status=BOUND_RUN, bound=found.value,
+               final_answer=found.seconds, note=found.detail)
 
 
 # Imported once by the fork server, so every run starts at once.
@@ -316,19 +338,27 @@ class _Run:
 
 
 def compare(problem: AssignmentProblem, runs: list[tuple[str, str]], limits: Limits,
-            repeat: int = 1, jobs: int = 1, on_row=None) -> Comparison:
+            repeat: int = 1, jobs: int = 1, on_row=None, bounds: tuple[str, ...] = ()
+            ) -> Comparison:
     """Run each (solver, formulation) of ``runs`` ``repeat`` times, ``jobs`` at a time, each
     in its own process; ``on_row(row)`` is called as each run ends. Rows keep ``runs``'
-    order. Unknown solver names raise a QPMError before anything runs."""
+    order; each method of ``bounds`` (:mod:`qpm.assignment.bounds`) adds one row with an
+    independent upper bound, computed once, in its own process, with the same limits. Unknown
+    solver or bound names raise a QPMError before anything runs."""
     import multiprocessing as mp
+
+    from qpm.assignment.bounds import check_supported
 
     for solver, _ in runs:
         check_solver(solver)  # an unknown name is bad input, not a row
+    for method in bounds:
+        check_supported(method, problem)
     # Each run is forked from a clean server process that has imported the solve stack once:
     # no solver threads or locks inherited from this process, and no per-run import cost.
     ctx = mp.get_context("forkserver")
     start_fork_server(ctx)
     queue = [(i, rep, s, f) for rep in range(1, repeat + 1) for i, (s, f) in enumerate(runs)]
+    queue += [(len(runs) + i, 1, m, BOUND_RUN) for i, m in enumerate(bounds)]
     order = {(i, rep): n for n, (i, rep, _, _) in enumerate(queue)}
     running: dict[tuple[int, int], _Run] = {}
     done: dict[int, Row] = {}

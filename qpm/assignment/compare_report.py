@@ -7,7 +7,7 @@ import io
 import math
 from pathlib import Path
 
-from qpm.assignment.compare import Comparison, Row
+from qpm.assignment.compare import BOUND_RUN, Comparison, Row
 from qpm.assignment.trace import BOUND, INCUMBENT
 from qpm.text import csv_row, drawn_as_plain_text, printable
 
@@ -39,7 +39,8 @@ def table_rows(cmp: Comparison) -> list[tuple[str, ...]]:
         out.append((
             r.label, r.formulation, r.status, obj, bound, _pct(r.gap), _pct(cmp.to_bound(r)),
             _f(r.first_answer, ".1f"), _f(r.final_answer, ".1f"), _f(r.build_handoff, ".1f"),
-            _f(r.peak_mb, ".0f"), "yes" if r.verified else "no", r.note.replace("\n", " "),
+            _f(r.peak_mb, ".0f"), "-" if r.status == BOUND_RUN else "yes" if r.verified else "no",
+            r.note.replace("\n", " "),
         ))
     return out
 
@@ -52,7 +53,9 @@ def format_table(cmp: Comparison) -> str:
         "  ".join(v.ljust(w) for v, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
         for line in lines
     )
-    return text.rstrip() + (
+    by = cmp.best_bound_by
+    certificate = "" if by is None else f"\nbest bound {cmp.best_bound:.6g}, proved by {by}."
+    return text.rstrip() + certificate + (
         "\n* best verified objective / best (lowest) proven bound of all runs; "
         "'to best bound %': how far each answer lies below that bound; first s / final s: "
         "seconds to the first verified answer / to the returned answer.")
@@ -60,6 +63,7 @@ def format_table(cmp: Comparison) -> str:
 
 def to_json(cmp: Comparison) -> dict:
     return {**cmp.header, "best_objective": cmp.best_objective, "best_bound": cmp.best_bound,
+            "best_bound_by": cmp.best_bound_by,
             "rows": [{**r.to_dict(), "to_best_bound": cmp.to_bound(r)} for r in cmp.rows]}
 
 
@@ -205,7 +209,8 @@ def read(path: str | Path) -> Comparison:
     data = read_json(path)
     fields = set(Row.__dataclass_fields__)
     rows = [Row(**{k: v for k, v in r.items() if k in fields}) for r in data["rows"]]
-    header = {k: v for k, v in data.items() if k not in ("rows", "best_objective", "best_bound")}
+    header = {k: v for k, v in data.items()
+              if k not in ("rows", "best_objective", "best_bound", "best_bound_by")}
     return Comparison(rows, header)
 
 

@@ -66,6 +66,8 @@ class AssignmentResult:
     message: str = ""
     # [seconds, "incumbent" | "bound", value] over the solve, when it was traced
     trace: list | None = None
+    # an upper bound proved on its own (qpm.assignment.bounds): {"bound", "method", "seconds"}
+    certificate: dict | None = None
 
     def __post_init__(self) -> None:
         self.termination = Termination(self.termination)
@@ -101,6 +103,21 @@ class AssignmentResult:
             return None
         return abs(self.bound - self.objective) / max(abs(self.objective), 1e-10)
 
+    @property
+    def best_bound(self) -> float | None:
+        """The lower of the solver's own bound and the independent certificate's."""
+        values = [self.bound, None if self.certificate is None else self.certificate["bound"]]
+        finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+        return min(finite) if finite else None
+
+    @property
+    def gap_to_best_bound(self) -> float | None:
+        """How far the objective lies below :attr:`best_bound`, relative to |objective|."""
+        best = self.best_bound
+        if self.objective is None or best is None or not math.isfinite(self.objective):
+            return None
+        return max(0.0, best - self.objective) / max(abs(self.objective), 1e-10)
+
     def to_dict(self) -> dict:
         return {
             "status": self.status,
@@ -125,6 +142,9 @@ class AssignmentResult:
             "shape": None if self.matrix is None else [int(x) for x in self.matrix.shape],
             "times": asdict(self.times),
             "message": self.message,
+            "certificate": self.certificate,
+            "best_bound": self.best_bound,
+            "gap_to_best_bound": self.gap_to_best_bound,
             **({} if self.trace is None else {"trace": self.trace}),
         }
 
@@ -194,6 +214,7 @@ class AssignmentResult:
             fallback=d.get("fallback"),
             message=str(d.get("message") or ""),
             trace=d.get("trace") if isinstance(d.get("trace"), list) else None,
+            certificate=_certificate(d.get("certificate"), fix),
         )
 
     @classmethod
@@ -236,6 +257,17 @@ def answer_result(problem, solver: str, termination: Termination, answer, bound,
         termination, solver, from_start=from_start, objective=problem.objective(s, W),
         bound=bound, selected_features=np.flatnonzero(s).tolist(), matrix=W, times=times,
         preset=problem.preset, tau=problem.tau, message=message)
+
+
+def _certificate(value, fix: str) -> dict | None:
+    """A result file's certificate: None, or an object with a numeric bound."""
+    if value is None:
+        return None
+    bound = value.get("bound") if isinstance(value, dict) else None
+    if isinstance(bound, bool) or not isinstance(bound, int | float):
+        raise QPMError("The result's certificate must be an object with a numeric bound.", fix)
+    return {"bound": float(bound), "method": str(value.get("method") or ""),
+            "seconds": float(value.get("seconds") or 0.0)}
 
 
 # A result's matrix is allocated from its "shape": refuse one no real problem has.

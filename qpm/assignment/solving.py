@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from qpm.assignment import bounds
 from qpm.assignment.backends import DEFAULT_SOLVER, HEURISTICS, check_solver, get_backend
 from qpm.assignment.formulations import SolveOptions, greedy, say
 from qpm.assignment.heuristic import heuristic_solution
@@ -143,9 +144,12 @@ def _warm_start(problem: AssignmentProblem, opts: SolveOptions):
     return start
 
 
-def _on_backend(problem, solver: str, formulation: str, opts: SolveOptions, strict: bool):
+def _on_backend(problem, solver: str, formulation: str, opts: SolveOptions, strict: bool,
+                gurobi_params: dict | None = None):
     """(result, the backend that ran, fallback note) of a formulation that needs a backend."""
     backend, fallback = _pick_backend(solver, strict)
+    if gurobi_params and backend.name == "gurobi":
+        backend.params = dict(gurobi_params)
     if opts.warm_start:
         opts.start = _warm_start(problem, opts)
     run = importlib.import_module(_ON_BACKEND[formulation]).solve
@@ -174,6 +178,9 @@ def solve(
     formulation: str = "auto",
     progress: bool = False,
     trace: Trace | None = None,
+    bound_method: str | None = None,
+    bound_time: float | None = None,
+    gurobi_params: dict | None = None,
 ) -> AssignmentResult:
     """Solve ``problem`` under its preset and return a VERIFIED result (else QPMError).
 
@@ -181,7 +188,10 @@ def solve(
     ``qpm.solve`` logger) when gurobipy is missing, unlicensed or its licence is too small for
     the model, unless ``strict_solver``. ``time_limit`` (seconds) covers the whole call.
     ``trace`` (a :class:`~qpm.assignment.trace.Trace`) records the incumbent and the bound
-    over time; it is also returned as ``result.trace``.
+    over time; it is also returned as ``result.trace``. ``bound_method`` (a method of
+    :mod:`qpm.assignment.bounds`) adds an independent upper bound, ``result.certificate``,
+    computed after the solve in at most ``bound_time`` seconds. ``gurobi_params`` are set on
+    every Gurobi model of the solve (e.g. ``{"BQPCuts": 2}``; for ``solver="gurobi"`` only).
     """
     if time_limit is not None and not time_limit > 0:
         raise QPMError(f"time_limit must be positive, got {time_limit}.", "Use e.g. 300.")
@@ -194,6 +204,11 @@ def solve(
     if asked == "auto" and formulation == "full" and problem.spec.cuts_note:
         log.info(f"preset {problem.preset}: {problem.spec.cuts_note}; formulation auto uses "
                  "the full model")
+    if bound_method is not None:
+        bounds.check_supported(bound_method, problem)
+    if gurobi_params and solver != "gurobi":
+        raise QPMError(f"Gurobi parameters were given but the solver is {solver!r}.",
+                       "Pass --solver gurobi, or drop --gurobi-param.")
     opts = SolveOptions(
         time_limit=time_limit,
         mip_gap=mip_gap,
@@ -207,7 +222,7 @@ def solve(
         result, version, fallback = greedy.solve(problem, opts), greedy.version(), None
     else:
         result, backend, fallback = _on_backend(problem, solver, formulation, opts,
-                                                strict_solver)
+                                                strict_solver, gurobi_params)
         result.solver, version = backend.name, backend.version()
     result.solver_version = version
     result.fallback = fallback
@@ -217,6 +232,8 @@ def solve(
     if problem.rules.forced_pairs:
         result.rho, result.forced_pairs = problem.rho, problem.forced_pairs().tolist()
     result = check_result(problem, result)
+    if bound_method is not None:
+        bounds.certify(problem, result, bound_method, bound_time, threads)
     if trace is not None:
         trace.incumbent(result.objective if result.verified else None)
         trace.bound(result.bound)

@@ -19,7 +19,8 @@ DEFAULTS = {"n_features": None, "per_class": 5, "preset": "qpm", "tau_rule": "pa
 log = logs.get("problem")
 
 
-def add_problem_arguments(p: argparse.ArgumentParser) -> None:
+def add_problem_arguments(p: argparse.ArgumentParser, formulation: bool = True) -> None:
+    """n, k, preset, tau and the redundancy weight (and ``--formulation`` where it applies)."""
     g = p.add_argument_group("problem (default: what SIMS.npz records, else the value shown)")
     g.add_argument("--n-features", type=int, default=None, metavar="N",
                    help="features to select, n (default: recorded, else 50, but at most "
@@ -31,8 +32,9 @@ def add_problem_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rho", type=float, default=None, metavar="RHO",
                    help="preset chiqpm: the int(RHO * C) closest class pairs share k-1 "
                    f"features (default: recorded, else {DEFAULTS['rho']})")
-    g.add_argument("--formulation", default="auto",
-                   help="auto (cuts where the preset allows it), full or cuts")
+    if formulation:
+        g.add_argument("--formulation", default="auto",
+                       help="auto (cuts where the preset allows it), full or cuts")
     g.add_argument("--redundancy-threshold", type=float, default=None, metavar="T",
                    help="tau: pairs with R >= T are penalised (default: chosen by --tau-rule)")
     g.add_argument("--tau-rule", default=None, metavar="RULE",

@@ -40,6 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_problem_arguments(p)
     add_limit_arguments(p)
     add_run_arguments(p)
+    from qpm.assignment.bounds import method_names
+
+    p.add_argument("--bounds", default="auto", metavar="METHODS",
+                   help="comma-separated independent bounds to prove beside the solvers, each in "
+                   f"its own process with the same limits (methods of qpm bound: "
+                   f"{', '.join(method_names())}; none: no such row) (default: auto)")
     p.add_argument("--out", metavar="DIR", help="write compare.json, compare.csv and "
                    "compare.png here (default: print the table only)")
     return p
@@ -110,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
     # A heuristic has no formulation: one run of it, whatever --formulation lists.
     runs = [(s, f) for s in solvers for f in (forms[:1] if s in HEURISTICS else forms)]
-    cmp = compare(problem, runs, limits, repeat=args.repeat, jobs=args.jobs,
+    bounds = bound_list(args.bounds)
+    cmp = compare(problem, runs, limits, repeat=args.repeat, jobs=args.jobs, bounds=bounds,
                   on_row=lambda r: log.info(
                       f"{r.label}: {r.status}"
                       + ("" if r.objective is None else f", objective {r.objective:.4f}")
@@ -121,6 +128,16 @@ def run(args: argparse.Namespace) -> int:
         paths = write(cmp, args.out, title=header["title"])
         log.info("wrote " + ", ".join(str(p) for p in paths))
     return 0 if any(r.verified for r in cmp.rows) else 1
+
+
+def bound_list(text: str) -> tuple[str, ...]:
+    """``--bounds a,b`` as method names (``none``: no bound row), each checked."""
+    from qpm.assignment.bounds import check_method
+
+    items = split_list(text, "bounds")
+    if items == ["none"]:
+        return ()
+    return tuple(check_method(m) for m in items)
 
 
 def describe(source: str, problem, settings: dict, limits, limit_text: str | None = None

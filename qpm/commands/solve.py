@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from qpm import logs
 from qpm.commands._problem import (
@@ -44,6 +45,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="fail instead of falling back to HiGHS when Gurobi cannot take the model",
     )
     p.add_argument("--no-warm-start", action="store_true", help="skip the heuristic warm start")
+    add_certificate_arguments(p)
+    p.add_argument("--gurobi-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a Gurobi parameter for every model of the solve, repeatable, e.g. "
+                   "BQPCuts=2 (Gurobi's cuts for products of binaries; PSDCuts, RLTCuts and "
+                   "PreQLinearize act on quadratic models only); --solver gurobi only")
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, metavar="RESULT.json",
                      help="write the result JSON here (default: no file)")
@@ -52,8 +58,53 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def add_certificate_arguments(p: argparse.ArgumentParser) -> None:
+    """The independent bound a solve reports its answer against (``qpm bound``'s methods)."""
+    from qpm.assignment.bounds import method_names
+
+    g = p.add_argument_group("certificate (an upper bound proved on its own, as qpm bound)")
+    g.add_argument("--bound-method", default="topk", choices=["none", *method_names()],
+                   help="after the solve, prove an independent upper bound with this method and "
+                   "report the answer's gap to the best bound known (its own or this one); "
+                   "none: skip (default: topk, a few seconds)")
+    g.add_argument("--bound-time", type=float, default=30.0, metavar="S",
+                   help="seconds for that bound, after the solve's own time limit")
+
+
+def check_certificate_arguments(args: argparse.Namespace) -> str | None:
+    """The bound method to run (None for none); one line for a bad --bound-time."""
+    if not (math.isfinite(args.bound_time) and args.bound_time > 0):
+        raise QPMError(f"--bound-time must be a positive number, got {args.bound_time}.",
+                       "Use e.g. --bound-time 30.")
+    return None if args.bound_method == "none" else args.bound_method
+
+
+def gurobi_params(items: list[str]) -> dict:
+    """``NAME=VALUE`` strings as a dict; a value reads as an int, else a float, else text."""
+    out: dict = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise QPMError(f"--gurobi-param {item!r} is not NAME=VALUE.",
+                           "Pass e.g. --gurobi-param BQPCuts=2.")
+        value: object = text.strip()
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+        out[name.strip()] = value
+    return out
+
+
 def _check_args(args: argparse.Namespace) -> None:
     check_limits(args)
+    check_certificate_arguments(args)
+    if args.gurobi_param and args.solver != "gurobi":
+        raise QPMError("--gurobi-param applies to --solver gurobi only.",
+                       "Add --solver gurobi or drop --gurobi-param.")
+    gurobi_params(args.gurobi_param)
     if args.out is not None:
         from qpm.commands._common import check_output
 
@@ -62,6 +113,17 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _fmt(x, spec: str = ".6g") -> str:
     return "-" if x is None else format(x, spec)
+
+
+def _certificate(result) -> str:
+    """The independent bound and the answer's distance to the best bound known."""
+    cert = result.certificate
+    if cert is None:
+        return "-"
+    best = result.gap_to_best_bound
+    to_best = "" if best is None else (f"; {100 * best:.4f} % below the best bound "
+                                       f"{result.best_bound:.6f}")
+    return f"{cert['bound']:.6f} ({cert['method']}, {cert['seconds']:.1f} s){to_best}"
 
 
 def format_table(result, problem: str = "", limit: str = "") -> str:
@@ -76,6 +138,7 @@ def format_table(result, problem: str = "", limit: str = "") -> str:
         ("objective", _fmt(result.objective, ".6f")),
         ("bound", _fmt(result.bound, ".6f")),
         ("gap", "-" if gap is None else f"{100 * gap:.4f} %"),
+        ("certificate", _certificate(result)),
         ("times (s)", f"build {t.build:.2f}, handoff {t.handoff:.2f}, solve {t.solve:.2f}"),
         ("solver", f"{result.solver} {result.solver_version}".strip()),
         ("preset", result.preset),
@@ -112,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
         strict_solver=args.strict_solver,
         formulation=args.formulation,
         progress=args.progress,
+        bound_method=check_certificate_arguments(args),
+        bound_time=args.bound_time,
+        gurobi_params=gurobi_params(args.gurobi_param),
     )
     # The answer is shown before the file is written: a failing write loses nothing.
     if args.json:  # stdout holds the JSON alone

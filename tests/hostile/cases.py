@@ -147,6 +147,11 @@ def solve(env: Env, path=None, *extra: str) -> list[str]:
             "--n-features", "8", "--per-class", "2", *extra]
 
 
+def bound(env: Env, path=None, *extra: str) -> list[str]:
+    return ["bound", str(path or env.sims), "--time-limit", "5", "--n-features", "8",
+            "--per-class", "2", *extra]
+
+
 def edit_json(path, change) -> None:
     data = json.loads(path.read_text())
     path.write_text(json.dumps(change(data)))

@@ -19,6 +19,7 @@ from cases import (
     Case,
     Env,
     a_file,
+    bound,
     config_as,
     config_with,
     copy_input,
@@ -114,6 +115,10 @@ CASES = [
          "--time-limit"),
     Case("train-time-nan", "threads/time", lambda e: train(e, "--time-limit", "nan"),
          "--time-limit must be a finite number"),
+    Case("bound-time-nan", "threads/time", lambda e: bound(e, None, "--time-limit", "nan"),
+         "--time-limit must be a positive number"),
+    Case("solve-bound-time-0", "threads/time",
+         lambda e: solve(e, None, "--bound-time", "0"), "--bound-time must be a positive"),
     # 7. .npz files that are too big, crafted or of the wrong kind
     Case("npz-header-1e12", "npz", lambda e: solve(e, sims(e, A=header_only((10**6, 10**6))
                                                             + b"\0" * 64)), "declares"),
@@ -147,6 +152,7 @@ CASES = [
     Case("npz-crafted-header", "npz", lambda e: solve(e, sims(
         e, A=b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8',  ")), "corrupt"),
     Case("npz-R-shape", "npz", lambda e: solve(e, sims(e, R=np.zeros((5, 5)))), "R has shape"),
+    Case("bound-npz-truncated", "npz", lambda e: bound(e, truncated(e)), "corrupt"),
     Case("npz-not-zip", "npz", lambda e: solve(e, text_file(e)), "not a zip archive"),
     # 8. outputs that cannot be written
     Case("solve-out-folder", "unwritable", lambda e: solve(e, None, "--out", str(e.tmp)),
@@ -185,6 +191,8 @@ CASES = [
          lambda e: solve(e, None, "--redundancy-threshold", "nan"), "tau must be finite"),
     Case("npz-A-nan", "not a number", lambda e: solve(e, sims(
         e, A=np.full((12, 4), np.nan))), "NaN"),
+    Case("bound-A-nan", "not a number", lambda e: bound(e, sims(
+        e, A=np.full((12, 4), np.nan))), "NaN"),
     Case("npz-b-inf", "not a number", lambda e: solve(e, sims(e, b=np.full(12, np.inf))),
          "infinite"),
     # 10. extreme finite values
@@ -197,6 +205,15 @@ CASES = [
     Case("A-1e-14", "extreme values", lambda e: solve(e, sims(
         e, A=np.full((12, 4), 1e-14) * np.arange(1, 13)[:, None])), "below the solvers'"),
     # 11. small mistakes
+    Case("bound-lp-unbalanced", "small mistakes",
+         lambda e: bound(e, None, "--method", "lp", "--preset", "unbalanced"),
+         "Use --method topk"),
+    Case("bound-unknown-method", "small mistakes",
+         lambda e: bound(e, None, "--method", "sdp"), "invalid choice"),
+    Case("solve-gurobi-param-on-highs", "small mistakes",
+         lambda e: solve(e, None, "--gurobi-param", "BQPCuts=2"), "--solver gurobi only"),
+    Case("bound-n-too-large", "small mistakes",
+         lambda e: bound(e, None, "--n-features", "99"), "larger than the 12 features"),
     Case("image-size-1", "small mistakes", lambda e: train(e, "--image-size", "1"),
          "too small for small-cnn"),
     Case("image-size-3", "small mistakes", lambda e: train(e, "--image-size", "3"),
@@ -297,7 +314,7 @@ def test_bad_input(case: Case, trained_run, tiny_imagefolder, inputs, locked_run
     err = captured.err
     lines = [line for line in err.splitlines() if line.strip()]
     command = argv[0] if argv[0] in ("train", "solve", "similarities", "evaluate",
-                                     "explain") else None
+                                     "explain", "bound") else None
     assert code == 2, err
     assert "Traceback" not in err, err
     assert lines, "no error line"

@@ -25,8 +25,15 @@ from qpm.assignment.backends.base import (
     proven_bound,
 )
 from qpm.assignment.status import Availability, Termination
+from qpm.errors import QPMError
 
 SIZE_LIMIT = 2000  # variables and linear constraints under the size-limited licence
+# Gurobi's own cut families for products of binaries and quadratic terms, which users with a
+# full licence may switch on (``qpm solve --gurobi-param BQPCuts=2``); any other Gurobi
+# parameter passes through the same way. On qpm's models (products linearised exactly, no
+# quadratic terms) BQPCuts is the one that applies; PSDCuts, RLTCuts and PreQLinearize act on
+# quadratic models only and leave these unchanged.
+CUT_PARAMETERS = ("PSDCuts", "RLTCuts", "BQPCuts", "PreQLinearize")
 TOO_LARGE = 10010  # GurobiError code: "Model too large for size-limited license"
 
 
@@ -68,11 +75,13 @@ def _split_rows(A: sp.csr_array, lo: np.ndarray, hi: np.ndarray):
 
 
 class GurobiSession(Session):
-    def __init__(self, form: MatrixForm) -> None:
+    def __init__(self, form: MatrixForm, params: dict | None = None) -> None:
         import gurobipy as gp
 
         self._gp = gp
         self._m = gp.Model(env=_env())
+        for name, value in (params or {}).items():
+            set_param(self._m, name, value)
         self._vars: list = []
         self._integer = False
         self.add_columns(form.col_lo, form.col_hi, form.integer, form.c)
@@ -185,8 +194,25 @@ class GurobiSession(Session):
         self._m.dispose()
 
 
+def set_param(model, name: str, value) -> None:
+    """One Gurobi parameter on ``model``; an unknown name or a bad value is one clear line."""
+    import gurobipy as gp
+
+    try:
+        model.setParam(name, value)
+    except gp.GurobiError as exc:
+        raise QPMError(f"Gurobi refuses parameter {name}={value!r}: {exc}.",
+                       f"Check the name and value (e.g. {CUT_PARAMETERS[2]}=2) in Gurobi's "
+                       "parameter reference.") from None
+
+
 class GurobiBackend(Backend):
+    """``params``: Gurobi parameters set on every model it loads (e.g. ``{"BQPCuts": 2}``)."""
+
     name = "gurobi"
+
+    def __init__(self, params: dict | None = None) -> None:
+        self.params = dict(params or {})
 
     def available(self) -> tuple[Availability, str]:
         state = installed("gurobipy")
@@ -215,4 +241,4 @@ class GurobiBackend(Backend):
     def load(self, form: MatrixForm) -> Session:
         if not self.fits(form.n_cols, form.n_rows):
             return RefusedSession(form, self.too_large(form.n_cols, form.n_rows))
-        return GurobiSession(form)
+        return GurobiSession(form, self.params)
