@@ -24,10 +24,13 @@ from qpm.run_folder.names import (
     RECORDS,
     SIMILARITIES,
     SLDD_LAYER,
+    TOKENS,
+    TOKENS_MANIFEST,
     VARIANTS,
     checkpoint_file,
     model_file,
     plot_file,
+    token_file,
 )
 from qpm.run_folder.reading import (
     Model,
@@ -52,11 +55,12 @@ from qpm.run_folder.variants import relative_dir, variant_dir, variant_name
 
 __all__ = [
     "ASSIGNMENT", "CONFIG", "DATA", "DENSE", "EXPLAIN", "FEATURES", "LOCK", "METRICS", "RECORDS",
-    "SIMILARITIES", "SLDD_LAYER", "VARIANTS", "Model", "RunFolder", "RunLock", "StageRecord",
+    "SIMILARITIES", "SLDD_LAYER", "TOKENS", "TOKENS_MANIFEST", "VARIANTS", "Model",
+    "RunFolder", "RunLock", "StageRecord",
     "artifact_mismatch", "check_data", "check_model_file", "checkpoint_file", "class_names",
     "data_fingerprint", "describe_data_change", "file_hash", "fingerprint_hash",
     "finished_models", "holding_lock", "imported_from", "model_file", "open_run", "plot_file",
     "read_arrays", "read_config", "read_record", "record_path", "relative_dir",
-    "remove_stale_temporaries",
+    "remove_stale_temporaries", "token_file",
     "variant_dir", "variant_name", "write_record",
 ]
