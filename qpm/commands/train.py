@@ -30,7 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "travelingbirds, imagenet or imagefolder")
     d.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed offline)")
     d.add_argument("--recipe", help="paper (default for natural images: the reference's "
-                   "settings) or offline (default for the digit sets)")
+                   "settings), offline (default for the digit sets) or dino (DINO-QPM's "
+                   "settings; default for a frozen backbone or a timm ViT)")
     d.add_argument("--crop-gt", action=argparse.BooleanOptionalAction, default=None,
                    help="crop CUB/TravelingBirds images to their boxes (default: the recipe's; "
                    "paper: yes)")
@@ -43,14 +44,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--arch", help="small-cnn, resnet18, resnet34, resnet50 or timm:<name> "
                    "(default: the recipe's; paper: resnet50, offline: small-cnn)")
     m.add_argument("--weights", help="none, a torchvision weights name (e.g. IMAGENET1K_V1; "
-                   "downloaded once) or a local state_dict file (default: the recipe's for "
-                   "ResNets, paper: IMAGENET1K_V1; none otherwise)")
+                   "downloaded once), pretrained (timm names: timm's file, read from disk) or "
+                   "a local weights file (.pth state_dict or .safetensors) (default: the "
+                   "recipe's; paper: IMAGENET1K_V1 for ResNets; dino: pretrained, or the "
+                   "unfrozen run's dense.pt for small-cnn)")
     m.add_argument("--reduced-strides", action=argparse.BooleanOptionalAction, default=None,
                    help="stride 1 in ResNet layer3 and layer4: 28x28 maps at 224 px "
                    "(default: the recipe's; paper: yes)")
     m.add_argument("--dense-training", action=argparse.BooleanOptionalAction, default=None,
                    help="train the dense model; --no-dense-training uses the pretrained model "
                    "and its classifier (default: the recipe's; paper: not for imagenet)")
+    m.add_argument("--frozen-backbone", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the backbone as loaded and train the DINO-QPM adapter on its "
+                   "outputs, computed once into RUN/tokens/ (default: the recipe's; dino: yes)")
+    m.add_argument("--adapter-layers", type=int, metavar="N",
+                   help="adapter: linear layers per patch, each with BatchNorm and ReLU; 0: no "
+                   "adapter (default: the recipe's; dino: 4)")
+    m.add_argument("--adapter-hidden", type=int, metavar="W",
+                   help="adapter: width between its layers (dino: 2048)")
+    m.add_argument("--adapter-features", type=int, metavar="F",
+                   help="adapter: its outputs, the model's features (dino: 512)")
     m.add_argument("--model-type", default="qpm", help="final layer: qpm (or a baseline)")
     a = p.add_argument_group("assignment")
     from qpm.assignment.backends import DEFAULT_SOLVER, solver_names
@@ -70,7 +83,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--time-limit", type=float, metavar="S",
                    help=f"seconds for the solve (default: none; {LARGE_TIME_LIMIT:.0f} s for "
                    f"problems of {LARGE_CELLS:,} or more features x classes, printed when used)")
-    a.add_argument("--mip-gap", type=float, default=1e-4, help="relative MIP gap")
+    a.add_argument("--mip-gap", type=float, help="relative MIP gap (default: the recipe's; "
+                   "1e-4, dino: 5e-3)")
+    a.add_argument("--locality-bias", choices=("on", "off"),
+                   help="the locality term b in the objective (default: the recipe's; on, "
+                   "dino: off)")
     a.add_argument("--strict-solver", action="store_true",
                    help="fail instead of falling back to HiGHS when Gurobi cannot take the model")
     a.add_argument("--assignment", metavar="RESULT.json",
@@ -84,7 +101,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--ft-lr", type=float, help="fine-tuning learning rate")
     t.add_argument("--batch-size", type=int,
                    help="training batch size (global: split evenly over torchrun processes)")
-    t.add_argument("--beta", type=float, default=0.196, help="feature-diversity loss weight")
+    t.add_argument("--beta", type=float, help="feature-diversity loss weight (0.196; dino: "
+                   "0.5)")
+    t.add_argument("--ft-beta", type=float, help="its weight in fine-tuning (default: --beta; "
+                   "dino: 1.0)")
+    t.add_argument("--optimizer", choices=("sgd", "adamw-schedulefree"),
+                   help="sgd with a step schedule, or schedule-free AdamW (the schedulefree "
+                   "package; dino)")
+    t.add_argument("--l1-maps", type=float, metavar="W", help="fine-tuning: L1 penalty on the "
+                   "final layer's feature maps (dino: 5)")
+    t.add_argument("--l1-features", type=float, metavar="W", help="fine-tuning: L1 penalty on "
+                   "its pooled features (dino: 1)")
     t.add_argument("--seed", type=int, default=0, help="random seed (also names the run folder)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--run-dir", metavar="DIR", help="run folder (default runs/DATASET/ARCH/SEED)")
@@ -102,12 +129,16 @@ def config_from_args(args: argparse.Namespace):
         dataset=args.dataset, data_root=args.data_root, recipe=args.recipe,
         crop_gt=args.crop_gt, image_size=args.image_size, arch=args.arch, weights=args.weights,
         reduced_strides=args.reduced_strides, dense_training=args.dense_training,
+        frozen_backbone=args.frozen_backbone, adapter_layers=args.adapter_layers,
+        adapter_hidden=args.adapter_hidden, adapter_features=args.adapter_features,
         model_type=args.model_type, solver=args.solver,
         preset=preset, tau_rule=args.tau_rule, n_features=n, per_class=k,
         time_limit=args.time_limit, mip_gap=args.mip_gap, strict_solver=args.strict_solver,
-        assignment=args.assignment,
+        assignment=args.assignment, locality_bias=args.locality_bias,
         epochs=args.epochs, lr=args.lr,
         classifier_lr=args.classifier_lr, batch_size=args.batch_size, beta=args.beta,
+        ft_beta=args.ft_beta, optimizer=args.optimizer, l1_maps=args.l1_maps,
+        l1_features=args.l1_features,
         ft_epochs=args.ft_epochs, ft_lr=args.ft_lr, seed=args.seed, device=args.device,
         workers=args.workers, run_dir=args.run_dir,
     )
@@ -212,6 +243,34 @@ def assignment_counts(assignment: dict[int, list[int]], selected: list[int]):
     return FeatureCounts(len(set(selected) | used), len(used), len(assignment), per_class)
 
 
+def beside_unfrozen(summary) -> list[str]:
+    """A frozen backbone taken from another run's dense.pt: that run's accuracies of the
+    same model type (its backbone fine-tuned), beside this run's (frozen, with the adapter)."""
+    from pathlib import Path
+
+    from qpm import run_folder as rf
+    from qpm.io import ArtifactError, read_json
+    from qpm.text import printable
+
+    cfg = summary.config
+    source = Path(cfg.weights or "")
+    if not cfg.frozen_backbone or source.name != rf.DENSE or not source.is_file():
+        return []
+    try:
+        run = rf.open_run(source.parent)
+        model = run.find(cfg.model_type)
+        theirs = read_json(model.folder / rf.METRICS).get(cfg.model_type, {})
+        dense = read_json(run.path / rf.METRICS).get("dense", {})
+    except (QPMError, ArtifactError, AttributeError):
+        return []
+    mine = summary.metrics
+    label = f", variant {model.variant}" if model.variant else ""
+    return [f"the same backbone fine-tuned ({printable(run.path)}{label}): dense "
+            f"{_fmt_acc({'d': dense}, 'd')}   {cfg.model_type} {_fmt_acc({'m': theirs}, 'm')}",
+            f"frozen backbone + adapter (this run): dense {_fmt_acc(mine, 'dense')}   "
+            f"{cfg.model_type} {_fmt_acc(mine, cfg.model_type)}"]
+
+
 def format_summary(summary) -> str:
     from qpm import run_folder as rf
     from qpm.io import ArtifactError, read_json
@@ -226,6 +285,7 @@ def format_summary(summary) -> str:
     out += [f"dense accuracy: {_fmt_acc(m, 'dense')}   "
             f"{cfg.model_type} accuracy: {_fmt_acc(m, cfg.model_type)}   "
             f"(n={cfg.n_features}, k={cfg.per_class}, test top-1)"]
+    out += beside_unfrozen(summary)
     out.append("seconds per stage: " + ", ".join(
         f"{s.name} {'-' if s.seconds is None else f'{s.seconds:.1f}'}"
         + (" (skipped)" if s.status == "skipped" else "") for s in summary.stages))
