@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="accuracy and interpretability metrics of a run folder's models",
         description="Compute accuracy, number of features, features per class, SID@5, "
         "Q-SENN's diversity@5, Class-Independence, Contrastiveness, Correlation, Dependence, "
-        "Structural Grounding and Alignment (both CUB only) as the QPM reference code does, "
+        "Structural Grounding, Alignment and Plausibility (CUB only; Plausibility needs its "
+        "segmentations/) as the QPM and DINO-QPM reference code do, "
         "for every finished model in RUN_DIR (dense and every variant of qpm, qsenn, sldd); "
         "print a table and record them in each model's metrics.json.",
     )
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from qpm.data import build_data
     from qpm.errors import QPMError
     from qpm.explain.structure import FeatureCounts
-    from qpm.metrics.cub import class_attributes_for, image_attributes_for
+    from qpm.metrics.cub import class_attributes_for, image_attributes_for, segmentations_for
     from qpm.metrics.model_eval import evaluate_model, format_table, head_weights
     from qpm.models.checkpoint import load_model
     from qpm.pipeline import distributed as dist
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), args.data_root)
     attrs = class_attributes_for(c)
     image_attrs = image_attributes_for(c)
+    masks = segmentations_for(c, data.test)
     results, counts, where = {}, {}, {}
     for m in models:
         try:
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         log.info(f"evaluating {m.label} ...")
         results[m.label] = evaluate_model(model, data.train_eval, data.test, device,
                                           args.batch_size, attrs, seed=c.seed,
-                                          image_attributes=image_attrs)
+                                          image_attributes=image_attrs, segmentations=masks)
         where[m.label] = m
         if m.model_type != "dense":
             counts[m.label] = FeatureCounts.of(head_weights(model)[0])
