@@ -276,3 +276,14 @@ def test_recipe_dino_is_the_default_for_frozen_backbones_and_vits():
         TrainConfig(frozen_backbone=True, adapter_layers=0).resolve()
     with pytest.raises(QPMError, match="--optimizer must be one of"):
         TrainConfig(optimizer="adam").resolve()
+
+
+def test_a_frozen_runs_model_file_is_a_weights_file_for_its_backbone(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("small-cnn", "none", False, 1, 3, adapter=SPEC, frozen=True)
+    path = tmp_path / "dense.pt"
+    torch.save(model_state(model, 1, False, {}), path)
+    again = create_model("small-cnn", str(path), False, 1, 5, adapter=SPEC, frozen=True)
+    for (name, a), b in zip(model.body.encoder.state_dict().items(),
+                            again.body.encoder.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)

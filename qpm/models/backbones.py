@@ -354,8 +354,9 @@ def load_backbone_weights(target: nn.Module, state: dict[str, torch.Tensor], arc
     refuse_reference_model(state, weights)
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
     own = target.state_dict()
-    # Our own dense.pt stores the torchvision net under body.net.
-    for prefix in ("body.net.", "body.", "net.", "module."):
+    # Our own dense.pt stores the torchvision net under body.net. (a frozen run's under
+    # body.encoder.net. or body.encoder.)
+    for prefix in ("body.encoder.net.", "body.encoder.", "body.net.", "body.", "net.", "module."):
         if not (state.keys() & own.keys()) and any(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items()}
     shared = [k for k in own if k in state and state[k].shape == own[k].shape]

@@ -140,8 +140,9 @@ def dino(dataset: str, kind: str, image_size: int) -> Recipe:
                       extra=dict(DINO_OFFLINE_OPTIONS),
                       per_model_type={k: {**v, "ft_epochs": DINO_OFFLINE_OPTIONS["ft_epochs"]}
                                       for k, v in DINO_FINETUNE.items()})
-    # The reference's images: the whole image (no crop to the box), 224 px.
-    return Recipe("dino", DINO_ARCH, PAPER_WEIGHTS, True, False, 224, True,
+    # The reference's images: the whole image (no crop to the box), 224 px. A frozen ResNet
+    # keeps torchvision's strides: 7 x 7 maps, a token cache 16 times smaller than at 28 x 28.
+    return Recipe("dino", DINO_ARCH, PAPER_WEIGHTS, False, False, 224, True,
                   extra=dict(DINO_OPTIONS), per_model_type=dict(DINO_FINETUNE))
 
 

@@ -77,7 +77,9 @@ def run_similarities(ctx: RunContext) -> None:
                       settings=settings)
     ctx.log(f"similarities: A {A.shape[0]} features x {A.shape[1]} classes, "
             f"{int(np.count_nonzero(R))} redundant pairs, locality bias in "
-            f"[{f['b'].min():.3f}, {f['b'].max():.3f}]")
+            f"[{f['b'].min():.3f}, {f['b'].max():.3f}]"
+            + (" (not in this run's objective: --locality-bias off)"
+               if c.locality_bias == "off" else ""))
 
 
 def _problem(ctx: RunContext, tau: float | None = None):
