@@ -47,6 +47,10 @@ PLAIN_OPTIONS: dict[str, object] = {
     "adapter_features": 512, "optimizer": "sgd", "beta": 0.196, "mip_gap": 1e-4,
     "locality_bias": "on", "l1_maps": 0.0, "l1_features": 0.0,
 }
+# The reference bounds every solve (3 h a round, Gurobi); here the project's limit for large
+# problems, which a CUB-sized adapter (512 x 200) gets anyway. It also bounds small problems
+# with many more features than classes use (n > C*k), where the bound closes slowly without b.
+DINO_TIME_LIMIT = 600.0
 # DINO-QPM's configs/models/qpm/dinov2.yaml: dense 25 epochs lr 1e-3 wd 7e-4 batch 32, the
 # diversity loss 0.5; fine-tuning 25 epochs lr 5e-3 wd 8e-4, diversity 1.0, L1 5 on the
 # selected maps and 1 on the selected features; schedule-free AdamW (momentum, step and gamma
@@ -54,7 +58,8 @@ PLAIN_OPTIONS: dict[str, object] = {
 DINO_OPTIONS: dict[str, object] = {
     "frozen_backbone": True, "adapter_layers": 4, "adapter_hidden": 2048,
     "adapter_features": 512, "optimizer": "adamw-schedulefree", "beta": 0.5, "ft_beta": 1.0,
-    "mip_gap": 5e-3, "locality_bias": "off", "l1_maps": 5.0, "l1_features": 1.0,
+    "mip_gap": 5e-3, "time_limit": DINO_TIME_LIMIT, "locality_bias": "off", "l1_maps": 5.0,
+    "l1_features": 1.0,
     "epochs": 25, "lr": 1e-3, "classifier_lr": 1e-3, "momentum": 0.9, "weight_decay": 7e-4,
     "step_size": 10, "gamma": 0.04, "batch_size": 32,
     "ft_epochs": 25, "ft_lr": 5e-3, "ft_momentum": 0.95, "ft_weight_decay": 8e-4,
@@ -226,4 +231,6 @@ def _extras(cfg) -> str:
         parts.append("no locality bias")
     if cfg.mip_gap != 1e-4:
         parts.append(f"MIP gap {cfg.mip_gap:g}")
+    if cfg.time_limit is not None and cfg.recipe == "dino":
+        parts.append(f"solve time limit {cfg.time_limit:g} s")
     return "; " + "; ".join(parts) if parts else ""
