@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_RUN_FLAGS, statuses, train
+from conftest import TINY_RUN_FLAGS, statuses
 
 pytest.importorskip("timm")
 pytest.importorskip("schedulefree")

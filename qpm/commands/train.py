@@ -245,7 +245,8 @@ def assignment_counts(assignment: dict[int, list[int]], selected: list[int]):
 
 def beside_unfrozen(summary) -> list[str]:
     """A frozen backbone taken from another run's dense.pt: that run's accuracies of the
-    same model type (its backbone fine-tuned), beside this run's (frozen, with the adapter)."""
+    same model type at the same n and k (its backbone fine-tuned), beside this run's (frozen,
+    with the adapter)."""
     from pathlib import Path
 
     from qpm import run_folder as rf
@@ -258,10 +259,13 @@ def beside_unfrozen(summary) -> list[str]:
         return []
     try:
         run = rf.open_run(source.parent)
-        model = run.find(cfg.model_type)
+        same = [m for m in run.models if m.model_type == cfg.model_type
+                and (run.config_of(m).n_features, run.config_of(m).per_class)
+                == (cfg.n_features, cfg.per_class)]  # the same n and k, latest first
+        model = max(same, key=lambda m: m.file.stat().st_mtime_ns)
         theirs = read_json(model.folder / rf.METRICS).get(cfg.model_type, {})
         dense = read_json(run.path / rf.METRICS).get("dense", {})
-    except (QPMError, ArtifactError, AttributeError):
+    except (QPMError, ArtifactError, AttributeError, ValueError, OSError):
         return []
     mine = summary.metrics
     label = f", variant {model.variant}" if model.variant else ""

@@ -220,7 +220,8 @@ def cached_inputs(ctx, model=None) -> DataBundle:
         body = (model if model is not None else ctx.load_dense()).body
         was_training = body.training
         body.eval()
-        workers = dist.auto_workers() if ctx.device.type == "cuda" and cfg.workers < 0 else 0
+        workers = 0 if ctx.device.type != "cuda" else (
+            dist.auto_workers() if cfg.workers < 0 else cfg.workers)
         try:
             for split in missing:
                 cache.fill(manifest, split, images[split], body.encode, cfg.batch_size * 2,
