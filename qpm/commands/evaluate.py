@@ -23,9 +23,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Compute accuracy, number of features, features per class, class pairs "
         "sharing k-1 features (of them CHiQPM's forced pairs, when a chiqpm model is there), "
         "SID@5, Q-SENN's diversity@5, Class-Independence, Contrastiveness, Correlation, "
-        "Dependence, Structural Grounding and Alignment (both CUB only) as the QPM reference "
-        "code does, for every finished model in RUN_DIR (dense and every variant of qpm, "
-        "chiqpm, qsenn, sldd); print a table and record them in each model's metrics.json. "
+        "Dependence, Structural Grounding, Alignment and Plausibility (CUB only; Plausibility "
+        "needs its segmentations/) as the QPM and DINO-QPM reference code do, for every "
+        "finished model in RUN_DIR (dense and every variant of qpm, chiqpm, qsenn, sldd); "
+        "print a table and record them in each model's metrics.json. "
         "Then, per model, the conformal prediction sets of every method that works with it "
         "(hierarchical, thr, aps) at target coverages 0.88, 0.9, 0.925 and 0.95: coverage, "
         "average size and (CUB) SetCoherence on test images disjoint from the calibration "
@@ -95,7 +96,7 @@ def evaluate_models(run, models: list, device, batch_size: int, data_root: str |
     from qpm.data import build_data
     from qpm.errors import QPMError
     from qpm.explain.structure import FeatureCounts
-    from qpm.metrics.cub import class_attributes_for, image_attributes_for
+    from qpm.metrics.cub import class_attributes_for, image_attributes_for, segmentations_for
     from qpm.metrics.model_eval import evaluate_model, head_weights
     from qpm.models.checkpoint import load_model
 
@@ -104,6 +105,7 @@ def evaluate_models(run, models: list, device, batch_size: int, data_root: str |
     rf.check_data(run.path, rf.data_fingerprint(data, c.data_root), data_root)
     attrs = class_attributes_for(c)
     image_attrs = image_attributes_for(c)
+    masks = segmentations_for(c, data.test)
     pairs = forced_pairs_of(run, models)
     results, counts, where, sets = {}, {}, {}, {}
     for m in models:
@@ -118,6 +120,7 @@ def evaluate_models(run, models: list, device, batch_size: int, data_root: str |
         results[m.label] = evaluate_model(model, data.train_eval, data.test, device,
                                           batch_size, attrs, seed=c.seed,
                                           image_attributes=image_attrs, test_outputs=test,
+                                          segmentations=masks,
                                           forced_pairs=None if m.model_type == "dense"
                                           else pairs)
         if conformal is not None:

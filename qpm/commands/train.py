@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from itertools import combinations
 
 from qpm import logs
 from qpm.errors import QPMError
@@ -41,11 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "travelingbirds, imagenet or imagefolder " + _default("dataset"))
     d.add_argument("--data-root", metavar="DIR", help="dataset folder (not needed offline)")
     d.add_argument("--recipe",
-                   help="scratch (a backbone from scratch: small-cnn, short schedule, no flips) "
-                   "or paper (fine-tuning pretrained weights as the reference does); every "
-                   "recipe fits every dataset (default: from the starting point: --weights "
-                   "none, small-cnn or pretrained weights not on disk give scratch; the "
-                   "paper's datasets give paper)")
+                   help="scratch (a backbone from scratch: small-cnn, short schedule, no flips), "
+                   "paper (fine-tuning pretrained weights as the reference does) or dino "
+                   "(DINO-QPM's settings: a frozen backbone with an adapter); every recipe fits "
+                   "every dataset (default: from the starting point: a frozen backbone or a timm "
+                   "ViT gives dino; --weights none, small-cnn or pretrained weights not on disk "
+                   "give scratch; the paper's datasets give paper)")
     d.add_argument("--crop-gt", action=argparse.BooleanOptionalAction, default=None,
                    help="crop CUB/TravelingBirds images to their boxes (default: the recipe's; "
                    "paper: yes)")
@@ -66,14 +66,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--arch", help="small-cnn, resnet18, resnet34, resnet50 or timm:<name> "
                    "(default: the recipe's; paper: resnet50, scratch: small-cnn)")
     m.add_argument("--weights", help="none, a torchvision weights name (e.g. IMAGENET1K_V1; "
-                   "downloaded once) or a local state_dict file (default: the recipe's for "
-                   "ResNets, paper: IMAGENET1K_V1; none otherwise)")
+                   "downloaded once), pretrained (timm names: timm's file, read from disk) or "
+                   "a local weights file (.pth state_dict or .safetensors) (default: the "
+                   "recipe's; paper: IMAGENET1K_V1 for ResNets; dino: pretrained, or the "
+                   "unfrozen run's dense.pt for small-cnn)")
     m.add_argument("--reduced-strides", action=argparse.BooleanOptionalAction, default=None,
                    help="stride 1 in ResNet layer3 and layer4: 28x28 maps at 224 px "
                    "(default: the recipe's; paper: yes)")
     m.add_argument("--dense-training", action=argparse.BooleanOptionalAction, default=None,
                    help="train the dense model; --no-dense-training uses the pretrained model "
                    "and its classifier (default: the recipe's; paper: not for imagenet)")
+    m.add_argument("--frozen-backbone", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the backbone as loaded and train the DINO-QPM adapter on its "
+                   "outputs, computed once into RUN/tokens/ (default: the recipe's; dino: yes)")
+    m.add_argument("--adapter-layers", type=int, metavar="N",
+                   help="adapter: linear layers per patch, each with BatchNorm and ReLU; 0: no "
+                   "adapter (default: the recipe's; dino: 4)")
+    m.add_argument("--adapter-hidden", type=int, metavar="W",
+                   help="adapter: width between its layers (dino: 2048)")
+    m.add_argument("--adapter-features", type=int, metavar="F",
+                   help="adapter: its outputs, the model's features (dino: 512)")
     m.add_argument("--model-type", help="final layer: qpm, chiqpm (CHiQPM: forced class "
                    "pairs, a ReLU, the feature grounding loss) or a baseline (sldd, qsenn) "
                    + _default("model_type"))
@@ -105,7 +117,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"seconds for the solve (default: scaled with features x classes, "
                    f"from {MIN_TIME_LIMIT:.0f} s up to {LARGE_TIME_LIMIT:.0f} s at "
                    f"{LARGE_CELLS:,} and more; printed)")
-    a.add_argument("--mip-gap", type=float, help="relative MIP gap " + _default("mip_gap"))
+    a.add_argument("--mip-gap", type=float, help="relative MIP gap (default: the recipe's; "
+                   "1e-4, dino: 5e-3; or the run folder's)")
+    a.add_argument("--locality-bias", choices=("on", "off"),
+                   help="the locality term b in the objective (default: the recipe's; on, "
+                   "dino: off)")
     a.add_argument("--strict-solver", action=argparse.BooleanOptionalAction, default=None,
                    help="fail instead of falling back to HiGHS when Gurobi cannot take the model "
                    "(default: no, or the run folder's)")
@@ -120,8 +136,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--ft-lr", type=float, help="fine-tuning learning rate")
     t.add_argument("--batch-size", type=int,
                    help="training batch size (global: split evenly over torchrun processes)")
-    t.add_argument("--beta", type=float, help="feature-diversity loss weight "
-                   + _default("beta"))
+    t.add_argument("--beta", type=float, help="feature-diversity loss weight (default: the "
+                   "recipe's; 0.196, dino: 0.5; or the run folder's)")
+    t.add_argument("--ft-beta", type=float, help="its weight in fine-tuning (default: --beta; "
+                   "dino: 1.0)")
+    t.add_argument("--optimizer", choices=("sgd", "adamw-schedulefree"),
+                   help="sgd with a step schedule, or schedule-free AdamW (the schedulefree "
+                   "package; dino)")
+    t.add_argument("--l1-maps", type=float, metavar="W", help="fine-tuning: L1 penalty on the "
+                   "final layer's feature maps (dino: 5)")
+    t.add_argument("--l1-features", type=float, metavar="W", help="fine-tuning: L1 penalty on "
+                   "its pooled features (dino: 1)")
     t.add_argument("--seed", type=int, help="random seed (also names the run folder) "
                    + _default("seed"))
     t.add_argument("--device", help="auto, cpu or cuda (default: auto)")
@@ -212,6 +237,7 @@ def _early_lock(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     lock = _early_lock(args)
+    from qpm.commands._train_summary import beside_qpm, format_summary
     from qpm.pipeline import distributed as dist
     from qpm.pipeline.run import run_pipeline
 
@@ -228,127 +254,3 @@ def run(args: argparse.Namespace) -> int:
         if lock is not None:
             lock.release()
     return 0
-
-
-def _fmt_acc(metrics: dict, key: str) -> str:
-    value = metrics.get(key, {}).get("accuracy")
-    return "n/a" if value is None else f"{value:.2f}%"
-
-
-def explanation_lines(assignment: dict[int, list[int]], class_names: list[str],
-                      max_classes: int = 20, max_pairs: int = 10) -> list[str]:
-    """Each class with its features, and how many features pairs of classes share."""
-    from qpm.text import printable
-
-    class_names = [printable(n) for n in class_names]
-    lines = []
-    classes = sorted(assignment)
-    for c in classes[:max_classes]:
-        name = class_names[c] if c < len(class_names) else str(c)
-        lines.append(f"  class {name}: features {', '.join(str(f) for f in assignment[c])}")
-    if len(classes) > max_classes:
-        lines.append(f"  ... {len(classes) - max_classes} more classes (see assignment.json)")
-    sets = {c: set(assignment[c]) for c in classes}
-    shared = sorted(((len(sets[a] & sets[b]), a, b) for a, b in combinations(classes, 2)),
-                    reverse=True)
-    if shared:
-        counts: dict[int, int] = {}
-        for n, _, _ in shared:
-            counts[n] = counts.get(n, 0) + 1
-        hist = ", ".join(f"{n} shared: {counts[n]} pairs" for n in sorted(counts))
-        lines.append(f"  class pairs by shared features: {hist}")
-        top = [s for s in shared if s[0] > 0][:max_pairs]
-        if top:
-            lines.append("  most similar classes: " + "; ".join(
-                f"{class_names[a]} & {class_names[b]} share {n}" for n, a, b in top))
-    return lines
-
-
-def assignment_counts(assignment: dict[int, list[int]], selected: list[int]):
-    """"n selected, m used" of an assignment (class -> features)."""
-    from qpm.explain.structure import FeatureCounts
-
-    used = {f for feats in assignment.values() for f in feats}
-    per_class = max((len(f) for f in assignment.values()), default=0)
-    return FeatureCounts(len(set(selected) | used), len(used), len(assignment), per_class)
-
-
-# The rows of the closing table of a chiqpm run (CHiQPM's own figures).
-BESIDE_QPM = ("accuracy", "pairs_sharing", "forced_pairs_sharing", "sid@5",
-              "class_independence", "contrastiveness", "correlation")
-
-
-def beside_qpm(summary) -> str:
-    """The closing table of a chiqpm run: its metrics beside the run's QPM model of the same
-    n and k (the most recent one), computed now, as ``qpm evaluate`` computes them."""
-    from qpm import run_folder as rf
-    from qpm.commands.evaluate import evaluate_models
-    from qpm.metrics.model_eval import format_table
-    from qpm.pipeline import distributed as dist
-    from qpm.text import printable
-
-    cfg = summary.config
-    run = rf.open_run(summary.run_dir, cfg.data_root)
-    mine = [m for m in run.models if m.model_type == "chiqpm" and m.folder == summary.variant_dir]
-
-    def same_size(m) -> bool:
-        c = run.config_of(m)
-        return (c.n_features, c.per_class) == (cfg.n_features, cfg.per_class)
-
-    qpms = [m for m in run.models if m.model_type == "qpm" and same_size(m)]
-    qpms = [max(qpms, key=lambda m: m.file.stat().st_mtime_ns)] if qpms else []
-    results, _, _, _ = evaluate_models(run, mine + qpms, dist.get_context().device,
-                                       cfg.batch_size * 2)
-    lines = [f"CHiQPM beside QPM on this run (rho {cfg.rho:g}; accuracy and SID@5 on the test "
-             "set, the feature metrics on the training images):",
-             format_table(results, BESIDE_QPM)]
-    if not qpms:
-        lines.append(f"(no QPM model with n={cfg.n_features}, k={cfg.per_class} in this run "
-                     f"to compare with: qpm train --run-dir {printable(summary.run_dir)} "
-                     f"--model-type qpm --n-features {cfg.n_features} --per-class "
-                     f"{cfg.per_class} trains one)")
-    return "\n".join(lines)
-
-
-def format_summary(summary) -> str:
-    from qpm import run_folder as rf
-    from qpm.io import ArtifactError, read_json
-    from qpm.run_folder.recipes import describe
-    from qpm.text import printable
-
-    m = summary.metrics
-    cfg = summary.config
-    out = [f"run folder: {printable(summary.run_dir)}", describe(cfg)]
-    if summary.variant_dir != summary.run_dir:
-        out.append(f"variant: {printable(summary.variant_dir.name)}")
-    out += [f"dense accuracy: {_fmt_acc(m, 'dense')}   "
-            f"{cfg.model_type} accuracy: {_fmt_acc(m, cfg.model_type)}   "
-            f"(n={cfg.n_features}, k={cfg.per_class}, test top-1)"]
-    out.append("seconds per stage: " + ", ".join(
-        f"{s.name} {'-' if s.seconds is None else f'{s.seconds:.1f}'}"
-        + (" (skipped)" if s.status == "skipped" else "") for s in summary.stages))
-    path = summary.variant_dir / rf.ASSIGNMENT
-    model_file = summary.variant_dir / rf.model_file(cfg.model_type)
-    if path.exists():  # an assignment: qpm, chiqpm
-        try:
-            data = read_json(path)
-            assignment = {int(c): feats for c, feats in data["assignment"].items()}
-            names = rf.class_names(summary.run_dir)
-        except (ArtifactError, KeyError, ValueError, TypeError) as exc:
-            raise QPMError(f"{path} is unreadable ({exc}).", "Delete it and re-run.") from None
-        counts = assignment_counts(assignment, data.get("selected_features", []))
-        out.append(f"global explanation: {counts.line()}")
-        if counts.warning():
-            out.append(counts.warning())
-        out += explanation_lines(assignment, names)
-    elif model_file.exists():  # a baseline's layer
-        from qpm.explain.structure import FeatureCounts
-        from qpm.models.checkpoint import load_model
-
-        model, _ = load_model(model_file)
-        weight, _ = model.classifier.class_feature_weights()
-        counts = FeatureCounts.of(weight.detach().numpy())
-        out.append(f"{cfg.model_type} layer: {counts.line()}")
-        if counts.warning():
-            out.append(counts.warning())
-    return "\n".join(out)

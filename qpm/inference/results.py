@@ -121,7 +121,7 @@ class LocalExplanation:
     runner_up_probability: float
     runner_up_features: list[FeatureEvidence]
     separating: list[MarginTerm]  # largest margin first
-    maps: dict[int, np.ndarray] = field(repr=False)  # feature index -> raw (h, w) map
+    maps: dict[int, np.ndarray] = field(repr=False)  # feature index -> raw (h, w) map grid
     logit: float = 0.0  # of the predicted class
     runner_up_logit: float = 0.0
     hierarchy: Hierarchy | None = None  # CHiQPM's tree (binary layers with k per class)
@@ -131,6 +131,17 @@ class LocalExplanation:
     @property
     def prediction_set(self) -> list[int] | None:
         return None if self.sets is None else self.sets.classes[0]
+
+    def heatmap(self, feature: int) -> np.ndarray:
+        """Feature ``feature``'s raw map upsampled (bilinear) to the image: (H, W), the
+        image's pixel grid, whatever the backbone's grid (a ViT's patches, a CNN's cells)."""
+        from qpm.explain.heatmaps import upsample
+
+        return upsample(self.maps[feature], *self.image.shape[:2])
+
+    def heatmaps(self) -> dict[int, np.ndarray]:
+        """:meth:`heatmap` of every feature in :attr:`maps`."""
+        return {f: self.heatmap(f) for f in self.maps}
 
     @property
     def shared(self) -> list[int]:

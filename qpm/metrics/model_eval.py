@@ -20,6 +20,7 @@ from qpm.metrics.basic import (
 from qpm.metrics.diversity import sid_per_sample
 from qpm.metrics.features import class_independence, contrastiveness, correlation, dependence
 from qpm.metrics.grounding import structural_grounding
+from qpm.metrics.plausibility import plausibility_per_sample
 
 METRIC_NAMES = (
     ("accuracy", "Accuracy (%)"),
@@ -35,6 +36,7 @@ METRIC_NAMES = (
     ("dependence", "Dependence"),
     ("structural_grounding", "Structural Grounding"),
     ("alignment", "Alignment"),
+    ("plausibility", "Plausibility"),
 )
 
 
@@ -61,13 +63,17 @@ def head_input(classifier, features: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def collect_outputs(model, dataset: Dataset, device, batch_size: int, used,
-                    weight: np.ndarray | None, k: int = 5) -> dict[str, Any]:
+                    weight: np.ndarray | None, k: int = 5, masks: Dataset | None = None
+                    ) -> dict[str, Any]:
     """One pass over ``dataset`` in order: logits, labels, the pooled ``used`` features
     (None: all) and the head's input; with ``weight`` also the mean SID@k and diversity@k of
-    the samples that count (else None)."""
+    the samples that count (else None), and with ``masks`` (the images' segmentation masks,
+    same order) Plausibility."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    mask_batches = (iter(DataLoader(masks, batch_size=batch_size, shuffle=False))
+                    if masks is not None and weight is not None else None)
     model.eval()
-    logits, labels, feats, inputs = [], [], [], []
+    logits, labels, feats, inputs, plausible = [], [], [], [], []
     sid: dict[str, list[np.ndarray]] = {"mean_abs": [], "none": []}
     idx = None if used is None else torch.as_tensor(used, dtype=torch.long, device=device)
     for images, y in loader:
@@ -83,6 +89,9 @@ def collect_outputs(model, dataset: Dataset, device, batch_size: int, used,
             pred = out.logits.argmax(1).cpu().numpy()
             for normalise, values in sid.items():
                 values.append(sid_per_sample(maps, weight, pred, k, normalise))
+            if mask_batches is not None:
+                plausible.append(plausibility_per_sample(
+                    maps, weight, pred, on_grid(next(mask_batches)[0], maps.shape[2:])))
 
     def mean(values: list[np.ndarray]) -> float | None:
         v = np.concatenate(values) if values else np.zeros(0)
@@ -95,7 +104,17 @@ def collect_outputs(model, dataset: Dataset, device, batch_size: int, used,
         "head_input": torch.cat(inputs).numpy(),
         "sid": mean(sid["mean_abs"]),
         "diversity": mean(sid["none"]),
+        "plausibility": mean(plausible),
     }
+
+
+def on_grid(masks: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(B, 1, H, W) masks in [0, 1] -> (B, h, w) booleans on a map grid: the cells whose
+    bilinear sample (no antialiasing, as OpenCV's INTER_LINEAR) touches the object: the
+    reference's ``cv2.resize(mask) > 0``."""
+    small = torch.nn.functional.interpolate(masks.float(), size=tuple(size), mode="bilinear",
+                                            align_corners=False)
+    return (small[:, 0] > 0).cpu().numpy()
 
 
 def evaluate_model(
@@ -110,6 +129,7 @@ def evaluate_model(
     image_attributes: ImageAttributes | None = None,
     test_outputs: dict[str, Any] | None = None,
     forced_pairs: np.ndarray | None = None,
+    segmentations: Dataset | None = None,
 ) -> dict[str, Any]:
     """Every metric of :data:`METRIC_NAMES` for ``model`` (a Backbone with its head).
 
@@ -117,14 +137,15 @@ def evaluate_model(
     Correlation, Dependence and Alignment use the training images (evaluation transform) as
     the final layer sees them (:func:`head_input`); Dependence uses the predicted classes
     there. Structural Grounding needs ``class_attributes`` and Alignment
-    ``image_attributes`` (CUB); each is None without. A dict passed as ``test_outputs``
-    receives the test pass (``logits``, ``labels``, ``head_input``: what conformal
-    prediction sets are computed from). The class pairs sharing k-1 features are counted
-    for binary layers with k per class, and of them the ``forced_pairs`` (CHiQPM's, (P, 2))
-    when given.
+    ``image_attributes`` (CUB); each is None without. Plausibility needs ``segmentations``
+    (the test images' masks, :func:`qpm.metrics.cub.segmentations_for`). A dict passed as
+    ``test_outputs`` receives the test pass (``logits``, ``labels``, ``head_input``: what
+    conformal prediction sets are computed from). The class pairs sharing k-1 features are
+    counted for binary layers with k per class, and of them the ``forced_pairs`` (CHiQPM's,
+    (P, 2)) when given.
     """
     weight, used = head_weights(model)
-    te = collect_outputs(model, test, device, batch_size, used, weight, k)
+    te = collect_outputs(model, test, device, batch_size, used, weight, k, segmentations)
     if test_outputs is not None:
         test_outputs.update(te)
     tr = collect_outputs(model, train, device, batch_size, used, None, k)
@@ -147,6 +168,7 @@ def evaluate_model(
         if class_attributes is None
         else structural_grounding(weight, class_attributes),
         "alignment": None if image_attributes is None else cub_alignment(x, image_attributes),
+        "plausibility": te["plausibility"],
     }
 
 

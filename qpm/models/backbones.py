@@ -18,6 +18,9 @@ from torch import nn
 from qpm.errors import QPMError
 from qpm.models.heads import register_head
 from qpm.models.torch_files import load_torch
+from qpm.models.vit import PRETRAINED, adapt_state, pretrained_file, read_safetensors, timm_model
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 class BackboneOutput(NamedTuple):
@@ -153,43 +156,6 @@ def _small_cnn(in_channels: int, reduced_strides: bool) -> tuple[nn.Module, int,
     return body, SmallCNN.widths[-1], body
 
 
-# --- timm (optional) ------------------------------------------------------------------------
-
-
-class _TimmBody(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.net.forward_features(x)
-        if maps.dim() != 4:
-            raise QPMError(
-                f"timm model {type(self.net).__name__} gives {maps.dim()}-D features, not maps.",
-                "Use a convolutional timm model (e.g. timm:resnet50d).",
-            )
-        return maps
-
-
-def _timm(name: str, in_channels: int, reduced_strides: bool) -> tuple[nn.Module, int, nn.Module]:
-    try:
-        import timm
-    except ImportError:
-        raise QPMError(
-            f"Architecture timm:{name} needs the timm package, which is not installed.",
-            "Install it with `pip install timm` or choose --arch resnet50.",
-        ) from None
-    if reduced_strides:
-        raise QPMError("--reduced-strides is only implemented for resnet18/34/50.",
-                       "Drop --reduced-strides for timm models.")
-    try:
-        net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels)
-    except RuntimeError as exc:
-        raise QPMError(f"timm does not know the model {name!r} ({exc}).",
-                       "List models with timm.list_models().") from None
-    return _TimmBody(net), int(net.num_features), net
-
-
 # --- registry -----------------------------------------------------------------------------
 
 
@@ -246,7 +212,9 @@ def create_backbone(
     spec = _spec(name)
     state = resolve_weights(name, weights)  # before building: bad weights fail fast
     if spec is None:
-        body, n_features, target = _timm(name.split(":", 1)[1], in_channels, reduced_strides)
+        body, n_features, target = timm_model(name.split(":", 1)[1], in_channels,
+                                              reduced_strides)
+        state = None if state is None else adapt_state(target, state)
     else:
         body, n_features, target = spec.build(in_channels if spec.torchvision_name is None else 3,
                                               reduced_strides)
@@ -285,6 +253,8 @@ def backbone_feature_count(name: str, in_channels: int = 3) -> int:
 
 
 def _local_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     obj = load_torch(path, f"Cannot load weights file {path}",
                      "Pass a state_dict saved with torch.save (weights only).")
     for key in ("state_dict", "model"):
@@ -308,13 +278,16 @@ def _weights_source(arch: str, weights: str):
     path = Path(weights).expanduser()
     if path.is_file():
         return path
-    if any(sep in weights for sep in "/\\") or weights.endswith((".pt", ".pth", ".bin")):
+    if any(sep in weights for sep in "/\\") or weights.endswith(WEIGHT_SUFFIXES):
         raise QPMError(f"Weights file {weights} does not exist.",
                        "Check the path, or use --weights none to train from scratch.")
     spec = _spec(arch)
+    if spec is None and weights == PRETRAINED:
+        return pretrained_file(arch)
     if spec is None or spec.torchvision_name is None:
+        named = f", {PRETRAINED} (timm's file, read from disk)" if spec is None else ""
         raise QPMError(f"Unknown weights {weights!r} for {arch}: it has no named weights.",
-                       "Use --weights none or pass a local state_dict file.")
+                       f"Use --weights none{named} or pass a local state_dict file.")
     import torchvision
 
     enum = torchvision.models.get_model_weights(spec.torchvision_name)
@@ -402,8 +375,9 @@ def load_backbone_weights(target: nn.Module, state: dict[str, torch.Tensor], arc
     heads = tuple(f"{name}." for name in ("fc", "classifier", "head")
                   if isinstance(getattr(target, name, None), nn.Linear))
     own = {k: v for k, v in target.state_dict().items() if not heads or not k.startswith(heads)}
-    # Our own dense.pt stores the torchvision net under body.net.
-    for prefix in ("body.net.", "body.", "net.", "module."):
+    # Our own dense.pt stores the torchvision net under body.net. (a frozen run's under
+    # body.encoder.net. or body.encoder.)
+    for prefix in ("body.encoder.net.", "body.encoder.", "body.net.", "body.", "net.", "module."):
         if not (state.keys() & own.keys()) and any(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items()}
     # The classifier of the weights is not the backbone's (a timm head's own norm layer is).

@@ -14,7 +14,8 @@ import torch
 
 from qpm.io import ArtifactError
 from qpm.models import qpm_layer, sparse_head  # noqa: F401  (every head: they register on import)
-from qpm.models.backbones import Backbone, create_backbone
+from qpm.models.adapter import AdapterSpec, adapter_fields, create_model
+from qpm.models.backbones import Backbone
 from qpm.models.heads import head_from_state, head_name
 from qpm.models.torch_files import load_checkpoint
 
@@ -31,6 +32,7 @@ def model_state(model: Backbone, in_channels: int, reduced_strides: bool,
         "in_channels": int(in_channels),
         "reduced_strides": bool(reduced_strides),
         "head": head_name(model.classifier),
+        **adapter_fields(model),  # a frozen backbone and its adapter (else nothing)
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
@@ -40,8 +42,9 @@ def build_model(ckpt: dict[str, Any]) -> Backbone:
     """A model from a :func:`model_state` dict (raises KeyError/ValueError on a foreign dict)."""
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"unknown model format_version {ckpt.get('format_version')!r}")
-    model = create_backbone(ckpt["arch"], "none", ckpt["reduced_strides"], ckpt["in_channels"],
-                            ckpt["num_classes"])
+    model = create_model(ckpt["arch"], "none", ckpt["reduced_strides"], ckpt["in_channels"],
+                         ckpt["num_classes"], adapter=AdapterSpec.from_dict(ckpt.get("adapter")),
+                         frozen=bool(ckpt.get("frozen", False)))
     state = ckpt["state_dict"]
     head_state = {k.removeprefix("classifier."): v for k, v in state.items()
                   if k.startswith("classifier.")}

@@ -24,6 +24,8 @@ def check_before_training(cfg: TrainConfig, ctx: RunContext,
         raise QPMError(f"Dataset {cfg.dataset} has {data.num_classes} class; a classifier "
                        "needs at least 2.", "Point --data-root at a folder with 2 or more "
                        "class folders.")
+    if cfg.frozen_backbone:
+        check_frozen_weights(cfg)
     check_weights(cfg.arch, cfg.weights)
     if not cfg.dense_training and cfg.weights in (None, "", "none"):
         raise QPMError("--no-dense-training uses the pretrained model as the dense model, but "
@@ -55,14 +57,29 @@ def check_before_training(cfg: TrainConfig, ctx: RunContext,
     return cfg
 
 
+def check_frozen_weights(cfg: TrainConfig) -> None:
+    """A frozen backbone from the dense model of its unfrozen run needs that run first."""
+    from pathlib import Path
+
+    from qpm import run_folder as rf
+
+    path = Path(cfg.weights)
+    if path.name == rf.DENSE and not path.is_file():
+        raise QPMError(f"The frozen backbone is the dense model of {path.parent}, which is not "
+                       f"trained yet ({path} does not exist).",
+                       f"Train it first (qpm train --dataset {cfg.dataset} --arch {cfg.arch} "
+                       f"--run-dir {path.parent}), or pass --weights FILE.")
+
+
 def _probe_backbone(cfg: TrainConfig, in_channels: int) -> int:
     """The backbone's feature count, after one forward pass at --image-size (a size too
     small for its downsampling fails here, not in the first training step)."""
     import torch
 
-    from qpm.models.backbones import create_backbone
+    from qpm.models.adapter import AdapterSpec, create_model
 
-    model = create_backbone(cfg.arch, "none", cfg.reduced_strides, in_channels, 2).eval()
+    model = create_model(cfg.arch, "none", cfg.reduced_strides, in_channels, 2,
+                         adapter=AdapterSpec.of(cfg), frozen=bool(cfg.frozen_backbone)).eval()
     size = int(cfg.image_size)
     try:
         with torch.no_grad():

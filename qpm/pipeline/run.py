@@ -24,6 +24,7 @@ from qpm.io import ArtifactError, read_json, write_json
 from qpm.pipeline import distributed as dist
 from qpm.pipeline.checks import check_before_training
 from qpm.pipeline.stages import RunContext, Stage, pipeline_stages, variant_of
+from qpm.pipeline.token_cache import backbone_inputs
 from qpm.run_folder import StageRecord
 from qpm.run_folder.config import TrainConfig, describe_diff
 
@@ -207,7 +208,8 @@ def _run_locked(cfg: TrainConfig, ctx: RunContext, stages: list[Stage], force: s
     if folder:
         log(f"variant {folder.split('/')[-1]} ({folder}/)")
     summary = RunSummary(run_dir, cfg, ctx.variant_dir)
-    upstream: dict[str, str] = {"data": data_hash}
+    # A frozen backbone's weights file counts as an input like the data (token_cache).
+    upstream: dict[str, str] = {"data": data_hash, **backbone_inputs(cfg)}
     dirty = False
     for i, stage in enumerate(stages):
         dirty = dirty or stage.name == force

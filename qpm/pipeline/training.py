@@ -1,8 +1,10 @@
 """The one training loop, shared by the dense and the fine-tuning stages.
 
-SGD with momentum and weight decay, StepLR, cross-entropy plus the feature-diversity loss
-(and, for CHiQPM, the Feature Grounding Loss until its switch-off epoch).
-:func:`fit` owns the stage (resume, loader, epochs, checkpoints); :func:`train_one_epoch`
+SGD with momentum and weight decay and StepLR, or schedule-free AdamW
+(:mod:`qpm.pipeline.optimizers`); cross-entropy plus the feature-diversity loss, for CHiQPM
+the Feature Grounding Loss until its switch-off epoch, and in a fine-tuning stage optionally
+DINO-QPM's L1 penalties on the selected feature maps and features. :func:`fit` owns the stage
+(resume, loader, epochs, checkpoints); :func:`train_one_epoch`
 owns one pass of optimisation steps, each computing its loss in :func:`training_step`.
 After every epoch the model, optimizer and scheduler go to an atomic checkpoint (plain
 tensors and numbers, loadable with weights_only=True); a restarted stage continues from the
@@ -24,10 +26,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from qpm.errors import QPMError
 from qpm.io import ArtifactError
+from qpm.models.adapter import load_trainable, trainable_state
 from qpm.models.diversity_loss import diversity_loss
 from qpm.models.grounding_loss import feature_grounding_loss
 from qpm.models.torch_files import load_checkpoint, save_torch
 from qpm.pipeline import distributed as dist
+from qpm.pipeline import optimizers
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class FitSettings:
     drop_last: bool = True
     grounding: float = 0.0  # weight of the Feature Grounding Loss (needs a ChiQPMLayer head)
     grounding_off: int | None = None  # the epoch (from 0) it is switched off at; None: never
+    optimizer: str = "sgd"  # or "adamw-schedulefree" (qpm.pipeline.optimizers)
+    l1_maps: float = 0.0  # weight of mean |map| over the final layer's features
+    l1_features: float = 0.0  # weight of mean |pooled feature| over them
 
     def grounding_at(self, epoch: int) -> float:
         """The Feature Grounding Loss weight in ``epoch`` (counted from 0)."""
@@ -99,14 +106,10 @@ class FitResult:
     last_train_accuracy: float | None = None
 
 
-def make_optimizer(model: nn.Module, s: FitSettings) -> torch.optim.Optimizer:
-    head = [p for p in model.classifier.parameters() if p.requires_grad]
-    head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": body, "lr": s.lr}]
-    if head:
-        groups.append({"params": head, "lr": s.classifier_lr or s.lr})
-    return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+def make_optimizer(model: nn.Module, s: FitSettings):
+    """(optimizer, scheduler) of ``s`` for ``model``'s trainable parameters."""
+    return optimizers.make_optimizer(model, s.optimizer, s.lr, s.momentum, s.weight_decay,
+                                     s.step_size, s.gamma, s.classifier_lr)
 
 
 def check_finite_loss(loss: float, desc: str, epoch: int) -> None:
@@ -145,7 +148,7 @@ class Checkpoint:
         ckpt = self.load(log)
         if ckpt is None:
             return 0
-        model.load_state_dict(ckpt["model"])
+        load_trainable(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         return int(ckpt["epoch"])
@@ -155,7 +158,7 @@ class Checkpoint:
         if dist.get_context().is_main:
             save_torch(self.path, {
                 "key": self.key, "epoch": epochs_done,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "model": {k: v.detach().cpu() for k, v in trainable_state(model).items()},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
             })
@@ -179,13 +182,13 @@ def fit(
     ``on_epoch_end(epochs_done)`` runs after each epoch's checkpoint is written.
     """
     ckpt = Checkpoint(Path(ckpt_path), {"settings": asdict(settings), **(key or {})})
-    optimizer = make_optimizer(model, settings)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.step_size, settings.gamma)
+    optimizer, scheduler = make_optimizer(model, settings)
     start = ckpt.resume(model, optimizer, scheduler, log)
     if start:
         log(f"{desc}: resuming from the checkpoint after epoch {start}/{settings.epochs}")
     result = FitResult(epochs_run=0, start_epoch=start)
     if start >= settings.epochs:
+        optimizers.for_evaluation(optimizer)
         return result
     loader = train_loader(dataset, settings)
     dist.channels_last(model, dist.get_context().device)  # in place; GPU only
@@ -198,6 +201,7 @@ def fit(
             ckpt.save(epoch + 1, model, optimizer, scheduler)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1)
+    optimizers.for_evaluation(optimizer)  # schedule-free: the averaged weights from here on
     # BatchNorm statistics drift apart across ranks; make every rank hold rank 0's model.
     dist.broadcast_state(model)
     return result
@@ -221,6 +225,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     torch.manual_seed(settings.seed * 100_003 + epoch + 7_919 * ctx.rank)
     dist.set_epoch(loader, epoch)
     net.train()
+    optimizers.for_training(optimizer)
     totals = EpochTotals(ctx.device)
     bar = dist.main_only(loader, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
                          leave=False, dynamic_ncols=True)
@@ -228,7 +233,8 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
         images = dist.channels_last(images.to(ctx.device, non_blocking=True), ctx.device)
         labels = labels.to(ctx.device, non_blocking=True)
         loss, logits = training_step(net, images, labels, settings.beta,
-                                     settings.grounding_at(epoch))
+                                     settings.grounding_at(epoch), settings.l1_maps,
+                                     settings.l1_features)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -239,9 +245,13 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
 
 
 def training_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, beta: float,
-                  grounding: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch's loss (cross-entropy plus ``beta`` x the feature-diversity loss plus
-    ``grounding`` x the Feature Grounding Loss) and logits."""
+                  grounding: float = 0.0, l1_maps: float = 0.0, l1_features: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's loss and logits: cross-entropy, plus ``beta`` x the feature-diversity
+    loss, plus ``grounding`` x CHiQPM's Feature Grounding Loss, plus DINO-QPM's penalties
+    against scattered and background evidence: ``l1_maps`` x the mean |value| of the final
+    layer's feature maps and ``l1_features`` x the mean |pooled feature| of those features
+    (the reference's get_l1_loss and get_l1_fv_loss)."""
     with dist.autocast_context(images.device):
         out = net(images)
         head = dist.unwrap(net).classifier
@@ -253,6 +263,11 @@ def training_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, be
         if grounding > 0:  # on the values this very forward pass fed the weights
             loss = loss + grounding * feature_grounding_loss(head.last_values.float(), labels,
                                                              weight)
+        if l1_maps > 0:
+            loss = loss + l1_maps * maps.float().abs().mean()
+        if l1_features > 0:
+            pooled = out.features if used is None else out.features[:, used]
+            loss = loss + l1_features * pooled.float().abs().mean()
     return loss, out.logits
 
 

@@ -25,11 +25,14 @@ from qpm.run_folder.names import (
     RECORDS,
     SIMILARITIES,
     SLDD_LAYER,
+    TOKENS,
+    TOKENS_MANIFEST,
     VARIANTS,
     calibration_files,
     checkpoint_file,
     model_file,
     plot_file,
+    token_file,
 )
 from qpm.run_folder.ownership import artifact_owner, check_files, check_run_dir, is_run_folder
 from qpm.run_folder.reading import (
@@ -55,7 +58,8 @@ from qpm.run_folder.variants import relative_dir, variant_dir, variant_name
 
 __all__ = [
     "ASSIGNMENT", "CONFIG", "DATA", "DENSE", "EXPLAIN", "FEATURES", "LOCK", "METRICS", "RECORDS",
-    "SIMILARITIES", "SLDD_LAYER", "VARIANTS", "Model", "RunFolder", "RunLock", "StageRecord",
+    "SIMILARITIES", "SLDD_LAYER", "TOKENS", "TOKENS_MANIFEST", "VARIANTS", "Model", "RunFolder",
+    "RunLock", "StageRecord",
     "artifact_mismatch", "artifact_owner", "calibration_files", "calibration_paths",
     "check_data", "check_files", "check_model_file", "check_run_dir", "checkpoint_file",
     "claim", "class_names", "is_run_folder",
@@ -63,6 +67,6 @@ __all__ = [
     "finished_models", "holding_lock", "imported_from", "model_file", "open_run", "plot_file",
     "read_arrays", "read_calibration", "read_config", "read_record", "record_path",
     "relative_dir",
-    "remove_stale_temporaries",
+    "remove_stale_temporaries", "token_file",
     "variant_dir", "variant_name", "write_calibration", "write_record",
 ]

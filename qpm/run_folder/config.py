@@ -38,6 +38,11 @@ class TrainConfig:
     weights: str | None = None
     reduced_strides: bool | None = None  # ResNets: stride 1 in layer3 and layer4
     dense_training: bool | None = None  # False: the pretrained model is the dense model
+    # a frozen backbone and the DINO-QPM adapter on it (qpm.models.adapter; recipe dino)
+    frozen_backbone: bool | None = None
+    adapter_layers: int | None = None  # 0: no adapter
+    adapter_hidden: int | None = None
+    adapter_features: int | None = None
     model_type: str = "qpm"
     reference_quirks: bool = False  # SLDD / Q-SENN exactly as the reference trains them
     # assignment
@@ -47,7 +52,8 @@ class TrainConfig:
     n_features: int | None = None  # None: limits.default_n_features for the classes (sized)
     per_class: int = 5
     time_limit: float | None = None  # None: qpm.assignment.limits' default for the size
-    mip_gap: float = 1e-4
+    mip_gap: float | None = None  # None: the recipe's (1e-4; dino: 5e-3, the reference's)
+    locality_bias: str | None = None  # on (QPM) or off (DINO-QPM: no b in the objective)
     strict_solver: bool = False  # fail instead of falling back from Gurobi to HiGHS
     assignment: str | None = None  # a `qpm solve` result to use instead of solving
     rho: float = 0.5  # preset chiqpm: int(rho * C) closest class pairs share k-1 features
@@ -60,7 +66,8 @@ class TrainConfig:
     step_size: int | None = None
     gamma: float | None = None
     batch_size: int | None = None
-    beta: float = 0.196  # feature-diversity loss weight
+    beta: float | None = None  # feature-diversity loss weight (0.196; dino: 0.5)
+    optimizer: str | None = None  # sgd (StepLR) or adamw-schedulefree (dino), both stages
     # fine-tuning
     ft_epochs: int | None = None
     ft_lr: float | None = None
@@ -68,6 +75,9 @@ class TrainConfig:
     ft_weight_decay: float | None = None
     ft_step_size: int | None = None
     ft_gamma: float | None = None
+    ft_beta: float | None = None  # None: --beta (dino: 1.0)
+    l1_maps: float | None = None  # fine-tuning: L1 on the selected feature maps (dino: 5)
+    l1_features: float | None = None  # fine-tuning: L1 on the selected features (dino: 1)
     # runtime
     seed: int = 0
     device: str = "auto"
@@ -96,22 +106,25 @@ class TrainConfig:
     def resolve(self, weights_on_disk: Callable[[str, str], bool] | None = None
                 ) -> TrainConfig:
         """Fill the recipe's values in and check them; the result has no None left except
-        ``time_limit``, ``data_root`` and ``n_features`` (see :meth:`sized`). Without a
-        recipe, the starting point chooses it (``weights_on_disk``: see
-        :func:`~qpm.run_folder.recipes.choose_recipe`)."""
+        ``time_limit``, ``data_root``, ``n_features`` (see :meth:`sized`) and ``ft_beta``
+        (None: the same as ``beta``). Without a recipe, the starting point chooses it
+        (``weights_on_disk``: see :func:`~qpm.run_folder.recipes.choose_recipe`; a frozen
+        backbone or a timm ViT gets ``dino``)."""
         from qpm.data import get_dataset
         from qpm.data.transforms import AUGMENTS, transform_name
-        from qpm.run_folder.recipes import choose_recipe, get_recipe
+        from qpm.run_folder.names import DENSE
+        from qpm.run_folder.recipes import FROZEN_RUN, choose_recipe, get_recipe, wants_dino
 
         spec = get_dataset(self.dataset)
-        name = self.recipe or choose_recipe(self.dataset, self.arch, self.weights,
-                                            weights_on_disk).name
-        recipe = get_recipe(name, self.dataset)
-        updates: dict[str, Any] = {k: v for k, v in recipe.schedule.items()
+        name = self.recipe or ("dino" if wants_dino(self) else
+                               choose_recipe(self.dataset, self.arch, self.weights,
+                                             weights_on_disk).name)
+        recipe = get_recipe(name, self.dataset, self)
+        updates: dict[str, Any] = {k: v for k, v in recipe.options(self.model_type).items()
                                    if getattr(self, k) is None}
         updates["recipe"] = recipe.name
         arch = recipe.arch if self.arch is None else self.arch
-        weights, reduced = recipe.backbone(arch)
+        weights, reduced = recipe.backbone(arch, self)
         for name, value in (("arch", arch), ("weights", weights), ("reduced_strides", reduced),
                             ("crop_gt", recipe.crop_gt), ("image_size", recipe.image_size),
                             ("dense_training", recipe.dense_training),
@@ -125,9 +138,14 @@ class TrainConfig:
         crop = self.crop_gt if self.crop_gt is not None else recipe.crop_gt
         flip = self.flip if self.flip is not None else recipe.flip
         updates["transforms"] = transform_name(spec.kind, spec.name, bool(crop), augment, flip)
+        folder = Path("runs") / self.dataset / arch.replace(":", "_").replace("/", "_")
+        if updates.get("weights", self.weights) == FROZEN_RUN:
+            # a backbone trained here from scratch, frozen: the dense model of its own run
+            updates["weights"] = str(folder / str(self.seed) / DENSE)
         if self.run_dir is None:
-            folder = arch.replace(":", "_").replace("/", "_")
-            updates["run_dir"] = str(Path("runs") / self.dataset / folder / str(self.seed))
+            if updates.get("frozen_backbone", self.frozen_backbone):
+                folder = folder.with_name(folder.name + "-frozen")  # beside its unfrozen run
+            updates["run_dir"] = str(folder / str(self.seed))
         cfg = replace(self, **updates)
         cfg.validate()
         return cfg
@@ -175,15 +193,31 @@ class TrainConfig:
         from qpm.assignment.redundancy import check_tau_rule
 
         check_tau_rule(self.tau_rule)
-        if self.beta < 0:
-            raise QPMError(f"--beta must be >= 0, got {self.beta}.", "Use 0.196 (the paper's).")
+        for name in ("beta", "ft_beta", "l1_maps", "l1_features"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise QPMError(f"{_flag(name)} must be >= 0, got {value}.",
+                               f"Pass a non-negative {_flag(name)}.")
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--locality-bias", self.locality_bias, ("on", "off"))
+        for name in ("adapter_layers", "adapter_hidden", "adapter_features"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "adapter_layers" else 1):
+                raise QPMError(f"{_flag(name)} must be "
+                               f"{'>= 0' if name == 'adapter_layers' else 'positive'}, got "
+                               f"{value}.", "Use e.g. --adapter-layers 4 --adapter-hidden 2048 "
+                               "--adapter-features 512 (the reference's).")
+        if self.frozen_backbone and self.adapter_layers == 0:
+            raise QPMError("A frozen backbone needs the adapter: nothing else would learn.",
+                           "Pass --adapter-layers 1 or more (the dino recipe: 4), or drop "
+                           "--frozen-backbone.")
         if self.time_limit is not None and self.time_limit <= 0:
             raise QPMError(f"--time-limit must be positive, got {self.time_limit}.",
                            "Pass seconds, e.g. --time-limit 600.")
         if not 0 <= self.rho <= 1:
             raise QPMError(f"--rho must be in [0, 1], got {self.rho}.",
                            "Use e.g. --rho 0.5 (the CHiQPM reference's).")
-        if not 0 <= self.mip_gap < 1:
+        if self.mip_gap is not None and not 0 <= self.mip_gap < 1:
             raise QPMError(f"--mip-gap must be in [0, 1), got {self.mip_gap}.", "Use e.g. 1e-4.")
         if not 0 <= self.seed <= MAX_SEED:
             raise QPMError(f"--seed must be in 0..{MAX_SEED}, got {self.seed}.",
@@ -200,8 +234,26 @@ class TrainConfig:
                            "Pass a result written by qpm solve --out RESULT.json.")
 
     def fingerprint(self, names: tuple[str, ...]) -> dict[str, Any]:
-        """The values of ``names``: what a finished stage is compared by."""
-        return {n: getattr(self, n) for n in names}
+        """The values of ``names``: what a finished stage is compared by. A field added after
+        run folders were written (:data:`ADDED_LATER`) is left out while it holds the value
+        those folders were made with, so their records and variant names stay valid."""
+        return {n: getattr(self, n) for n in names
+                if n not in ADDED_LATER or getattr(self, n) != ADDED_LATER[n]}
+
+
+# Fields added after run folders were written, with the value those folders were made with.
+ADDED_LATER: dict[str, Any] = {
+    "frozen_backbone": False, "adapter_layers": 0, "adapter_hidden": 2048,
+    "adapter_features": 512, "optimizer": "sgd", "locality_bias": "on", "ft_beta": None,
+    "l1_maps": 0.0, "l1_features": 0.0,
+}
+OPTIMIZERS = ("sgd", "adamw-schedulefree")
+
+
+def check_choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise QPMError(f"{flag} must be one of {', '.join(choices)}, got {json_repr(value)}.",
+                       f"Pass {flag} {choices[0]}.")
 
 
 # Not taken from a run folder's config.json by a re-run: where and how this process runs, and
@@ -251,7 +303,7 @@ def describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 FLOAT_FIELDS = ("time_limit", "mip_gap", "rho", "lr", "classifier_lr", "momentum",
                 "weight_decay", "gamma", "beta", "ft_lr", "ft_momentum", "ft_weight_decay",
-                "ft_gamma")
+                "ft_gamma", "ft_beta", "l1_maps", "l1_features")
 
 
 def _flag(name: str) -> str:

@@ -8,6 +8,8 @@ A run folder (``runs/<dataset>/<arch>/<seed>/`` or ``--run-dir``) holds::
     metrics.json          accuracies and metrics (dense; older folders: every model type)
     dense.pt features.npz similarities.npz     the shared artifacts
     <stage>.ckpt          the epoch checkpoint of a training stage in progress
+    tokens/               a frozen backbone's outputs, computed once (manifest.json, train.f16,
+                          test.f16; qpm.pipeline.token_cache)
     .lock                 held (an OS lock) by the one process that writes the folder
     variants/<name>/      one model type at one setting (qpm-n50-k5-qpm-gurobi-1a2b3c):
         config.json stages/ metrics.json assignment.json assignment.png qpm.pt explain/ ...
@@ -34,6 +36,8 @@ ASSIGNMENT = "assignment.json"
 VARIANTS = "variants"
 EXPLAIN = "explain"
 SLDD_LAYER = "sldd_layer.npz"
+TOKENS = "tokens"  # the token cache of a frozen backbone (a folder)
+TOKENS_MANIFEST = "manifest.json"  # inside TOKENS: what the cache was computed from, progress
 
 
 def model_file(model_type: str) -> str:
@@ -54,3 +58,8 @@ def calibration_files(model_type: str) -> tuple[str, str]:
     """qpm calibrate's summary (JSON) and the calibration images' outputs (.npz) for a model
     type; named by type because a folder written before variants holds several types."""
     return f"calibration-{model_type}.json", f"calibration-{model_type}.npz"
+
+
+def token_file(split: str) -> str:
+    """A split's array in the token cache folder (raw float16)."""
+    return f"{split}.f16"

@@ -22,6 +22,7 @@ from qpm import run_folder as rf
 from qpm.data import DataBundle, build_data
 from qpm.errors import QPMError
 from qpm.io import ArtifactError
+from qpm.models.adapter import set_cache_input
 from qpm.models.backbones import Backbone
 from qpm.models.checkpoint import load_model, model_state
 from qpm.models.torch_files import save_torch
@@ -33,9 +34,11 @@ from qpm.run_folder.config import TrainConfig
 # Config fields the shared artifacts depend on (each later stage adds its own).
 DENSE_FIELDS = ("dataset", "crop_gt", "image_size", "transforms", "arch", "weights",
                 "reduced_strides", "dense_training", "epochs", "lr", "classifier_lr", "momentum",
-                "weight_decay", "step_size", "gamma", "batch_size", "beta", "seed")
+                "weight_decay", "step_size", "gamma", "batch_size", "beta", "seed",
+                "frozen_backbone", "adapter_layers", "adapter_hidden", "adapter_features",
+                "optimizer")
 FINETUNE_ONLY = ("ft_epochs", "ft_lr", "ft_momentum", "ft_weight_decay", "ft_step_size",
-                 "ft_gamma")
+                 "ft_gamma", "ft_beta", "l1_maps", "l1_features")
 FEATURES_REQUIRED = ("features", "labels", "test_features", "test_labels", "b", "class_names")
 FEATURES_OPTIONAL = ("train_logits", "test_logits", "locality", "edge", "map_size")
 
@@ -82,6 +85,7 @@ class RunContext:
     folder: Path | None = None  # the folder of the stage that runs now (set by the runner)
     identity: dict[str, Any] = field(default_factory=dict)  # set by the runner per stage
     _data: DataBundle | None = None
+    _inputs: DataBundle | None = None
     _features: dict[str, np.ndarray] | None = None
 
     @property
@@ -107,6 +111,24 @@ class RunContext:
                                     c.transforms)
         return self._data
 
+    def inputs(self, model: Backbone | None = None) -> DataBundle:
+        """What the models of this run read: :meth:`data`'s images, or on a frozen backbone
+        the backbone's outputs, computed once into the run folder's token cache (from
+        ``model``'s backbone, else dense.pt's, when the cache needs filling)."""
+        if not self.config.frozen_backbone:
+            return self.data()
+        if self._inputs is None:
+            from qpm.pipeline.token_cache import cached_inputs
+
+            self._inputs = cached_inputs(self, model)
+        return self._inputs
+
+    def feed(self, model: Backbone) -> Backbone:
+        """``model`` set to read :meth:`inputs` (a frozen backbone's model: the cache)."""
+        if self.config.frozen_backbone:
+            set_cache_input(model, True)
+        return model
+
     def features(self) -> dict[str, np.ndarray]:
         """The arrays of features.npz (train 'features'/'labels', 'test_*', 'b', ...)."""
         if self._features is None:
@@ -115,23 +137,28 @@ class RunContext:
         return self._features
 
     def load_dense(self) -> Backbone:
+        """dense.pt, set to read :meth:`inputs`."""
         model, _ = load_model(self.path(rf.DENSE), self.device)
-        return model
+        return self.feed(model)
 
     def fit_settings(self, finetune: bool) -> FitSettings:
         c = self.config
         if finetune:  # --reference-quirks (baselines only): the reference drops no batch
+            beta = c.beta if c.ft_beta is None else c.ft_beta
             return FitSettings(c.ft_epochs, c.ft_lr, c.ft_momentum, c.ft_weight_decay,
-                               c.ft_step_size, c.ft_gamma, c.batch_size, c.beta, None, c.seed,
-                               c.workers, drop_last=not c.reference_quirks)
+                               c.ft_step_size, c.ft_gamma, c.batch_size, beta, None, c.seed,
+                               c.workers, drop_last=not c.reference_quirks,
+                               optimizer=c.optimizer, l1_maps=c.l1_maps,
+                               l1_features=c.l1_features)
         return FitSettings(c.epochs, c.lr, c.momentum, c.weight_decay, c.step_size, c.gamma,
-                           c.batch_size, c.beta, c.classifier_lr, c.seed, c.workers)
+                           c.batch_size, c.beta, c.classifier_lr, c.seed, c.workers,
+                           optimizer=c.optimizer)
 
     def train(self, model: Backbone, stage: str, settings: FitSettings, key: dict | None = None
               ) -> None:
         """The shared fit loop with this run's checkpoint file ``<stage>.ckpt``."""
         hook = self.on_epoch_end
-        fit(model, self.data().train, settings, ckpt_path=self.ckpt_path(stage), desc=stage,
+        fit(model, self.inputs().train, settings, ckpt_path=self.ckpt_path(stage), desc=stage,
             key={"stage": stage, **self.identity, **(key or {})}, log=self.log,
             on_epoch_end=None if hook is None else (lambda epoch: hook(stage, epoch)))
 
@@ -139,7 +166,7 @@ class RunContext:
         return (self.folder or self.run_dir) / rf.checkpoint_file(stage)
 
     def evaluate(self, model: Backbone, desc: str = "test") -> float:
-        return accuracy(model, self.data().test, batch_size=self.config.batch_size * 2,
+        return accuracy(model, self.inputs().test, batch_size=self.config.batch_size * 2,
                         workers=self.config.workers, desc=desc)
 
     def finetune(self, model: Backbone, stage: str, label: str) -> tuple[float, float]:

@@ -143,7 +143,7 @@ def run_qsenn_stage(ctx: RunContext) -> dict[str, Any]:
 
     require_glm_saga()
     _check_sizes(ctx)
-    c, f, data = ctx.config, ctx.features(), ctx.data()
+    c, f, data = ctx.config, ctx.features(), ctx.inputs()
     model = ctx.load_dense()
     base = ctx.fit_settings(finetune=True)
     schedule = qsenn_schedule(base.epochs, QSENN_ROUNDS)

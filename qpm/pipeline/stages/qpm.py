@@ -35,8 +35,8 @@ from qpm.text import printable
 
 # What a solved assignment depends on, and a given one (its content is in the variant name).
 SOLVE_FIELDS = ("solver", "preset", "tau_rule", "n_features", "per_class", "time_limit",
-                "mip_gap")
-GIVEN_FIELDS = ("preset", "tau_rule", "n_features", "per_class")
+                "mip_gap", "locality_bias")
+GIVEN_FIELDS = ("preset", "tau_rule", "n_features", "per_class", "locality_bias")
 ASSIGNMENT_FIELDS = DENSE_FIELDS + SOLVE_FIELDS
 FINETUNE_FIELDS = ASSIGNMENT_FIELDS + FINETUNE_ONLY
 
@@ -103,7 +103,9 @@ def run_similarities(ctx: RunContext) -> None:
                       settings=settings)
     ctx.log(f"similarities: A {A.shape[0]} features x {A.shape[1]} classes, "
             f"{int(np.count_nonzero(R))} redundant pairs (R > 0), locality bias in "
-            f"[{f['b'].min():.3f}, {f['b'].max():.3f}]")
+            f"[{f['b'].min():.3f}, {f['b'].max():.3f}]"
+            + (" (not in this run's objective: --locality-bias off)"
+               if c.locality_bias == "off" else ""))
 
 
 def _problem(ctx: RunContext, tau: float | None = None):
@@ -111,6 +113,8 @@ def _problem(ctx: RunContext, tau: float | None = None):
 
     c = ctx.config
     rule = {"tau_rule": c.tau_rule} if tau is None else {"tau": tau}
+    if c.locality_bias == "off":  # DINO-QPM's configs (no_b): no locality term b
+        rule["b"] = None
     return load_similarities(ctx.path(rf.SIMILARITIES)).problem(
         n_features=c.n_features, per_class=c.per_class, preset=c.preset, rho=c.rho, **rule)
 

@@ -1,5 +1,6 @@
 """The stages every model type shares: the dense model (dense.pt) and its features on the
-training and test images (features.npz, with the locality bias b)."""
+training and test images (features.npz, with the locality bias b). On a frozen backbone the
+dense stage trains the adapter and its classifier, reading the token cache."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from qpm import run_folder as rf
 from qpm.io import save_npz
-from qpm.models.backbones import create_backbone
+from qpm.models.adapter import AdapterSpec, create_model
 from qpm.pipeline import distributed as dist
 from qpm.pipeline.bias import locality_bias
 from qpm.pipeline.extraction import extract
@@ -28,9 +29,11 @@ def run_dense(ctx: RunContext) -> dict[str, Any]:
     # The initial weights come from the global generator: seed it so --seed decides them,
     # whatever ran before in this process.
     torch.manual_seed(c.seed)
-    model = create_backbone(c.arch, c.weights, c.reduced_strides, data.in_channels,
-                            data.num_classes, pretrained_head=not c.dense_training)
-    model = model.to(ctx.device)
+    model = create_model(c.arch, c.weights, c.reduced_strides, data.in_channels,
+                         data.num_classes, pretrained_head=not c.dense_training,
+                         adapter=AdapterSpec.of(c), frozen=bool(c.frozen_backbone))
+    model = ctx.feed(model.to(ctx.device))
+    ctx.inputs(model)  # a frozen backbone: its outputs computed (or found) once, here
     if c.dense_training:
         ctx.train(model, "dense", ctx.fit_settings(finetune=False))
     else:
@@ -45,7 +48,7 @@ def run_dense(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_features(ctx: RunContext) -> dict[str, Any]:
-    data, bs, workers = ctx.data(), ctx.config.batch_size * 2, ctx.config.workers
+    data, bs, workers = ctx.inputs(), ctx.config.batch_size * 2, ctx.config.workers
     model = ctx.load_dense()
     # float32 throughout (no bf16 autocast): A, R and b come from these features.
     train = extract(model, data.train_eval, batch_size=bs, workers=workers, features=True,
