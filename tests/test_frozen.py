@@ -251,7 +251,7 @@ def test_recipe_dino_is_the_default_for_frozen_backbones_and_vits():
     from qpm.run_folder.config import TrainConfig
 
     plain = TrainConfig().resolve()
-    assert plain.recipe == "offline" and plain.frozen_backbone is False
+    assert plain.recipe == "scratch" and plain.frozen_backbone is False
     # fields added for frozen backbones are left out of a plain run's records and variant
     # names, so run folders written before them stay valid
     recorded = plain.fingerprint(DENSE_FIELDS + FINETUNE_ONLY + SOLVE_FIELDS)
@@ -269,7 +269,7 @@ def test_recipe_dino_is_the_default_for_frozen_backbones_and_vits():
     sldd = TrainConfig(dataset="imagefolder", data_root="x", arch=VIT, model_type="sldd")
     assert (sldd.resolve().l1_maps, sldd.resolve().ft_beta) == (0.0, 0.196)
     cnn = TrainConfig(dataset="imagefolder", data_root="x", arch="resnet18").resolve()
-    assert cnn.recipe == "paper" and not cnn.frozen_backbone
+    assert cnn.recipe == "scratch" and not cnn.frozen_backbone  # no weights on disk here
     assert TrainConfig(dataset="imagefolder", data_root="x", arch="resnet18",
                        frozen_backbone=True).resolve().weights == "IMAGENET1K_V1"
     with pytest.raises(QPMError, match="needs the adapter"):

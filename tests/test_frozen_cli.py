@@ -50,7 +50,7 @@ def test_frozen_vit_every_model_type_one_token_cache(tiny_imagefolder, tmp_path,
     config = json.loads((run / "config.json").read_text())
     assert (config["recipe"], config["optimizer"], config["locality_bias"]) == (
         "dino", "adamw-schedulefree", "off")
-    for model_type in ("sldd", "qsenn"):  # the same dense model, features and tokens
+    for model_type in ("sldd", "qsenn", "chiqpm"):  # the same dense model, features and tokens
         code, err = vit_train(run, tiny_imagefolder, capsys, "--weights", str(weights),
                               "--model-type", model_type)
         assert code == 0, err

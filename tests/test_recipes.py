@@ -169,8 +169,8 @@ def test_every_recipe_fits_every_dataset():
         for recipe in recipe_names():
             cfg = TrainConfig(dataset=dataset, recipe=recipe).resolve()
             geo, augment, flip = parse(cfg.transforms)
-            assert (augment, flip) == ({"paper": ("reference", True)}.get(
-                cfg.recipe, ("affine", False)))
+            assert (augment, flip) == {"paper": ("reference", True), "scratch": ("affine", False),
+                                       "dino": ("none", False)}[cfg.recipe]
             assert geo == ("digits" if dataset in ("mnist-5k", "digits") else geo)
     # the digits through the reference's PIL transforms (paper on a digit set), and flips
     paper_digits = build_data("digits", None, 32, transforms="digits+reference+flip")

@@ -121,7 +121,7 @@ def _trained(reference_quirks: bool) -> SparseHead:
                       dropout=0.0, reference_quirks=reference_quirks)
     settings = FitSettings(epochs=1, lr=0.1, momentum=0.95, weight_decay=5e-4, step_size=1,
                            gamma=1.0, batch_size=6)
-    opt = make_optimizer(_Model(head), settings)  # the fine-tuning optimiser
+    opt, _ = make_optimizer(_Model(head), settings)  # the fine-tuning optimiser
     x, y = head_inputs()
     for _ in range(3):
         loss = nn.functional.cross_entropy(head(x), y)

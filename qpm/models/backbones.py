@@ -379,7 +379,9 @@ def load_backbone_weights(target: nn.Module, state: dict[str, torch.Tensor], arc
     # body.encoder.net. or body.encoder.)
     for prefix in ("body.encoder.net.", "body.encoder.", "body.net.", "body.", "net.", "module."):
         if not (state.keys() & own.keys()) and any(k.startswith(prefix) for k in state):
-            state = {k.removeprefix(prefix): v for k, v in state.items()}
+            # the backbone's tensors; the rest of that model (its classifier, a frozen run's
+            # adapter) is not the backbone's
+            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     # The classifier of the weights is not the backbone's (a timm head's own norm layer is).
     state = {k: v for k, v in state.items()
              if k in own or not k.startswith(("fc.", "classifier.", "head."))}

@@ -119,7 +119,8 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
 
     notes = list(notes)
     if config.recipe is None:  # the starting point chooses it; say which and why
-        choice = choose_recipe(config.dataset, config.arch, config.weights, weights_on_disk)
+        choice = choose_recipe(config.dataset, config.arch, config.weights, weights_on_disk,
+                               config.frozen_backbone)
         notes.append(f"recipe {choice.name}: {choice.reason} (--recipe to choose another)")
         config = replace(config, recipe=choice.name)
     cfg = config.resolve()

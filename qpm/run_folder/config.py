@@ -113,12 +113,11 @@ class TrainConfig:
         from qpm.data import get_dataset
         from qpm.data.transforms import AUGMENTS, transform_name
         from qpm.run_folder.names import DENSE
-        from qpm.run_folder.recipes import FROZEN_RUN, choose_recipe, get_recipe, wants_dino
+        from qpm.run_folder.recipes import FROZEN_RUN, choose_recipe, get_recipe
 
         spec = get_dataset(self.dataset)
-        name = self.recipe or ("dino" if wants_dino(self) else
-                               choose_recipe(self.dataset, self.arch, self.weights,
-                                             weights_on_disk).name)
+        name = self.recipe or choose_recipe(self.dataset, self.arch, self.weights,
+                                            weights_on_disk, self.frozen_backbone).name
         recipe = get_recipe(name, self.dataset, self)
         updates: dict[str, Any] = {k: v for k, v in recipe.options(self.model_type).items()
                                    if getattr(self, k) is None}

@@ -153,14 +153,15 @@ def dino(dataset: str, kind: str, image_size: int) -> Recipe:
     if kind == "digits":  # the small CNN of the scratch run, frozen (CPU-sized adapter)
         base = scratch(dataset, kind, image_size)
         return Recipe("dino", base.arch, FROZEN_RUN, False, False, image_size, True,
-                      augment=base.augment, flip=base.flip,
+                      augment="none", flip=False,
                       extra=dict(DINO_OFFLINE_OPTIONS),
                       per_model_type={k: {**v, "ft_epochs": DINO_OFFLINE_OPTIONS["ft_epochs"]}
                                       for k, v in DINO_FINETUNE.items()})
     # The reference's images: the whole image (no crop to the box), 224 px. A frozen ResNet
     # keeps torchvision's strides: 7 x 7 maps, a token cache 16 times smaller than at 28 x 28.
-    return Recipe("dino", DINO_ARCH, PAPER_WEIGHTS, False, False, 224, True,
-                  extra=dict(DINO_OPTIONS), per_model_type=dict(DINO_FINETUNE))
+    # No augmentation: a frozen backbone's outputs are computed once per image (test transform).
+    return Recipe("dino", DINO_ARCH, PAPER_WEIGHTS, False, False, 224, True, augment="none",
+                  flip=False, extra=dict(DINO_OPTIONS), per_model_type=dict(DINO_FINETUNE))
 
 
 RECIPES = {"scratch": scratch, "paper": paper, "dino": dino}
@@ -178,8 +179,8 @@ def get_recipe(name: str | None, dataset: str, cfg=None) -> Recipe:
 
     spec = get_dataset(dataset)
     if name is None:
-        name = ("dino" if cfg is not None and wants_dino(cfg)
-                else choose_recipe(dataset, None, None).name)
+        name = choose_recipe(dataset, None if cfg is None else cfg.arch, None, None,
+                             None if cfg is None else cfg.frozen_backbone).name
     name = ALIASES.get(name, name)
     if name not in RECIPES:
         raise QPMError(f"Unknown recipe {name!r}.", f"Choose one of: {', '.join(RECIPES)}.")
@@ -193,9 +194,12 @@ class Choice:
 
 
 def choose_recipe(dataset: str, arch: str | None, weights: str | None,
-                  weights_on_disk: Callable[[str, str], bool] | None = None) -> Choice:
-    """The recipe for a starting point: ``scratch`` for a backbone trained from scratch
-    (``--weights none``, an architecture without pretrained weights such as small-cnn or
+                  weights_on_disk: Callable[[str, str], bool] | None = None,
+                  frozen: bool | None = None) -> Choice:
+    """The recipe for a starting point: ``dino`` for a frozen backbone (``frozen``; None:
+    when ``arch`` is a timm ViT, whose tokens only an adapter reads as features), ``scratch``
+    for a backbone trained from scratch (``--weights none``, an architecture without
+    pretrained weights such as small-cnn or
     timm, or -- for a dataset that is not one of the paper's -- pretrained weights that are
     not on disk), ``paper`` for a pretrained one. The paper's datasets keep ``paper`` when
     no flag says otherwise (their weights are downloaded where the network allows).
@@ -204,6 +208,10 @@ def choose_recipe(dataset: str, arch: str | None, weights: str | None,
     from qpm.data import get_dataset
 
     default = get_dataset(dataset).recipe
+    if frozen or (frozen is None and arch is not None and arch.startswith("timm:")
+                  and timm_vit(arch[5:])):
+        return Choice("dino", "a frozen backbone" if frozen else f"{arch} is a vision "
+                      "transformer: a frozen backbone under an adapter")
     if arch is not None and not arch.startswith("resnet"):
         return Choice("scratch", f"{arch} starts from scratch")
     if weights in ("none", ""):
@@ -218,14 +226,6 @@ def choose_recipe(dataset: str, arch: str | None, weights: str | None,
                       "are on disk")
     return Choice("scratch", f"no pretrained {arch} weights on disk; --recipe paper downloads "
                   f"and fine-tunes them")
-
-
-def wants_dino(cfg) -> bool:
-    """The backbone is frozen, or a timm vision transformer (only an adapter reads its
-    tokens as features)."""
-    if cfg.frozen_backbone is not None:
-        return bool(cfg.frozen_backbone)
-    return bool(cfg.arch and cfg.arch.startswith("timm:") and timm_vit(cfg.arch[5:]))
 
 
 def timm_vit(name: str) -> bool:
