@@ -100,7 +100,7 @@ def test_read_npz_refuses_what_does_not_fit_in_memory(tmp_path, monkeypatch):
     path = tmp_path / "big.npz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("A.npy", npy_bytes(np.zeros((512, 512))))  # 2 MiB, a small zip bomb
-    monkeypatch.setattr(io, "available_memory", lambda: 1 << 20)
+    monkeypatch.setattr("qpm.memory.available_memory", lambda: 1 << 20)
     monkeypatch.setattr(np, "empty", lambda *a, **k: pytest.fail("allocated"))
     with pytest.raises(QPMError, match=r"needs 2\.0 MiB of memory, but only 1\.0 MiB"):
         io.read_npz(path, ("A",))

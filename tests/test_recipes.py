@@ -13,7 +13,8 @@ from qpm.cli import main
 from qpm.data import build_data
 from qpm.data.transforms import DigitTransform, Lighting
 from qpm.errors import QPMError
-from qpm.models.backbones import create_backbone, weights_cache_path
+from qpm.models.backbones import create_backbone
+from qpm.models.weights import weights_cache_path
 from qpm.run_folder.config import TrainConfig
 from qpm.run_folder.recipes import describe, get_recipe
 

@@ -197,7 +197,7 @@ def _check_sims_shapes(h: dict[str, Header], path, fix: str) -> None:
 
 
 def _check_feature_shapes(h: dict[str, Header], path, fix: str) -> None:
-    from qpm.io import require_memory
+    from qpm.memory import require_memory
 
     X, y = h["features"], h["labels"]
     if len(X.shape) != 2 or X.dtype.kind not in NUMERIC:

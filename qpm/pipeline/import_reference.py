@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from qpm.errors import QPMError
-from qpm.models.backbones import Backbone, Classifier, create_backbone, read_state_dict
+from qpm.models.backbones import Backbone, Classifier, create_backbone
 from qpm.models.qpm_layer import QPMLayer
+from qpm.models.weights import read_state_dict
 
 SPARSE_KEYS = ("linear.selection", "linear.mean", "linear.std", "linear.layer.weight")
 DENSE_KEYS = ("linear.weight", "linear.bias")

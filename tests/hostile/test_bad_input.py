@@ -300,7 +300,7 @@ def test_bad_input(case: Case, trained_run, tiny_imagefolder, inputs, locked_run
     env = Env(trained_run, tiny_imagefolder, inputs, tmp_path, locked_run)
     argv = case.argv(env)  # builds this case's files first
     if case.memory is not None:
-        monkeypatch.setattr("qpm.io.available_memory", lambda: case.memory)
+        monkeypatch.setattr("qpm.memory.available_memory", lambda: case.memory)
     if case.patch is not None:
         case.patch(monkeypatch, env)
     guarded = [trained_run, inputs, locked_run, tiny_imagefolder]
