@@ -12,12 +12,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "qpm"
 
-BOTTOM = {"text", "errors", "io", "npz", "logs"}
+BOTTOM = {"text", "errors", "io", "memory", "npz", "logs"}
 # room -> the other rooms it may import. Not listed: may import nothing of qpm.
 MAY_IMPORT: dict[str, set[str]] = {
     "text": set(),
     "errors": {"text"},
-    "io": {"errors", "text", "npz"},
+    "io": {"errors", "text", "npz", "memory"},
+    "memory": {"errors"},  # how much memory a job may still take
     "npz": set(),  # the .npy member format under io: numpy only
     "logs": {"errors", "text"},
     "assignment": BOTTOM,  # numpy and solvers only: no torch, no other room

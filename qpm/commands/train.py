@@ -177,7 +177,7 @@ def config_from_args(args: argparse.Namespace) -> tuple:
     """The run's config: the flags given; what they leave open from the run folder's
     config.json when it has one (a re-run), else the defaults and the recipe. Also the line
     that says so ("" for a new folder), to print once the checks have passed."""
-    from qpm.models.weights import weights_on_disk
+    from qpm.models.backbones import weights_on_disk
     from qpm.run_folder.config import TrainConfig, rerun_settings
 
     given = given_settings(args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -16,8 +17,14 @@ from torch import nn
 
 from qpm.errors import QPMError
 from qpm.models.heads import register_head
-from qpm.models.vit import adapt_state, timm_model
-from qpm.models.weights import load_backbone_weights, resolve_weights
+from qpm.models.vit import PRETRAINED, adapt_state, pretrained_file, timm_model
+from qpm.models.weights import (
+    WEIGHT_SUFFIXES,
+    load_backbone_weights,
+    read_state_dict,
+    refuse_reference_model,
+    weights_cache_path,
+)
 
 
 class BackboneOutput(NamedTuple):
@@ -244,3 +251,77 @@ def _load_pretrained_head(model: Backbone, state: dict | None, weights: str) -> 
 def backbone_feature_count(name: str, in_channels: int = 3) -> int:
     """F, the number of features of ``name``, without loading weights."""
     return create_backbone(name, "none", False, in_channels, 2).n_features
+
+
+# --- weights by name (the registry knows which an architecture has) -------------------------
+
+
+def _weights_source(arch: str, weights: str):
+    """None (no weights), a local Path, or the torchvision weights enum entry ``weights`` names."""
+    if weights in (None, "", "none"):
+        return None
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return path
+    if any(sep in weights for sep in "/\\") or weights.endswith(WEIGHT_SUFFIXES):
+        raise QPMError(f"Weights file {weights} does not exist.",
+                       "Check the path, or use --weights none to train from scratch.")
+    spec = arch_spec(arch)
+    if spec is None and weights == PRETRAINED:
+        return pretrained_file(arch)
+    if spec is None or spec.torchvision_name is None:
+        named = f", {PRETRAINED} (timm's file, read from disk)" if spec is None else ""
+        raise QPMError(f"Unknown weights {weights!r} for {arch}: it has no named weights.",
+                       f"Use --weights none{named} or pass a local state_dict file.")
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(spec.torchvision_name)
+    member = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
+    try:
+        return enum[member]
+    except KeyError:
+        names = ", ".join(["DEFAULT", *[w.name for w in enum]])
+        raise QPMError(f"Unknown weights {weights!r} for {arch}.",
+                       f"Choose one of: {names}, none, or a local file.") from None
+
+
+def check_weights(arch: str, weights: str) -> None:
+    """Raise QPMError for an unknown architecture or weights name, or a local weights file
+    that is unreadable or a whole reference model, without downloading."""
+    arch_spec(arch)
+    source = _weights_source(arch, weights)
+    if isinstance(source, Path):
+        refuse_reference_model(read_state_dict(source), weights)
+
+
+def resolve_weights(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
+    """The state dict that ``weights`` names, or None for ``none``."""
+    source = _weights_source(arch, weights)
+    if source is None:
+        return None
+    if isinstance(source, Path):
+        return read_state_dict(source)
+    cached = weights_cache_path(source.url)
+    if cached.is_file():  # torchvision's own cache: no network needed
+        return read_state_dict(cached)
+    try:
+        return source.get_state_dict(progress=True, check_hash=False)
+    except OSError as exc:  # URLError, socket errors and the like are OSErrors
+        raise QPMError(
+            f"The {arch} weights {source} are not on disk ({cached}) and could not be "
+            f"downloaded ({exc}).",
+            f"Download {source.url} where the network allows and put it at {cached} (or pass "
+            "it with --weights /path/to/file.pth), or use --weights none.",
+        ) from None
+
+
+def weights_on_disk(arch: str, weights: str) -> bool:
+    """Whether ``weights`` for ``arch`` need no download: a local file, or a torchvision
+    weights name whose file is in torchvision's cache. False for unknown names."""
+    try:
+        source = _weights_source(arch, weights)
+    except QPMError:
+        return False
+    if source is None or isinstance(source, Path):
+        return source is not None
+    return weights_cache_path(source.url).is_file()

@@ -11,7 +11,7 @@ from torch import nn
 
 from qpm.errors import QPMError
 from qpm.models.torch_files import load_torch
-from qpm.models.vit import PRETRAINED, pretrained_file, read_safetensors
+from qpm.models.vit import read_safetensors
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
@@ -33,81 +33,6 @@ def _local_state(path: Path) -> dict[str, torch.Tensor]:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file (a plain or wrapped state_dict), loaded safely."""
     return _local_state(Path(path))
-
-
-def _weights_source(arch: str, weights: str):
-    """None (no weights), a local Path, or the torchvision weights enum entry ``weights`` names."""
-    if weights in (None, "", "none"):
-        return None
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return path
-    if any(sep in weights for sep in "/\\") or weights.endswith(WEIGHT_SUFFIXES):
-        raise QPMError(f"Weights file {weights} does not exist.",
-                       "Check the path, or use --weights none to train from scratch.")
-    from qpm.models.backbones import arch_spec  # the registry imports this module
-
-    spec = arch_spec(arch)
-    if spec is None and weights == PRETRAINED:
-        return pretrained_file(arch)
-    if spec is None or spec.torchvision_name is None:
-        named = f", {PRETRAINED} (timm's file, read from disk)" if spec is None else ""
-        raise QPMError(f"Unknown weights {weights!r} for {arch}: it has no named weights.",
-                       f"Use --weights none{named} or pass a local state_dict file.")
-    import torchvision
-
-    enum = torchvision.models.get_model_weights(spec.torchvision_name)
-    member = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
-    try:
-        return enum[member]
-    except KeyError:
-        names = ", ".join(["DEFAULT", *[w.name for w in enum]])
-        raise QPMError(f"Unknown weights {weights!r} for {arch}.",
-                       f"Choose one of: {names}, none, or a local file.") from None
-
-
-def check_weights(arch: str, weights: str) -> None:
-    """Raise QPMError for an unknown architecture or weights name, or a local weights file
-    that is unreadable or a whole reference model, without downloading."""
-    from qpm.models.backbones import arch_spec
-
-    arch_spec(arch)
-    source = _weights_source(arch, weights)
-    if isinstance(source, Path):
-        refuse_reference_model(_local_state(source), weights)
-
-
-def resolve_weights(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
-    """The state dict that ``weights`` names, or None for ``none``."""
-    source = _weights_source(arch, weights)
-    if source is None:
-        return None
-    if isinstance(source, Path):
-        return _local_state(source)
-    cached = weights_cache_path(source.url)
-    if cached.is_file():  # torchvision's own cache: no network needed
-        return _local_state(cached)
-    try:
-        return source.get_state_dict(progress=True, check_hash=False)
-    except OSError as exc:  # URLError, socket errors and the like are OSErrors
-        raise QPMError(
-            f"The {arch} weights {source} are not on disk ({cached}) and could not be "
-            f"downloaded ({exc}).",
-            f"Download {source.url} where the network allows and put it at {cached} (or pass "
-            "it with --weights /path/to/file.pth), or use --weights none.",
-        ) from None
-
-
-def weights_on_disk(arch: str, weights: str) -> bool:
-    """Whether ``weights`` for ``arch`` need no download: a local file, or a torchvision
-    weights name whose file is in torchvision's cache. False for unknown names."""
-    try:
-        source = _weights_source(arch, weights)
-    except QPMError:
-        return False
-    if source is None or isinstance(source, Path):
-        return source is not None
-    return weights_cache_path(source.url).is_file()
 
 
 def weights_cache_path(url: str) -> Path:

@@ -17,7 +17,7 @@ def check_before_training(cfg: TrainConfig, ctx: RunContext,
     ``notes`` (printed once every check has passed: bad input stays one line)."""
     from math import comb
 
-    from qpm.models.weights import check_weights
+    from qpm.models.backbones import check_weights
 
     data = ctx.data()  # a missing or malformed dataset fails here, not after training
     if data.num_classes < 2:

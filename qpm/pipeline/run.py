@@ -114,7 +114,7 @@ def run_pipeline(config: TrainConfig, *, log: Callable[[str], None] = _log.info,
     ``notes`` are lines to print once every check has passed (with the run's own: the
     recipe chosen, the n chosen), so that bad input stays one line.
     """
-    from qpm.models.weights import weights_on_disk
+    from qpm.models.backbones import weights_on_disk
     from qpm.run_folder.recipes import choose_recipe
 
     notes = list(notes)
