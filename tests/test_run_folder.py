@@ -144,8 +144,10 @@ def test_other_data_is_refused_and_moved_data_accepted(run_copy, tiny_imagefolde
 def test_stale_temporaries_are_removed_at_start(run_copy, tiny_imagefolder, capsys):
     # Only qpm's own temporaries (its prefix), only in the folders qpm writes.
     stale = [run_copy / ".qpm-config.json.k2j3h4.tmp",
-             variant(run_copy) / "stages" / ".qpm-qpm.json.a1b2c3.tmp"]
+             variant(run_copy) / "stages" / ".qpm-qpm.json.a1b2c3.tmp",
+             run_copy / "tokens" / ".qpm-manifest.json.z9y8x7.tmp"]  # a frozen run's cache
     for path in stale:
+        path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half a file")
     keep = [run_copy / "notes.tmp", run_copy / ".notes.txt.x1y2.tmp",  # another program's
             run_copy / "mine" / "deep" / ".qpm-x.y.tmp"]  # not a folder qpm writes
@@ -155,6 +157,13 @@ def test_stale_temporaries_are_removed_at_start(run_copy, tiny_imagefolder, caps
     code, err = train(run_copy, tiny_imagefolder, capsys)
     assert code == 0 and not any(p.exists() for p in stale) and all(p.exists() for p in keep)
     assert "removed .qpm-config.json.k2j3h4.tmp" in err
+
+
+def test_the_token_cache_is_a_run_folders_folder(run_copy):
+    # a frozen backbone's cache (RUN/tokens/) is qpm's: no --out may replace its files
+    cache = run_copy / rf.TOKENS / "train.f16"
+    assert rf.artifact_owner(cache) is not None
+    assert rf.artifact_owner(run_copy.parent / "train.f16") is None
 
 
 def test_evaluate_and_explain_refuse_a_foreign_model(run_copy, capsys):

@@ -23,7 +23,7 @@ from typing import Any
 
 from qpm.errors import QPMError
 from qpm.io import is_temp_name
-from qpm.run_folder.names import CONFIG, EXPLAIN, LOCK, RECORDS, VARIANTS
+from qpm.run_folder.names import CONFIG, EXPLAIN, LOCK, RECORDS, TOKENS, VARIANTS
 from qpm.run_folder.ownership import check_run_dir
 from qpm.text import printable, shorten
 
@@ -177,7 +177,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporaries a killed writer left (call with the lock held): only files
     qpm names so (:func:`qpm.io.is_temp_name`), only in the folders qpm writes."""
     folder = Path(folder)
-    places = [folder, folder / RECORDS]
+    places = [folder, folder / RECORDS, folder / TOKENS]  # TOKENS: its manifest's writes
     for variant in sorted((folder / VARIANTS).glob("*")):
         places += [variant, variant / RECORDS]
     for explain in (folder / EXPLAIN, *sorted((folder / VARIANTS).glob(f"*/{EXPLAIN}"))):

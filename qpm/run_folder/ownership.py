@@ -30,6 +30,7 @@ from qpm.run_folder.names import (
     RECORDS,
     SIMILARITIES,
     SLDD_LAYER,
+    TOKENS,
     VARIANTS,
     calibration_files,
 )
@@ -39,7 +40,7 @@ from qpm.text import printable
 # *.pt, epoch checkpoints *.ckpt and pictures *assignment.png), and its sub-folders.
 RUN_FILES = (CONFIG, DATA, METRICS, DENSE, FEATURES, SIMILARITIES, ASSIGNMENT, SLDD_LAYER)
 RUN_SUFFIXES = (".pt", ".ckpt")
-RUN_DIRS = (RECORDS, VARIANTS, EXPLAIN)
+RUN_DIRS = (RECORDS, VARIANTS, EXPLAIN, TOKENS)  # TOKENS: a frozen backbone's cache
 CALIBRATION_PREFIX = calibration_files("")[0].split("-")[0]  # calibration-<type>.json/.npz
 # Keys every config.json qpm ever wrote holds: what tells a run folder from a folder that
 # happens to hold some other program's config.json.
