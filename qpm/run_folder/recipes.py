@@ -23,6 +23,7 @@ the config) always wins over the recipe's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -228,6 +229,7 @@ def choose_recipe(dataset: str, arch: str | None, weights: str | None,
                   f"and fine-tunes them")
 
 
+@functools.cache  # asked several times per start (choice, resolve, recipe)
 def timm_vit(name: str) -> bool:
     """Whether timm's model ``name`` has patch tokens (built without memory on the meta
     device; an unknown name is left to the backbone's own check)."""
